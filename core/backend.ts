@@ -1,0 +1,117 @@
+/**
+ * The seam between the machine and a CPU backend (`kvm` or `interp`). A backend allocates guest
+ * RAM it can run on and creates vCPUs; a vCPU runs guest code, sends every port and MMIO access
+ * to the buses synchronously, and returns from `run()` only when the machine must act.
+ */
+
+import type { MmioBus, PortBus } from "./bus.ts";
+import type { CpuState } from "./cpu_state.ts";
+import type { GuestMemory } from "./memory.ts";
+
+/** Backend names, as `--backend` spells them. */
+export type BackendName = "kvm" | "interp";
+
+/** Why `Vcpu.run()` returned. */
+export type StopReason =
+  | { kind: "exit"; status: number }
+  | { kind: "reset" }
+  | { kind: "poweroff" }
+  | { kind: "pause" }
+  | { kind: "fault"; message: string };
+
+/** Requests from other threads, in a shared Int32Array (index CONTROL_REQUEST). */
+export const CONTROL_REQUEST = 0;
+/** No request. */
+export const REQUEST_NONE = 0;
+/** Pause at the next exit. */
+export const REQUEST_PAUSE = 1;
+/** Stop the VM (exit status in CONTROL_STATUS). */
+export const REQUEST_STOP = 2;
+/** Exit status that goes with REQUEST_STOP. */
+export const CONTROL_STATUS = 1;
+
+/**
+ * Stop requests shared by devices (same thread) and the supervisor (other threads through a
+ * SharedArrayBuffer). A vCPU checks `stop` after every exit or I/O instruction and calls
+ * `service()` often enough for timers and console input to stay on time.
+ */
+export class RunControl {
+  /** Set by a device (debug-exit, reset) or by `checkRequests`; the vCPU returns it. */
+  stop: StopReason | null = null;
+  /** Cross-thread requests (see CONTROL_REQUEST). */
+  readonly requests: Int32Array;
+  /** Runs due timers and delivers console input; installed by the machine. */
+  service: () => void = () => {};
+  /** Earliest timer deadline in VM-clock ns (Infinity when none), for backends that sleep. */
+  nextDeadline: () => number = () => Infinity;
+
+  constructor(requests = new Int32Array(new SharedArrayBuffer(8))) {
+    this.requests = requests;
+  }
+
+  /** Turns a pending cross-thread request into `stop`. Returns true when the vCPU must return. */
+  checkRequests(): boolean {
+    if (this.stop !== null) return true;
+    const r = Atomics.load(this.requests, CONTROL_REQUEST);
+    if (r === REQUEST_NONE) return false;
+    Atomics.store(this.requests, CONTROL_REQUEST, REQUEST_NONE);
+    this.stop = r === REQUEST_PAUSE
+      ? { kind: "pause" }
+      : { kind: "exit", status: Atomics.load(this.requests, CONTROL_STATUS) };
+    return true;
+  }
+}
+
+/** The machine's maskable-interrupt input, as the PIC/APIC present it to a vCPU. */
+export interface InterruptController {
+  /** True while an unmasked interrupt waits for the CPU (the INTR pin). */
+  hasInterrupt(): boolean;
+  /** The CPU accepts it: returns the vector (the INTA cycle). */
+  acknowledge(): number;
+}
+
+/** An interrupt controller with nothing attached. */
+export const NO_INTERRUPTS: InterruptController = {
+  hasInterrupt: () => false,
+  acknowledge: () => 0,
+};
+
+/** Receives a one-line description of each executed instruction or exit with `--trace`. */
+export type TraceSink = (line: string) => void;
+
+/** Everything a vCPU needs from the machine. */
+export interface VcpuEnv {
+  readonly memory: GuestMemory;
+  readonly ports: PortBus;
+  readonly mmio: MmioBus;
+  readonly control: RunControl;
+  interrupts: InterruptController;
+  readonly trace: TraceSink | null;
+}
+
+/** One virtual CPU. */
+export interface Vcpu {
+  readonly id: number;
+  /** Reads the architectural state. */
+  getState(): CpuState;
+  /** Writes the architectural state. */
+  setState(state: CpuState): void;
+  /**
+   * Runs guest code until the VM must stop or pause. Guest faults the VM cannot survive (triple
+   * fault, host limits) come back as `{ kind: "fault" }` with a message.
+   */
+  run(): StopReason;
+  /** Releases host resources. */
+  close(): void;
+}
+
+/** A CPU backend. */
+export interface Backend {
+  readonly name: BackendName;
+  /** Allocates `size` bytes of zeroed guest RAM this backend can run on. */
+  createMemory(size: number): GuestMemory;
+  /** Creates vCPU `id` over `env.memory` (which must come from `createMemory`). */
+  createVcpu(id: number, env: VcpuEnv): Vcpu;
+  /** Releases host resources. */
+  close(): void;
+}

@@ -1,0 +1,421 @@
+/**
+ * The device plugin API: everything a device author needs. A device is an ES module whose
+ * default export is made with {@link definePlugin}; built-in devices use the same API.
+ *
+ * @example A one-port device that reads back the last byte written to it
+ * ```ts
+ * import { API_VERSION, definePlugin } from "./mod.ts";
+ *
+ * export default definePlugin({
+ *   name: "latch",
+ *   apiVersion: API_VERSION,
+ *   create(host) {
+ *     const port = host.options.number("port", 0x510);
+ *     let value = 0;
+ *     return {
+ *       ports: [{
+ *         base: port,
+ *         length: 1,
+ *         read: () => value,
+ *         write: (_offset, _size, v) => {
+ *           value = v & 0xff;
+ *         },
+ *       }],
+ *       reset() {
+ *         value = 0;
+ *       },
+ *       save: () => ({ version: 1, fields: { value } }),
+ *       restore(state) {
+ *         value = Number(state.fields.value);
+ *       },
+ *     };
+ *   },
+ * });
+ * ```
+ * @module
+ */
+
+/** The plugin API version this build of denovisor implements. */
+export const API_VERSION = 1;
+
+/**
+ * Read handler: `offset` is relative to the range's base, `size` is 1, 2 or 4 bytes.
+ * Return the value read (only the low `size` bytes are used).
+ *
+ * @example
+ * ```ts
+ * import type { ReadHandler } from "./mod.ts";
+ * const read: ReadHandler = (offset) => offset === 0 ? 0x42 : 0;
+ * ```
+ */
+export type ReadHandler = (offset: number, size: number) => number;
+
+/**
+ * Write handler: `offset` is relative to the range's base, `size` is 1, 2 or 4 bytes.
+ *
+ * @example
+ * ```ts
+ * import type { WriteHandler } from "./mod.ts";
+ * const write: WriteHandler = (_offset, _size, value) => console.log(value);
+ * ```
+ */
+export type WriteHandler = (offset: number, size: number, value: number) => void;
+
+/**
+ * A port or MMIO range a device claims, with its handlers.
+ *
+ * @example
+ * ```ts
+ * import type { IoRange } from "./mod.ts";
+ * const range: IoRange = { base: 0x510, length: 2, read: () => 0, write: () => {} };
+ * ```
+ */
+export interface IoRange {
+  /** First port or guest-physical address. */
+  base: number;
+  /** Number of ports or bytes. */
+  length: number;
+  /** Called for guest reads inside the range. */
+  read: ReadHandler;
+  /** Called for guest writes inside the range. */
+  write: WriteHandler;
+}
+
+/**
+ * A device's saved state: named fields and the version of their layout.
+ *
+ * @example
+ * ```ts
+ * import type { DeviceState } from "./mod.ts";
+ * const state: DeviceState = { version: 1, fields: { counter: 3 } };
+ * ```
+ */
+export interface DeviceState {
+  /** Version of the field layout; `restore` refuses a version newer than the device's. */
+  version: number;
+  /** Named fields: JSON-compatible values or Uint8Arrays. */
+  fields: Record<string, unknown>;
+}
+
+/**
+ * A running device instance, as `create` returns it.
+ *
+ * @example
+ * ```ts
+ * import type { Device } from "./mod.ts";
+ * const device: Device = { ports: [], reset() {}, save: () => ({ version: 1, fields: {} }), restore() {} };
+ * ```
+ */
+export interface Device {
+  /** Port ranges the device claims. */
+  ports?: IoRange[];
+  /** MMIO ranges the device claims. */
+  mmio?: IoRange[];
+  /** Returns the device to its power-on state (called on guest reset). */
+  reset(): void;
+  /** Returns the device's state. */
+  save(): DeviceState;
+  /** Loads a state `save` returned (the version is checked before this is called). */
+  restore(state: DeviceState): void;
+  /** Releases host resources when the VM ends. */
+  close?(): void;
+}
+
+/**
+ * Bounds-checked guest RAM for DMA. Every access outside guest RAM throws.
+ *
+ * @example
+ * ```ts
+ * import type { DmaMemory } from "./mod.ts";
+ * function zeroSector(mem: DmaMemory, gpa: number) {
+ *   mem.write(gpa, new Uint8Array(512));
+ * }
+ * ```
+ */
+export interface DmaMemory {
+  /** Size of guest RAM in bytes. */
+  readonly size: number;
+  /** Copies `length` bytes out of guest RAM. */
+  read(gpa: number, length: number): Uint8Array;
+  /** Copies `data` into guest RAM. */
+  write(gpa: number, data: Uint8Array): void;
+  /** Reads a little-endian 32-bit value. */
+  readU32(gpa: number): number;
+  /** Writes a little-endian 32-bit value. */
+  writeU32(gpa: number, value: number): void;
+}
+
+/**
+ * An interrupt line into the machine's interrupt controller.
+ *
+ * @example
+ * ```ts
+ * import type { IrqLine } from "./mod.ts";
+ * function signal(irq: IrqLine) {
+ *   irq.pulse();
+ * }
+ * ```
+ */
+export interface IrqLine {
+  /** The line number (ISA IRQ or GSI). */
+  readonly line: number;
+  /** Drives the line high (level-triggered devices hold it until serviced). */
+  raise(): void;
+  /** Drives the line low. */
+  lower(): void;
+  /** Raises and lowers the line (an edge). */
+  pulse(): void;
+}
+
+/**
+ * The VM's clock, in nanoseconds since the VM started. Timers fire on the vCPU thread between
+ * guest instructions, so handlers and timer callbacks never run at the same time.
+ *
+ * @example
+ * ```ts
+ * import type { Clock } from "./mod.ts";
+ * function elapsedMs(clock: Clock, since: number) {
+ *   return (clock.now() - since) / 1e6;
+ * }
+ * ```
+ */
+export interface Clock {
+  /** Nanoseconds of guest time since the VM started. */
+  now(): number;
+  /** Creates a one-shot timer; `arm` it with a delay. */
+  timer(callback: () => void): Timer;
+}
+
+/**
+ * A one-shot timer made by {@link Clock.timer}.
+ *
+ * @example
+ * ```ts
+ * import type { Timer } from "./mod.ts";
+ * function every10ms(t: Timer) {
+ *   t.arm(10_000_000);
+ * }
+ * ```
+ */
+export interface Timer {
+  /** Fires the callback once after `delayNs` (re-arming replaces the pending deadline). */
+  arm(delayNs: number): void;
+  /** Cancels a pending deadline. */
+  cancel(): void;
+}
+
+/**
+ * Messages from a device, shown on the VMM's stderr (`debug` only with `--trace`).
+ *
+ * @example
+ * ```ts
+ * import type { Logger } from "./mod.ts";
+ * function hello(log: Logger) {
+ *   log.info("ready");
+ * }
+ * ```
+ */
+export interface Logger {
+  /** Shown always. */
+  info(message: string): void;
+  /** Shown always, marked as a warning. */
+  warn(message: string): void;
+  /** Shown with `--trace`. */
+  debug(message: string): void;
+}
+
+/**
+ * The options given on the command line after the plugin path (`--device x.ts,port=0x510`).
+ *
+ * @example
+ * ```ts
+ * import type { PluginOptions } from "./mod.ts";
+ * function base(opts: PluginOptions) {
+ *   return opts.number("port", 0x510);
+ * }
+ * ```
+ */
+export interface PluginOptions {
+  /** Every option as given (a bare `key` has the value "true"). */
+  readonly raw: Readonly<Record<string, string>>;
+  /** A string option, or `fallback`. */
+  string(key: string, fallback: string): string;
+  /** A number option (decimal or 0x hex), or `fallback`. Throws on a value that is not one. */
+  number(key: string, fallback: number): number;
+  /** A boolean option (`true/false/1/0/yes/no` or a bare key), or `fallback`. */
+  boolean(key: string, fallback: boolean): boolean;
+}
+
+/**
+ * The console a UART-like device reads from and writes to (the VMM's `--serial` target).
+ *
+ * @example
+ * ```ts
+ * import type { Console } from "./mod.ts";
+ * function greet(c: Console) {
+ *   c.write(new TextEncoder().encode("hi\n"));
+ * }
+ * ```
+ */
+export interface Console {
+  /** Sends guest output to the serial target. */
+  write(bytes: Uint8Array): void;
+  /** Registers the receiver of host input bytes (called on the vCPU thread). */
+  onInput(receiver: (byte: number) => void): void;
+}
+
+/**
+ * How a device ends or resets the whole VM (debug-exit, keyboard-controller reset, ACPI).
+ *
+ * @example
+ * ```ts
+ * import type { Power } from "./mod.ts";
+ * function fail(p: Power) {
+ *   p.exit(3);
+ * }
+ * ```
+ */
+export interface Power {
+  /** Ends the VMM with this exit status. */
+  exit(status: number): void;
+  /** Guest reset: the VM ends with status 0. */
+  reset(): void;
+  /** Guest power-off: the VM ends with status 0. */
+  off(): void;
+}
+
+/**
+ * What the machine gives a device.
+ *
+ * @example
+ * ```ts
+ * import type { DeviceHost } from "./mod.ts";
+ * function describe(host: DeviceHost) {
+ *   host.log.info(`${host.name} sees ${host.memory.size} bytes of RAM`);
+ * }
+ * ```
+ */
+export interface DeviceHost {
+  /** The device's name. */
+  readonly name: string;
+  /** Command-line options given to this device. */
+  readonly options: PluginOptions;
+  /** Guest RAM, bounds-checked. */
+  readonly memory: DmaMemory;
+  /** An interrupt line (ISA IRQ numbers 0-15 on the PC platform). */
+  irq(line: number): IrqLine;
+  /** The VM clock. */
+  readonly clock: Clock;
+  /** Device messages. */
+  readonly log: Logger;
+  /** The serial console. */
+  readonly console: Console;
+  /** VM power control. */
+  readonly power: Power;
+}
+
+/**
+ * What a plugin module's default export describes.
+ *
+ * @example
+ * ```ts
+ * import { API_VERSION, type PluginDefinition } from "./mod.ts";
+ * const def: PluginDefinition = {
+ *   name: "nothing",
+ *   apiVersion: API_VERSION,
+ *   create: () => ({ reset() {}, save: () => ({ version: 1, fields: {} }), restore() {} }),
+ * };
+ * ```
+ */
+export interface PluginDefinition {
+  /** Short name, used in messages (`--device` may override it with `name=`). */
+  name: string;
+  /** The API version the plugin was written for (use {@link API_VERSION}). */
+  apiVersion: number;
+  /** One-line description for `--help`-like listings. */
+  description?: string;
+  /** The newest state version `save` writes; `restore` of a newer one is refused. Default 1. */
+  stateVersion?: number;
+  /** Builds the device for one VM. */
+  create(host: DeviceHost): Device;
+}
+
+/** Marks objects made by definePlugin, so the loader can tell a device module from any other. */
+export const PLUGIN_BRAND: unique symbol = Symbol.for("denovisor.plugin");
+
+/**
+ * A validated plugin definition, as {@link definePlugin} returns it.
+ *
+ * @example
+ * ```ts
+ * import type { Plugin } from "./mod.ts";
+ * function nameOf(p: Plugin) {
+ *   return p.name;
+ * }
+ * ```
+ */
+export interface Plugin extends PluginDefinition {
+  /** Brand checked by the loader. */
+  readonly [PLUGIN_BRAND]: true;
+  /** The checked state version. */
+  readonly stateVersion: number;
+}
+
+/**
+ * Validates a device definition and marks it as a plugin; use it for a module's default export.
+ *
+ * @example
+ * ```ts
+ * import { API_VERSION, definePlugin } from "./mod.ts";
+ * export default definePlugin({
+ *   name: "zero",
+ *   apiVersion: API_VERSION,
+ *   create: () => ({
+ *     ports: [{ base: 0x520, length: 1, read: () => 0, write: () => {} }],
+ *     reset() {},
+ *     save: () => ({ version: 1, fields: {} }),
+ *     restore() {},
+ *   }),
+ * });
+ * ```
+ */
+export function definePlugin(definition: PluginDefinition): Plugin {
+  if (typeof definition !== "object" || definition === null) {
+    throw new TypeError("definePlugin needs an object with name, apiVersion and create");
+  }
+  if (typeof definition.name !== "string" || !/^[A-Za-z0-9_.-]+$/.test(definition.name)) {
+    throw new TypeError(
+      `Plugin name ${
+        JSON.stringify(definition.name)
+      } is not valid: use letters, digits, "-", "_" or "."`,
+    );
+  }
+  if (definition.apiVersion !== API_VERSION) {
+    throw new RangeError(
+      `Plugin "${definition.name}" was written for API version ${definition.apiVersion}, but this ` +
+        `denovisor implements version ${API_VERSION}`,
+    );
+  }
+  if (typeof definition.create !== "function") {
+    throw new TypeError(`Plugin "${definition.name}" has no create(host) function`);
+  }
+  const stateVersion = definition.stateVersion ?? 1;
+  if (!Number.isInteger(stateVersion) || stateVersion < 1) {
+    throw new RangeError(`Plugin "${definition.name}" has an invalid stateVersion ${stateVersion}`);
+  }
+  return Object.freeze({ ...definition, stateVersion, [PLUGIN_BRAND]: true as const });
+}
+
+/**
+ * True when `value` was made by {@link definePlugin}.
+ *
+ * @example
+ * ```ts
+ * import { isPlugin } from "./mod.ts";
+ * console.log(isPlugin({})); // false
+ * ```
+ */
+export function isPlugin(value: unknown): value is Plugin {
+  return typeof value === "object" && value !== null &&
+    (value as Record<symbol, unknown>)[PLUGIN_BRAND] === true;
+}
