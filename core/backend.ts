@@ -45,7 +45,7 @@ export class RunControl {
   /** Earliest timer deadline in VM-clock ns (Infinity when none), for backends that sleep. */
   nextDeadline: () => number = () => Infinity;
 
-  constructor(requests = new Int32Array(new SharedArrayBuffer(8))) {
+  constructor(requests: Int32Array = new Int32Array(new SharedArrayBuffer(8))) {
     this.requests = requests;
   }
 

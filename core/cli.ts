@@ -1,0 +1,203 @@
+/**
+ * The `denovisor` command line: parses flags, starts the VM on its own Worker, relays the
+ * terminal to the guest's serial port, and exits with the VM's status (the debug-exit value, 0
+ * on guest reset or power-off, 1 on a fault, 2 on bad usage).
+ */
+
+import { parseArgs } from "node:util";
+import { CONTROL_REQUEST, CONTROL_STATUS, REQUEST_STOP } from "./backend.ts";
+import { describeError, UsageError, VmmError } from "./errors.ts";
+import { InputRing } from "./serial_io.ts";
+import { parseSize } from "./size.ts";
+import { parseBackendChoice } from "./select_backend.ts";
+import type { VmConfig } from "./vm.ts";
+import type { DoneMessage, StartMessage } from "./vm_worker.ts";
+import { parseDeviceSpec } from "../plugins/options.ts";
+import denoJson from "../deno.json" with { type: "json" };
+
+/** The version `--version` prints. */
+export const VERSION: string = denoJson.version;
+
+/** `--help` text. */
+export const HELP = `denovisor ${VERSION}: a virtual machine monitor in TypeScript
+
+Usage: deno run -A mod.ts [options]
+With no --kernel, boots the embedded demo guest.
+
+Options:
+  --kernel PATH          guest image to boot
+  --format FORMAT        auto (default), flat, multiboot or linux
+  --mem SIZE             guest RAM, e.g. 64M or 1G (default 128M)
+  --cmdline STR          kernel command line (Multiboot, Linux)
+  --initrd PATH          initial ramdisk (Linux) or Multiboot module
+  --backend NAME         auto (default: kvm when /dev/kvm works, else interp), kvm or interp
+  --device SPEC          load a device plugin: PATH_OR_URL[,key=value...] (repeatable)
+  --serial TARGET        stdio (default), none or file:PATH
+  --trace                log exits, unclaimed I/O, POST codes and instructions to stderr
+  -h, --help             show this help
+  -V, --version          show the version
+
+Guest serial output goes to stdout, denovisor's own messages to stderr. On a terminal,
+Ctrl-A x quits the VM (Ctrl-A Ctrl-A sends a Ctrl-A to the guest).
+Exit status: the guest's debug-exit value ((v << 1) | 1 for a write of v to port 0xF4),
+0 on guest reset or power-off, 1 on a fault, 2 on bad usage.`;
+
+const FORMATS = ["auto", "flat", "multiboot", "linux"] as const;
+
+/** Turns argv into a VmConfig, or returns "help"/"version". Throws UsageError. */
+export function parseCli(argv: string[]): VmConfig | "help" | "version" {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        kernel: { type: "string" },
+        format: { type: "string", default: "auto" },
+        mem: { type: "string", default: "128M" },
+        cmdline: { type: "string", default: "" },
+        initrd: { type: "string" },
+        backend: { type: "string", default: "auto" },
+        device: { type: "string", multiple: true, default: [] },
+        serial: { type: "string", default: "stdio" },
+        trace: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+        version: { type: "boolean", short: "V", default: false },
+      },
+    });
+  } catch (err) {
+    throw new UsageError(`${describeError(err)}. Run with --help for the options`);
+  }
+  const v = parsed.values;
+  if (v.help) return "help";
+  if (v.version) return "version";
+  const format = v.format as (typeof FORMATS)[number];
+  if (!FORMATS.includes(format)) {
+    throw new UsageError(`Unknown --format "${v.format}": use ${FORMATS.join(", ")}`);
+  }
+  const memSize = parseSize(v.mem!);
+  if (memSize < 1 << 20) {
+    throw new UsageError(`--mem ${v.mem} is too small: give at least 1M`);
+  }
+  let serial: VmConfig["serial"];
+  if (v.serial === "stdio" || v.serial === "none") serial = { kind: v.serial };
+  else if (v.serial!.startsWith("file:") && v.serial!.length > 5) {
+    serial = { kind: "file", path: v.serial!.slice(5) };
+  } else {
+    throw new UsageError(`Unknown --serial "${v.serial}": use stdio, none or file:PATH`);
+  }
+  if (v.kernel === undefined && (v.initrd !== undefined || format !== "auto")) {
+    throw new UsageError("--initrd and --format need --kernel");
+  }
+  return {
+    backend: parseBackendChoice(v.backend!),
+    memSize,
+    kernel: v.kernel ?? null,
+    format,
+    cmdline: v.cmdline!,
+    initrd: v.initrd ?? null,
+    devices: v.device!.map(parseDeviceSpec),
+    serial,
+    trace: v.trace!,
+  };
+}
+
+const CTRL_A = 0x01;
+
+/** Relays host stdin to the guest; on a terminal, raw mode and the Ctrl-A x escape. */
+async function relayInput(input: InputRing, quit: () => void): Promise<void> {
+  const tty = Deno.stdin.isTerminal();
+  if (tty) Deno.stdin.setRaw(true);
+  const buf = new Uint8Array(1024);
+  let escape = false;
+  try {
+    while (true) {
+      const n = await Deno.stdin.read(buf);
+      if (n === null) return;
+      let bytes = buf.subarray(0, n);
+      if (tty) {
+        const out: number[] = [];
+        for (const b of bytes) {
+          if (escape) {
+            escape = false;
+            if (b === 0x78 /* x */) return quit();
+            if (b === CTRL_A) out.push(CTRL_A);
+          } else if (b === CTRL_A) escape = true;
+          else out.push(b);
+        }
+        bytes = new Uint8Array(out);
+      }
+      // Back-pressure: wait for the guest to drain a full ring.
+      while (bytes.length > 0) {
+        const pushed = input.push(bytes);
+        bytes = bytes.subarray(pushed);
+        if (bytes.length > 0) await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+  } catch {
+    // stdin closed or unreadable: the guest just gets no more input.
+  }
+}
+
+function restoreTerminal(): void {
+  try {
+    if (Deno.stdin.isTerminal()) Deno.stdin.setRaw(false);
+  } catch {
+    // Nothing to restore.
+  }
+}
+
+/** Runs the CLI and returns the process exit status. */
+export async function main(argv: string[]): Promise<number> {
+  let config: VmConfig;
+  try {
+    const parsed = parseCli(argv);
+    if (parsed === "help") {
+      console.log(HELP);
+      return 0;
+    }
+    if (parsed === "version") {
+      console.log(`denovisor ${VERSION}`);
+      return 0;
+    }
+    config = parsed;
+  } catch (err) {
+    if (err instanceof VmmError) {
+      console.error(`denovisor: ${err.message}`);
+      return err.exitCode;
+    }
+    throw err;
+  }
+
+  const input = new InputRing();
+  const control = new SharedArrayBuffer(8);
+  const requests = new Int32Array(control);
+  const worker = new Worker(new URL("./vm_worker.ts", import.meta.url), { type: "module" });
+  const done = new Promise<DoneMessage>((resolve) => {
+    worker.onmessage = (e: MessageEvent<DoneMessage>) => resolve(e.data);
+    worker.onerror = (e) => {
+      e.preventDefault();
+      resolve({ ok: false, message: e.message });
+    };
+  });
+  const quit = () => {
+    Atomics.store(requests, CONTROL_STATUS, 0);
+    Atomics.store(requests, CONTROL_REQUEST, REQUEST_STOP);
+  };
+  const start: StartMessage = { config, input: input.buffer, control };
+  worker.postMessage(start);
+  relayInput(input, quit);
+  const result = await done;
+  restoreTerminal();
+  worker.terminate();
+  if (!result.ok) {
+    console.error(`denovisor: internal error: ${result.message}`);
+    if (config.trace && result.stack) console.error(result.stack);
+    return 1;
+  }
+  const { outcome } = result;
+  if (outcome.message) console.error(`denovisor: ${outcome.message}`);
+  if (outcome.dump) console.error(outcome.dump);
+  return outcome.status;
+}

@@ -1,0 +1,487 @@
+/**
+ * Integer arithmetic helpers for the interpreter: ALU operations with lazy flags, shifts and
+ * rotates with eager flags, and exact 32/64-bit multiply and divide on int32 halves (no BigInt
+ * except the rare 128-bit division whose dividend exceeds 2^53).
+ */
+
+import {
+  Cpu,
+  DE,
+  F_AF,
+  F_CF,
+  F_OF,
+  LF_ADC,
+  LF_ADD,
+  LF_DEC,
+  LF_INC,
+  LF_LOGIC,
+  LF_SBB,
+  LF_SUB,
+} from "./cpu.ts";
+
+const TWO32 = 4294967296;
+
+/** Masks `v` to operand size `sz` (1, 2, 4 bytes); 4 gives an int32. */
+export function mask(v: number, sz: number): number {
+  return sz === 1 ? v & 0xff : sz === 2 ? v & 0xffff : v | 0;
+}
+
+/** Sign-extends a value of size `sz` to an int32. */
+export function sext(v: number, sz: number): number {
+  return sz === 1 ? (v << 24) >> 24 : sz === 2 ? (v << 16) >> 16 : v | 0;
+}
+
+/**
+ * ALU operation `op` (0 add, 1 or, 2 adc, 3 sbb, 4 and, 5 sub, 6 xor, 7 cmp) on operands of size
+ * `sz` ≤ 4. Returns the result (masked); records lazy flags.
+ */
+export function alu(c: Cpu, op: number, a: number, b: number, sz: number): number {
+  a = mask(a, sz);
+  b = mask(b, sz);
+  let r: number;
+  switch (op) {
+    case 0:
+      r = mask(a + b, sz);
+      c.setLazy(LF_ADD, sz, r, a, b);
+      return r;
+    case 1:
+      r = mask(a | b, sz);
+      c.setLazy(LF_LOGIC, sz, r, a, b);
+      return r;
+    case 2: {
+      const cf = c.cf();
+      r = mask(a + b + cf, sz);
+      c.setLazy(LF_ADC, sz, r, a, b);
+      c.lcf = cf;
+      return r;
+    }
+    case 3: {
+      const cf = c.cf();
+      r = mask(a - b - cf, sz);
+      c.setLazy(LF_SBB, sz, r, a, b);
+      c.lcf = cf;
+      return r;
+    }
+    case 4:
+      r = mask(a & b, sz);
+      c.setLazy(LF_LOGIC, sz, r, a, b);
+      return r;
+    case 6:
+      r = mask(a ^ b, sz);
+      c.setLazy(LF_LOGIC, sz, r, a, b);
+      return r;
+    default: // 5 sub, 7 cmp
+      r = mask(a - b, sz);
+      c.setLazy(LF_SUB, sz, r, a, b);
+      return r;
+  }
+}
+
+/** 64-bit ALU operation on halves; returns the low half, high half in `c.rh`. */
+export function alu64(c: Cpu, op: number, al: number, ah: number, bl: number, bh: number): number {
+  let rl: number, rh: number, kind: number;
+  let cin = 0;
+  switch (op) {
+    case 1:
+      rl = al | bl;
+      rh = ah | bh;
+      kind = LF_LOGIC;
+      break;
+    case 4:
+      rl = al & bl;
+      rh = ah & bh;
+      kind = LF_LOGIC;
+      break;
+    case 6:
+      rl = al ^ bl;
+      rh = ah ^ bh;
+      kind = LF_LOGIC;
+      break;
+    case 0:
+    case 2: {
+      if (op === 2) cin = c.cf();
+      const s = (al >>> 0) + (bl >>> 0) + cin;
+      rl = s | 0;
+      rh = (ah + bh + (s >= TWO32 ? 1 : 0)) | 0;
+      kind = op === 0 ? LF_ADD : LF_ADC;
+      break;
+    }
+    default: { // 3 sbb, 5 sub, 7 cmp
+      if (op === 3) cin = c.cf();
+      const s = (al >>> 0) - (bl >>> 0) - cin;
+      rl = s | 0;
+      rh = (ah - bh - (s < 0 ? 1 : 0)) | 0;
+      kind = op === 3 ? LF_SBB : LF_SUB;
+    }
+  }
+  c.lop = kind;
+  c.lsz = 8;
+  c.lres = rl;
+  c.lresH = rh;
+  c.la = al;
+  c.laH = ah;
+  c.lb = bl;
+  c.lbH = bh;
+  c.lcf = cin;
+  c.rh = rh;
+  return rl;
+}
+
+/** INC/DEC of size `sz` ≤ 4 (CF preserved). */
+export function incdec(c: Cpu, dec: boolean, a: number, sz: number): number {
+  const cf = c.cf();
+  a = mask(a, sz);
+  const r = mask(dec ? a - 1 : a + 1, sz);
+  c.setLazy(dec ? LF_DEC : LF_INC, sz, r, a, 1);
+  c.lcf = cf;
+  return r;
+}
+
+/** 64-bit INC/DEC; high half in `c.rh`. */
+export function incdec64(c: Cpu, dec: boolean, al: number, ah: number): number {
+  const cf = c.cf();
+  const r = alu64(c, dec ? 5 : 0, al, ah, 1, 0);
+  c.lop = dec ? LF_DEC : LF_INC;
+  c.lcf = cf;
+  return r;
+}
+
+/** Unsigned 32×32 → 64 multiply; returns low half, high half in `c.rh`. */
+export function mulu32(c: Cpu, a: number, b: number): number {
+  a >>>= 0;
+  b >>>= 0;
+  const al = a & 0xffff, ah = a >>> 16, bl = b & 0xffff, bh = b >>> 16;
+  const ll = al * bl, lh = al * bh, hl = ah * bl, hh = ah * bh;
+  const mid = (ll >>> 16) + (lh & 0xffff) + (hl & 0xffff);
+  c.rh = (hh + (lh >>> 16) + (hl >>> 16) + Math.floor(mid / 65536)) | 0;
+  return ((ll & 0xffff) | (mid << 16)) | 0;
+}
+
+/** Signed 32×32 → 64 multiply; returns low half, high half in `c.rh`. */
+export function muls32(c: Cpu, a: number, b: number): number {
+  const lo = mulu32(c, a, b);
+  let hi = c.rh;
+  if (a < 0 || (a | 0) < 0) hi = (hi - (b | 0)) | 0;
+  if ((b | 0) < 0) hi = (hi - (a | 0)) | 0;
+  c.rh = hi;
+  return lo;
+}
+
+/** Scratch for 128-bit products: words w0 (least) .. w3. */
+export const prod = new Int32Array(4);
+
+/** Unsigned 64×64 → 128 multiply into `prod`. */
+export function mulu64(c: Cpu, al: number, ah: number, bl: number, bh: number): void {
+  const p0l = mulu32(c, al, bl), p0h = c.rh;
+  const p1l = mulu32(c, al, bh), p1h = c.rh;
+  const p2l = mulu32(c, ah, bl), p2h = c.rh;
+  const p3l = mulu32(c, ah, bh), p3h = c.rh;
+  prod[0] = p0l;
+  let s = (p0h >>> 0) + (p1l >>> 0) + (p2l >>> 0);
+  prod[1] = s | 0;
+  s = Math.floor(s / TWO32) + (p1h >>> 0) + (p2h >>> 0) + (p3l >>> 0);
+  prod[2] = s | 0;
+  prod[3] = (Math.floor(s / TWO32) + (p3h >>> 0)) | 0;
+}
+
+/** Signed 64×64 → 128 multiply into `prod`. */
+export function muls64(c: Cpu, al: number, ah: number, bl: number, bh: number): void {
+  mulu64(c, al, ah, bl, bh);
+  if (ah < 0) sub64hi(bl, bh);
+  if (bh < 0) sub64hi(al, ah);
+}
+
+function sub64hi(l: number, h: number): void {
+  const s = (prod[2]! >>> 0) - (l >>> 0);
+  prod[2] = s | 0;
+  prod[3] = (prod[3]! - h - (s < 0 ? 1 : 0)) | 0;
+}
+
+/** Scratch results of a division: quotient and remainder as 64-bit halves. */
+export const divr = new Int32Array(4); // qlo, qhi, rlo, rhi
+
+/**
+ * Unsigned division of the 128-bit (n3:n2:n1:n0) by (dh:dl). #DE on zero or quotient overflow
+ * past `qbits` bits. Results in `divr`.
+ */
+export function divu(
+  c: Cpu,
+  n0: number,
+  n1: number,
+  n2: number,
+  n3: number,
+  dl: number,
+  dh: number,
+  qbits: number,
+): void {
+  if (dl === 0 && dh === 0) c.raise(DE);
+  if (n2 === 0 && n3 === 0 && dh === 0 && (n1 >>> 0) < 0x200000) {
+    // Dividend below 2^53: exact in doubles.
+    const n = (n1 >>> 0) * TWO32 + (n0 >>> 0);
+    const d = dl >>> 0;
+    const q = Math.floor(n / d);
+    const r = n - q * d;
+    if (qbits === 32 && q >= TWO32) c.raise(DE);
+    divr[0] = q | 0;
+    divr[1] = Math.floor(q / TWO32) | 0;
+    divr[2] = r | 0;
+    divr[3] = 0;
+    return;
+  }
+  const big = (BigInt(n3 >>> 0) << 96n) | (BigInt(n2 >>> 0) << 64n) | (BigInt(n1 >>> 0) << 32n) |
+    BigInt(n0 >>> 0);
+  const bd = (BigInt(dh >>> 0) << 32n) | BigInt(dl >>> 0);
+  const q = big / bd;
+  const r = big % bd;
+  if (q >> BigInt(qbits) !== 0n) c.raise(DE);
+  divr[0] = Number(q & 0xffff_ffffn) | 0;
+  divr[1] = Number((q >> 32n) & 0xffff_ffffn) | 0;
+  divr[2] = Number(r & 0xffff_ffffn) | 0;
+  divr[3] = Number((r >> 32n) & 0xffff_ffffn) | 0;
+}
+
+/** Signed division as `divu`, for 64/32 (qbits 32) or 128/64 (qbits 64). */
+export function divs(
+  c: Cpu,
+  n0: number,
+  n1: number,
+  n2: number,
+  n3: number,
+  dl: number,
+  dh: number,
+  qbits: number,
+): void {
+  if (dl === 0 && dh === 0) c.raise(DE);
+  const u = (x: number) => BigInt(x >>> 0);
+  let big: bigint, bd: bigint;
+  if (qbits === 32) {
+    big = BigInt.asIntN(64, (u(n1) << 32n) | u(n0));
+    bd = BigInt(dl | 0);
+  } else {
+    big = BigInt.asIntN(128, (u(n3) << 96n) | (u(n2) << 64n) | (u(n1) << 32n) | u(n0));
+    bd = BigInt.asIntN(64, (u(dh) << 32n) | u(dl));
+  }
+  const q = big / bd;
+  const r = big % bd;
+  const lim = 1n << BigInt(qbits - 1);
+  if (q >= lim || q < -lim) c.raise(DE);
+  divr[0] = Number(BigInt.asUintN(32, q)) | 0;
+  divr[1] = Number(BigInt.asUintN(32, q >> 32n)) | 0;
+  divr[2] = Number(BigInt.asUintN(32, r)) | 0;
+  divr[3] = Number(BigInt.asUintN(32, r >> 32n)) | 0;
+}
+
+/**
+ * Shift/rotate group 2 (`op`: 0 rol, 1 ror, 2 rcl, 3 rcr, 4 shl, 5 shr, 6 sal, 7 sar) on a value of
+ * size `sz` ≤ 4 by `cnt` (already masked to 5 bits). Flags eager. Returns the result.
+ */
+export function shift(c: Cpu, op: number, a: number, cnt: number, sz: number): number {
+  a = mask(a, sz);
+  if (cnt === 0) return a;
+  const bits = sz * 8;
+  c.materialize();
+  let f = c.flags;
+  let r: number, cf: number, of: number;
+  switch (op) {
+    case 0: { // ROL
+      const n = cnt & (bits - 1);
+      r = n === 0 ? a : mask((a << n) | (a >>> (bits - n)), sz);
+      if (sz < 4 && n !== 0) r = mask((a << n) | (a >> (bits - n)), sz);
+      cf = r & 1;
+      of = ((r >>> (bits - 1)) & 1) ^ cf;
+      c.flags = (f & ~(F_CF | F_OF)) | cf | (of << 11);
+      return r;
+    }
+    case 1: { // ROR
+      const n = cnt & (bits - 1);
+      r = n === 0 ? a : mask((a >>> n) | (a << (bits - n)), sz);
+      cf = (r >>> (bits - 1)) & 1;
+      of = cf ^ ((r >>> (bits - 2)) & 1);
+      c.flags = (f & ~(F_CF | F_OF)) | cf | (of << 11);
+      return r;
+    }
+    case 2: { // RCL
+      const n = cnt % (bits + 1);
+      r = a;
+      cf = f & 1;
+      for (let i = 0; i < n; i++) {
+        const top = (r >>> (bits - 1)) & 1;
+        r = mask((r << 1) | cf, sz);
+        cf = top;
+      }
+      of = ((r >>> (bits - 1)) & 1) ^ cf;
+      c.flags = (f & ~(F_CF | F_OF)) | cf | (of << 11);
+      return r;
+    }
+    case 3: { // RCR
+      const n = cnt % (bits + 1);
+      r = a;
+      cf = f & 1;
+      of = ((r >>> (bits - 1)) & 1) ^ cf;
+      for (let i = 0; i < n; i++) {
+        const low = r & 1;
+        r = mask((r >>> 1) | (cf << (bits - 1)), sz);
+        cf = low;
+      }
+      c.flags = (f & ~(F_CF | F_OF)) | cf | (of << 11);
+      return r;
+    }
+    case 4:
+    case 6: // SHL
+      cf = cnt <= bits ? (a >>> (bits - cnt)) & 1 : 0;
+      if (cnt === 32 && sz === 4) cf = a & 1;
+      r = cnt >= bits ? 0 : mask(a << cnt, sz);
+      of = ((r >>> (bits - 1)) & 1) ^ cf;
+      break;
+    case 5: // SHR
+      cf = cnt <= bits ? ((a >>> 0) >>> (cnt - 1)) & 1 : 0;
+      r = cnt >= bits ? 0 : mask((a >>> 0) >>> cnt, sz);
+      of = (a >>> (bits - 1)) & 1;
+      break;
+    default: { // SAR
+      const s = sext(a, sz);
+      cf = (s >> Math.min(cnt - 1, 31)) & 1;
+      r = mask(s >> Math.min(cnt, 31), sz);
+      of = 0;
+    }
+  }
+  f = (f & ~(F_CF | F_OF | F_AF | 0xc4)) | cf | (of << 11) | Cpu.szp(r, sz);
+  c.flags = f;
+  return r;
+}
+
+/** Scratch halves for 64-bit shift helpers. */
+let sh = 0;
+
+function shl64(l: number, h: number, n: number): number {
+  if (n === 0) {
+    sh = h;
+    return l;
+  }
+  if (n < 32) {
+    sh = (h << n) | (l >>> (32 - n));
+    return l << n;
+  }
+  sh = n === 32 ? l : n < 64 ? l << (n - 32) : 0;
+  return 0;
+}
+
+function shr64(l: number, h: number, n: number): number {
+  if (n === 0) {
+    sh = h;
+    return l;
+  }
+  if (n < 32) {
+    sh = h >>> n;
+    return (l >>> n) | (h << (32 - n));
+  }
+  sh = 0;
+  return n === 32 ? h : n < 64 ? h >>> (n - 32) : 0;
+}
+
+/** Group-2 shift/rotate on a 64-bit value (`cnt` masked to 6 bits); high half in `c.rh`. */
+export function shift64(c: Cpu, op: number, l: number, h: number, cnt: number): number {
+  if (cnt === 0) {
+    c.rh = h;
+    return l;
+  }
+  c.materialize();
+  const f = c.flags;
+  let rl: number, rh: number, cf: number, of: number;
+  switch (op) {
+    case 0: { // ROL
+      const a = shl64(l, h, cnt), ah = sh;
+      const b = shr64(l, h, 64 - cnt), bh = sh;
+      rl = a | b;
+      rh = ah | bh;
+      cf = rl & 1;
+      of = (rh >>> 31) ^ cf;
+      c.flags = (f & ~(F_CF | F_OF)) | cf | (of << 11);
+      c.rh = rh;
+      return rl;
+    }
+    case 1: { // ROR
+      const a = shr64(l, h, cnt), ah = sh;
+      const b = shl64(l, h, 64 - cnt), bh = sh;
+      rl = a | b;
+      rh = ah | bh;
+      cf = rh >>> 31;
+      of = cf ^ ((rh >>> 30) & 1);
+      c.flags = (f & ~(F_CF | F_OF)) | cf | (of << 11);
+      c.rh = rh;
+      return rl;
+    }
+    case 2:
+    case 3: { // RCL / RCR bit by bit
+      rl = l;
+      rh = h;
+      cf = f & 1;
+      of = 0;
+      if (op === 3) of = (rh >>> 31) ^ cf;
+      for (let i = 0; i < cnt; i++) {
+        if (op === 2) {
+          const top = rh >>> 31;
+          rh = (rh << 1) | (rl >>> 31);
+          rl = (rl << 1) | cf;
+          cf = top;
+        } else {
+          const low = rl & 1;
+          rl = (rl >>> 1) | (rh << 31);
+          rh = (rh >>> 1) | (cf << 31);
+          cf = low;
+        }
+      }
+      if (op === 2) of = (rh >>> 31) ^ cf;
+      c.flags = (f & ~(F_CF | F_OF)) | cf | (of << 11);
+      c.rh = rh;
+      return rl;
+    }
+    case 4:
+    case 6: // SHL
+      cf = shr64(l, h, 64 - cnt) & 1;
+      rl = shl64(l, h, cnt);
+      rh = sh;
+      of = (rh >>> 31) ^ cf;
+      break;
+    case 5: // SHR
+      cf = shr64(l, h, cnt - 1) & 1;
+      rl = shr64(l, h, cnt);
+      rh = sh;
+      of = h >>> 31;
+      break;
+    default: { // SAR
+      cf = shr64(l, h, cnt - 1) & 1;
+      if (cnt - 1 >= 32) cf = (h >> Math.min(cnt - 1 - 32, 31)) & 1;
+      rl = shr64(l, h, cnt);
+      rh = sh;
+      if (h < 0) {
+        // Fill the vacated high bits with ones.
+        const fillL = cnt >= 32 ? (cnt === 32 ? 0 : ~0 << (64 - cnt)) : 0;
+        const fillH = cnt >= 32 ? -1 : ~0 << (32 - cnt);
+        rl |= fillL;
+        rh |= fillH;
+      }
+      of = 0;
+    }
+  }
+  let zf = (rl | rh) === 0 ? 0x40 : 0;
+  zf |= (rh >>> 31) << 7;
+  const pf = Cpu.szp(rl & 0xff, 1) & 0x4;
+  c.flags = (f & ~(F_CF | F_OF | F_AF | 0xc4)) | cf | (of << 11) | zf | pf;
+  c.rh = rh;
+  return rl;
+}
+
+/** Shifts `hi:lo` of 64 bits left by `n` (0..63); returns the low half, high in `c.rh`. */
+export function shl64x(c: Cpu, l: number, h: number, n: number): number {
+  const r = shl64(l, h, n);
+  c.rh = sh;
+  return r;
+}
+
+/** Logical right shift of 64 bits by `n` (0..63); returns the low half, high in `c.rh`. */
+export function shr64x(c: Cpu, l: number, h: number, n: number): number {
+  const r = shr64(l, h, n);
+  c.rh = sh;
+  return r;
+}

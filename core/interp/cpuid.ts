@@ -1,0 +1,117 @@
+/**
+ * CPUID for the interpreter: an AMD family 0xF identity in the manner of QEMU's `qemu64` model
+ * (see LINUX_FACTS.md: an AMD family keeps Linux from enabling Meltdown/MDS mitigations), with
+ * feature bits for exactly what the interpreter implements. A feature bit is set here only once
+ * the instructions or behaviour behind it exist.
+ */
+
+/** Leaf 1 EDX bits (AMD APM Vol. 3, CPUID Fn0000_0001_EDX). */
+const L1_EDX_FPU = 1 << 0, L1_EDX_DE = 1 << 2, L1_EDX_PSE = 1 << 3, L1_EDX_TSC = 1 << 4;
+const L1_EDX_MSR = 1 << 5, L1_EDX_PAE = 1 << 6, L1_EDX_CX8 = 1 << 8, L1_EDX_APIC = 1 << 9;
+const L1_EDX_PGE = 1 << 13, L1_EDX_CMOV = 1 << 15, L1_EDX_PAT = 1 << 16;
+const L1_EDX_CLFSH = 1 << 19, L1_EDX_FXSR = 1 << 24, L1_EDX_SSE = 1 << 25;
+const L1_EDX_SSE2 = 1 << 26, L1_EDX_MTRR = 1 << 12, L1_EDX_MCE = 1 << 7;
+/** Leaf 1 ECX bits. */
+const L1_ECX_SSE3 = 1 << 0, L1_ECX_CX16 = 1 << 13, L1_ECX_HYPERVISOR = 1 << 31;
+/** Extended leaf 0x80000001 EDX / ECX bits. */
+const X1_EDX_SYSCALL = 1 << 11, X1_EDX_NX = 1 << 20, X1_EDX_LM = 1 << 29;
+const X1_ECX_LAHF = 1 << 0;
+
+/** Which optional features the CPU currently implements (set by the interpreter's modules). */
+export interface CpuidFeatures {
+  fpu: boolean;
+  sse2: boolean;
+  cx8: boolean;
+  cx16: boolean;
+  apic: boolean;
+}
+
+/** Features implemented today. */
+export const FEATURES: CpuidFeatures = {
+  fpu: false,
+  sse2: false,
+  cx8: true,
+  cx16: true,
+  apic: false,
+};
+
+const BRAND = "Denovisor interpreted x86-64 CPU";
+
+function str4(s: string, i: number): number {
+  let v = 0;
+  for (let k = 0; k < 4; k++) v |= (s.charCodeAt(i + k) || 0) << (8 * k);
+  return v | 0;
+}
+
+/** Output registers of the last `cpuid` call. */
+export const cpuidOut = new Int32Array(4); // eax, ebx, ecx, edx
+
+/** Computes CPUID leaf `leaf` (sub-leaf `sub`) into `cpuidOut`. */
+export function cpuid(leaf: number, sub: number, apicId: number): void {
+  let a = 0, b = 0, c = 0, d = 0;
+  void sub;
+  leaf >>>= 0;
+  switch (leaf) {
+    case 0:
+      a = 1;
+      b = str4("AuthenticAMD", 0);
+      d = str4("AuthenticAMD", 4);
+      c = str4("AuthenticAMD", 8);
+      break;
+    case 1:
+      // Family 0xF, model 0x6B (ext model 6, model 0xB), stepping 1: qemu64's signature.
+      a = 0x00060fb1;
+      b = (apicId << 24) | (1 << 16) | (8 << 8); // CLFLUSH line size 8*8 = 64 bytes
+      d = L1_EDX_DE | L1_EDX_PSE | L1_EDX_TSC | L1_EDX_MSR | L1_EDX_PAE | L1_EDX_PGE |
+        L1_EDX_CMOV | L1_EDX_PAT | L1_EDX_MTRR | L1_EDX_MCE;
+      if (FEATURES.fpu) d |= L1_EDX_FPU;
+      if (FEATURES.cx8) d |= L1_EDX_CX8;
+      if (FEATURES.apic) d |= L1_EDX_APIC;
+      if (FEATURES.sse2) d |= L1_EDX_CLFSH | L1_EDX_FXSR | L1_EDX_SSE | L1_EDX_SSE2;
+      c = L1_ECX_HYPERVISOR;
+      if (FEATURES.sse2) c |= L1_ECX_SSE3 & 0; // SSE3 not implemented
+      if (FEATURES.cx16) c |= L1_ECX_CX16;
+      break;
+    case 0x8000_0000:
+      a = 0x8000_0008;
+      b = str4("AuthenticAMD", 0);
+      d = str4("AuthenticAMD", 4);
+      c = str4("AuthenticAMD", 8);
+      break;
+    case 0x8000_0001:
+      a = 0x00060fb1;
+      d = X1_EDX_SYSCALL | X1_EDX_NX | X1_EDX_LM;
+      d |= L1_EDX_PSE | L1_EDX_TSC | L1_EDX_MSR | L1_EDX_PAE | L1_EDX_PGE | L1_EDX_CMOV |
+        L1_EDX_PAT;
+      if (FEATURES.fpu) d |= L1_EDX_FPU;
+      if (FEATURES.cx8) d |= L1_EDX_CX8;
+      if (FEATURES.sse2) d |= L1_EDX_FXSR;
+      c = X1_ECX_LAHF;
+      break;
+    case 0x8000_0002:
+    case 0x8000_0003:
+    case 0x8000_0004: {
+      const base = (leaf - 0x8000_0002) * 16;
+      const s = BRAND.padEnd(48, "\0");
+      a = str4(s, base);
+      b = str4(s, base + 4);
+      c = str4(s, base + 8);
+      d = str4(s, base + 12);
+      break;
+    }
+    case 0x8000_0005:
+    case 0x8000_0006:
+      // Cache descriptors: zeros mean "not reported".
+      break;
+    case 0x8000_0008:
+      a = 0x3028; // 40 physical, 48 linear address bits (as qemu64)
+      break;
+    default:
+      // Leaves past the maximum return the highest basic leaf's data on Intel, zeros on AMD.
+      break;
+  }
+  cpuidOut[0] = a;
+  cpuidOut[1] = b;
+  cpuidOut[2] = c;
+  cpuidOut[3] = d;
+}

@@ -1,0 +1,2460 @@
+/**
+ * Instruction decoder and executor: `step(cpu)` fetches, decodes and executes one instruction.
+ * Decode state lives in module variables (one instruction at a time, never re-entered) so the
+ * hot path allocates nothing; one-byte opcodes dispatch through a switch, 0F opcodes through a
+ * second one. Guest exceptions are thrown as `FAULT` (see cpu.ts) and delivered by the caller.
+ */
+
+import {
+  ACC_WRITE,
+  Cpu,
+  CR0_PE,
+  CS,
+  DS,
+  EFER_LMA,
+  EFER_SCE,
+  ES,
+  F_AC,
+  F_ARITH,
+  F_CF,
+  F_DF,
+  F_ID,
+  F_IF,
+  F_IOPL,
+  F_NT,
+  F_OF,
+  F_RF,
+  F_TF,
+  F_VM,
+  F_ZF,
+  FS,
+  GS,
+  LDTR,
+  LF_LOGIC,
+  NM,
+  SS,
+  TR,
+  UnsupportedError,
+} from "./cpu.ts";
+import {
+  alu,
+  alu64,
+  divr,
+  divs,
+  divu,
+  incdec,
+  incdec64,
+  mask,
+  muls32,
+  muls64,
+  mulu32,
+  mulu64,
+  prod,
+  sext,
+  shift,
+  shift64,
+  shl64x,
+  shr64x,
+} from "./alu.ts";
+import { cpuid, cpuidOut } from "./cpuid.ts";
+import { execFpu, execSse, fxrstor, fxsave } from "./fpu.ts";
+
+const TWO32 = 4294967296;
+
+// ---- Decode state (module-level: one instruction at a time) ------------------------------------
+
+let c: Cpu;
+/** Operand size in bytes (2, 4, 8). */
+let osz = 4;
+/** Address size in bytes (2, 4, 8). */
+let asz = 4;
+/** Segment override, or -1. */
+let segOv = -1;
+/** 0, 0xF2 (REPNE) or 0xF3 (REP/REPE). */
+let rep = 0;
+/** The last mandatory-prefix candidate (0x66, 0xF2, 0xF3) for SSE decoding. */
+let opPrefix = 0;
+let rex = 0;
+let opsize16 = false;
+/** ModRM fields: reg (with REX.R), rm register (with REX.B) or -1 for memory. */
+let regf = 0;
+let rmReg = -1;
+let modrmByte = 0;
+/** Linear address of the memory operand. */
+let ea = 0;
+/** Effective (offset) address before the segment base, for LEA. */
+let eaOff = 0;
+
+/** Executes one instruction on `cpu`. Throws FAULT for guest exceptions. */
+export function step(cpu: Cpu): void {
+  c = cpu;
+  c.startIp = c.ip;
+  segOv = -1;
+  rep = 0;
+  rex = 0;
+  opPrefix = 0;
+  opsize16 = false;
+  let adsize = false;
+  let b: number;
+  for (;;) {
+    b = c.fetch8();
+    switch (b) {
+      case 0x26:
+        segOv = ES;
+        rex = 0;
+        continue;
+      case 0x2e:
+        segOv = CS;
+        rex = 0;
+        continue;
+      case 0x36:
+        segOv = SS;
+        rex = 0;
+        continue;
+      case 0x3e:
+        segOv = DS;
+        rex = 0;
+        continue;
+      case 0x64:
+        segOv = FS;
+        rex = 0;
+        continue;
+      case 0x65:
+        segOv = GS;
+        rex = 0;
+        continue;
+      case 0x66:
+        opsize16 = true;
+        opPrefix = 0x66;
+        rex = 0;
+        continue;
+      case 0x67:
+        adsize = true;
+        rex = 0;
+        continue;
+      case 0xf0:
+        rex = 0;
+        continue;
+      case 0xf2:
+      case 0xf3:
+        rep = b;
+        opPrefix = b;
+        rex = 0;
+        continue;
+    }
+    if (c.long64 && (b & 0xf0) === 0x40) {
+      rex = b;
+      continue;
+    }
+    break;
+  }
+  if (c.long64) {
+    osz = rex & 8 ? 8 : opsize16 ? 2 : 4;
+    asz = adsize ? 4 : 8;
+  } else {
+    osz = c.code32 !== opsize16 ? 4 : 2;
+    asz = c.code32 !== adsize ? 4 : 2;
+  }
+  exec1(b);
+  c.icount++;
+}
+
+// ---- ModRM and effective addresses ------------------------------------------------------------
+
+/** Decodes ModRM (+SIB, displacement); `imm` = bytes of immediate that follow (RIP-relative). */
+function modrm(imm: number): void {
+  const m = c.fetch8();
+  modrmByte = m;
+  const mod = m >> 6;
+  regf = ((m >> 3) & 7) | ((rex & 4) << 1);
+  const rm = m & 7;
+  if (mod === 3) {
+    rmReg = rm | ((rex & 1) << 3);
+    return;
+  }
+  rmReg = -1;
+  if (asz === 2) {
+    let off: number;
+    let seg = DS;
+    switch (rm) {
+      case 0:
+        off = c.lo[3]! + c.lo[6]!;
+        break;
+      case 1:
+        off = c.lo[3]! + c.lo[7]!;
+        break;
+      case 2:
+        off = c.lo[5]! + c.lo[6]!;
+        seg = SS;
+        break;
+      case 3:
+        off = c.lo[5]! + c.lo[7]!;
+        seg = SS;
+        break;
+      case 4:
+        off = c.lo[6]!;
+        break;
+      case 5:
+        off = c.lo[7]!;
+        break;
+      case 6:
+        if (mod === 0) {
+          off = c.fetch16();
+        } else {
+          off = c.lo[5]!;
+          seg = SS;
+        }
+        break;
+      default:
+        off = c.lo[3]!;
+    }
+    if (mod === 1) off += (c.fetch8() << 24) >> 24;
+    else if (mod === 2) off += c.fetch16();
+    off &= 0xffff;
+    eaOff = off;
+    if (segOv >= 0) seg = segOv;
+    ea = (c.segBase[seg]! + off) >>> 0;
+    return;
+  }
+  let base = -1, index = -1, scale = 0, disp = 0;
+  let seg = DS;
+  let ripRel = false;
+  if (rm === 4) {
+    const sib = c.fetch8();
+    scale = sib >> 6;
+    index = ((sib >> 3) & 7) | ((rex & 2) << 2);
+    if (index === 4) index = -1;
+    const bb = sib & 7;
+    if (bb === 5 && mod === 0) {
+      disp = c.fetch32();
+    } else {
+      base = bb | ((rex & 1) << 3);
+      if (bb === 4 || bb === 5) seg = SS;
+    }
+  } else if (rm === 5 && mod === 0) {
+    disp = c.fetch32();
+    ripRel = c.long64;
+  } else {
+    base = rm | ((rex & 1) << 3);
+    if (rm === 5) seg = SS;
+  }
+  if (mod === 1) disp = (c.fetch8() << 24) >> 24;
+  else if (mod === 2) disp = c.fetch32();
+  if (segOv >= 0) seg = segOv;
+  if (asz === 8) {
+    let l = disp, h = 0;
+    if (ripRel) {
+      const next = c.ip + imm;
+      l += next >>> 0;
+      h = Math.floor(next / TWO32);
+    }
+    if (base >= 0) {
+      l += c.lo[base]! >>> 0;
+      h += c.hi[base]!;
+    }
+    if (index >= 0) {
+      const s = 1 << scale;
+      l += (c.lo[index]! >>> 0) * s;
+      h += c.hi[index]! * s;
+    }
+    const carry = Math.floor(l / TWO32);
+    l = l - carry * TWO32;
+    h = (h + carry) | 0;
+    eaOff = h * TWO32 + l;
+    if (seg >= FS) {
+      l += c.segBase[seg]!;
+      const carry2 = Math.floor(l / TWO32);
+      h = (h + carry2) | 0;
+      l = l - carry2 * TWO32;
+    }
+    ea = h * TWO32 + l;
+    return;
+  }
+  let off = disp;
+  if (ripRel) off += c.ip + imm;
+  if (base >= 0) off += c.lo[base]!;
+  if (index >= 0) off += c.lo[index]! << scale;
+  off = asz === 4 ? off >>> 0 : off & 0xffff;
+  eaOff = off;
+  if (c.long64) ea = seg >= FS ? c.segBase[seg]! + off : off;
+  else ea = (c.segBase[seg]! + off) >>> 0;
+}
+
+// ---- Register and operand access ----------------------------------------------------------------
+
+function getReg(r: number, sz: number): number {
+  switch (sz) {
+    case 1:
+      if (r < 4 || r > 7 || rex !== 0) return c.lo[r]! & 0xff;
+      return (c.lo[r - 4]! >> 8) & 0xff;
+    case 2:
+      return c.lo[r]! & 0xffff;
+    case 4:
+      return c.lo[r]!;
+    default:
+      c.rh = c.hi[r]!;
+      return c.lo[r]!;
+  }
+}
+
+/** Writes register `r` with size `sz`; `vh` is the high half for 8-byte writes. */
+function setReg(r: number, sz: number, v: number, vh: number): void {
+  switch (sz) {
+    case 1:
+      if (r < 4 || r > 7 || rex !== 0) c.lo[r] = (c.lo[r]! & ~0xff) | (v & 0xff);
+      else c.lo[r - 4] = (c.lo[r - 4]! & ~0xff00) | ((v & 0xff) << 8);
+      return;
+    case 2:
+      c.lo[r] = (c.lo[r]! & ~0xffff) | (v & 0xffff);
+      return;
+    case 4:
+      c.lo[r] = v;
+      c.hi[r] = 0;
+      return;
+    default:
+      c.lo[r] = v;
+      c.hi[r] = vh;
+  }
+}
+
+function readMem(lin: number, sz: number): number {
+  switch (sz) {
+    case 1:
+      return c.rd8(lin);
+    case 2:
+      return c.rd16(lin);
+    case 4:
+      return c.rd32(lin);
+    default:
+      return c.rd64(lin);
+  }
+}
+
+function writeMem(lin: number, sz: number, v: number, vh: number): void {
+  switch (sz) {
+    case 1:
+      c.wr8(lin, v);
+      return;
+    case 2:
+      c.wr16(lin, v);
+      return;
+    case 4:
+      c.wr32(lin, v);
+      return;
+    default:
+      c.wr64(lin, v, vh);
+  }
+}
+
+/** Reads memory for a read-modify-write: faults as a write would, so the write cannot fail. */
+function readMemW(lin: number, sz: number): number {
+  const i = (lin >>> 12) & 4095;
+  const o = lin & 0xfff;
+  if (c.tlbWrite[i] === lin - o && o <= 0x1000 - sz) {
+    const p = c.tlbOff[i]! + o;
+    switch (sz) {
+      case 1:
+        return c.bytes[p]!;
+      case 2:
+        return c.dv.getUint16(p, true);
+      case 4:
+        return c.dv.getInt32(p, true);
+      default:
+        c.rh = c.dv.getInt32(p + 4, true);
+        return c.dv.getInt32(p, true);
+    }
+  }
+  c.probeWrite(lin, sz);
+  return readMem(lin, sz);
+}
+
+function readE(sz: number): number {
+  return rmReg >= 0 ? getReg(rmReg, sz) : readMem(ea, sz);
+}
+
+function readEW(sz: number): number {
+  return rmReg >= 0 ? getReg(rmReg, sz) : readMemW(ea, sz);
+}
+
+function writeE(sz: number, v: number, vh: number): void {
+  if (rmReg >= 0) setReg(rmReg, sz, v, vh);
+  else writeMem(ea, sz, v, vh);
+}
+
+/** Fetches an immediate of operand size `sz` (8-byte operands take a sign-extended imm32). */
+function fetchImm(sz: number): number {
+  switch (sz) {
+    case 1:
+      return c.fetch8();
+    case 2:
+      return c.fetch16();
+    default:
+      return c.fetch32();
+  }
+}
+
+function immBytes(sz: number): number {
+  return sz === 8 ? 4 : sz;
+}
+
+/** Applies ALU op to E (destination) and a source value; handles 64-bit. */
+function aluE(op: number, sz: number, b: number, bh: number): void {
+  if (sz === 8) {
+    const a = op === 7 ? readE(8) : readEW(8);
+    const r = alu64(c, op, a, c.rh, b, bh);
+    if (op !== 7) writeE(8, r, c.rh);
+    return;
+  }
+  const a = op === 7 ? readE(sz) : readEW(sz);
+  const r = alu(c, op, a, b, sz);
+  if (op !== 7) writeE(sz, r, 0);
+}
+
+// ---- Address-size registers (string ops, LOOP, JCXZ) ---------------------------------------------
+
+function getAReg(r: number): number {
+  if (asz === 2) return c.lo[r]! & 0xffff;
+  if (asz === 4) return c.lo[r]! >>> 0;
+  return c.hi[r]! * TWO32 + (c.lo[r]! >>> 0);
+}
+
+function addAReg(r: number, d: number): void {
+  if (asz === 2) c.lo[r] = (c.lo[r]! & ~0xffff) | ((c.lo[r]! + d) & 0xffff);
+  else if (asz === 4) {
+    c.lo[r] = c.lo[r]! + d;
+    if (c.long64) c.hi[r] = 0;
+  } else {
+    const l = (c.lo[r]! >>> 0) + d;
+    c.lo[r] = l | 0;
+    c.hi[r] = (c.hi[r]! + Math.floor(l / TWO32)) | 0;
+  }
+}
+
+/** Linear address of segment `seg` plus an address-size offset. */
+function linOf(seg: number, off: number): number {
+  if (c.long64) {
+    if (seg >= FS) return c.segBase[seg]! + (asz === 8 ? off : off);
+    return off;
+  }
+  return (c.segBase[seg]! + off) >>> 0;
+}
+
+/** Canonical-checked 64-bit value from halves as a number (for RIP and addresses). */
+function canon(l: number, h: number): number {
+  if (((h << 16) >> 16) !== h) c.gp(0);
+  return h * TWO32 + (l >>> 0);
+}
+
+// ---- Branches ---------------------------------------------------------------------------------
+
+function jumpRel(rel: number): void {
+  const t = c.ip + rel;
+  if (osz === 2) c.ip = t & 0xffff;
+  else if (!c.long64) c.ip = t >>> 0;
+  else c.ip = t;
+}
+
+function pushV(v: number, vh: number, sz: number): void {
+  const lin = c.stackLin(sz);
+  if (sz === 8) c.wr64(lin, v, vh);
+  else if (sz === 4) c.wr32(lin, v);
+  else c.wr16(lin, v);
+  c.adjSp(-sz);
+}
+
+/** Stack operand size for PUSH/POP/CALL/RET: 64-bit mode defaults to 8. */
+function stackOsz(): number {
+  return c.long64 ? (opsize16 ? 2 : 8) : osz;
+}
+
+function pushIp(sz: number): void {
+  if (sz === 8) pushV(c.ip | 0, Math.floor(c.ip / TWO32) | 0, 8);
+  else pushV(c.ip, 0, sz);
+}
+
+/** Sets IP from a popped or computed value of size `sz` (8: halves in v/vh). */
+function setIp(v: number, vh: number, sz: number): void {
+  if (sz === 8) c.ip = canon(v, vh);
+  else if (sz === 4) c.ip = v >>> 0;
+  else c.ip = v & 0xffff;
+}
+
+// ---- Privilege helpers ---------------------------------------------------------------------------
+
+function iopl(): number {
+  return (c.flags >> 12) & 3;
+}
+
+function requireCpl0(): void {
+  if ((c.cr0 & CR0_PE) && c.cpl !== 0) c.gp(0);
+}
+
+function checkIo(): void {
+  if ((c.cr0 & CR0_PE) && c.cpl > iopl()) c.gp(0);
+}
+
+function portIn(port: number, sz: number): number {
+  const v = c.io.ports.read(port, sz);
+  if (c.io.control.stop !== null) c.breakLoop = true;
+  return v;
+}
+
+function portOut(port: number, sz: number, v: number): void {
+  c.io.ports.write(port, sz, sz === 4 ? v >>> 0 : v & (sz === 1 ? 0xff : 0xffff));
+  if (c.io.control.stop !== null) c.breakLoop = true;
+}
+
+// ---- One-byte opcodes ------------------------------------------------------------------------------
+
+function exec1(b: number): void {
+  if (b < 0x40 && (b & 7) < 6) {
+    aluOp(b);
+    return;
+  }
+  switch (b) {
+    case 0x06:
+    case 0x0e:
+    case 0x16:
+    case 0x1e:
+      if (c.long64) c.ud();
+      pushV(c.segSel[b >> 3]!, 0, osz);
+      return;
+    case 0x07:
+    case 0x17:
+    case 0x1f: {
+      if (c.long64) c.ud();
+      const v = c.peek(0, osz) & 0xffff;
+      c.loadSeg(b >> 3, v);
+      c.adjSp(osz);
+      if (b === 0x17) c.shadow = true;
+      return;
+    }
+    case 0x0f:
+      exec0f(c.fetch8());
+      return;
+    case 0x27:
+    case 0x2f:
+    case 0x37:
+    case 0x3f:
+      if (c.long64) c.ud();
+      bcd(b);
+      return;
+    case 0x40:
+    case 0x41:
+    case 0x42:
+    case 0x43:
+    case 0x44:
+    case 0x45:
+    case 0x46:
+    case 0x47:
+    case 0x48:
+    case 0x49:
+    case 0x4a:
+    case 0x4b:
+    case 0x4c:
+    case 0x4d:
+    case 0x4e:
+    case 0x4f: { // INC/DEC r (not in 64-bit mode: those are REX)
+      const r = b & 7;
+      setReg(r, osz, incdec(c, b >= 0x48, getReg(r, osz), osz), 0);
+      return;
+    }
+    case 0x50:
+    case 0x51:
+    case 0x52:
+    case 0x53:
+    case 0x54:
+    case 0x55:
+    case 0x56:
+    case 0x57: {
+      const r = (b & 7) | ((rex & 1) << 3);
+      const sz = stackOsz();
+      const v = getReg(r, sz);
+      pushV(v, c.rh, sz);
+      return;
+    }
+    case 0x58:
+    case 0x59:
+    case 0x5a:
+    case 0x5b:
+    case 0x5c:
+    case 0x5d:
+    case 0x5e:
+    case 0x5f: {
+      const r = (b & 7) | ((rex & 1) << 3);
+      const sz = stackOsz();
+      const v = c.pop(sz);
+      setReg(r, sz, v, c.rh);
+      return;
+    }
+    case 0x60: { // PUSHA
+      if (c.long64) c.ud();
+      const sp = getReg(4, osz);
+      for (let r = 0; r < 8; r++) pushV(r === 4 ? sp : getReg(r, osz), 0, osz);
+      return;
+    }
+    case 0x61: { // POPA
+      if (c.long64) c.ud();
+      for (let r = 7; r >= 0; r--) {
+        const v = c.pop(osz);
+        if (r !== 4) setReg(r, osz, v, 0);
+      }
+      return;
+    }
+    case 0x63:
+      if (c.long64) { // MOVSXD
+        modrm(0);
+        const v = readE(4);
+        if (osz === 8) setReg(regf, 8, v, v >> 31);
+        else setReg(regf, osz, v, 0);
+        return;
+      }
+      arpl();
+      return;
+    case 0x68: {
+      const sz = stackOsz();
+      const v = fetchImm(sz);
+      pushV(v, v >> 31, sz);
+      return;
+    }
+    case 0x6a: {
+      const sz = stackOsz();
+      const v = (c.fetch8() << 24) >> 24;
+      pushV(v, v >> 31, sz);
+      return;
+    }
+    case 0x69:
+    case 0x6b: {
+      modrm(b === 0x69 ? immBytes(osz) : 1);
+      const a = readE(osz);
+      const ah = c.rh;
+      const imm = b === 0x69 ? sext(fetchImm(osz), osz === 8 ? 4 : osz) : (c.fetch8() << 24) >> 24;
+      imul2(a, ah, imm, imm >> 31);
+      return;
+    }
+    case 0x6c:
+    case 0x6d:
+    case 0x6e:
+    case 0x6f:
+      checkIo();
+      stringOp(b);
+      return;
+    case 0x70:
+    case 0x71:
+    case 0x72:
+    case 0x73:
+    case 0x74:
+    case 0x75:
+    case 0x76:
+    case 0x77:
+    case 0x78:
+    case 0x79:
+    case 0x7a:
+    case 0x7b:
+    case 0x7c:
+    case 0x7d:
+    case 0x7e:
+    case 0x7f: {
+      const rel = (c.fetch8() << 24) >> 24;
+      if (c.cond(b & 15)) jumpRel(rel);
+      return;
+    }
+    case 0x80:
+    case 0x81:
+    case 0x82:
+    case 0x83: {
+      if (b === 0x82 && c.long64) c.ud();
+      const sz = b & 1 ? osz : 1;
+      modrm(b === 0x81 ? immBytes(sz) : 1);
+      const op = (modrmByte >> 3) & 7;
+      const imm = b === 0x81 ? fetchImm(sz) : (c.fetch8() << 24) >> 24;
+      aluE(op, sz, imm, imm >> 31);
+      return;
+    }
+    case 0x84:
+    case 0x85: {
+      const sz = b & 1 ? osz : 1;
+      modrm(0);
+      const a = readE(sz), ah = c.rh;
+      const v = getReg(regf, sz);
+      if (sz === 8) alu64(c, 4, a, ah, v, c.rh);
+      else alu(c, 4, a, v, sz);
+      return;
+    }
+    case 0x86:
+    case 0x87: {
+      const sz = b & 1 ? osz : 1;
+      modrm(0);
+      const a = readEW(sz), ah = c.rh;
+      const v = getReg(regf, sz), vh = c.rh;
+      writeE(sz, v, vh);
+      setReg(regf, sz, a, ah);
+      return;
+    }
+    case 0x88:
+    case 0x89: {
+      const sz = b & 1 ? osz : 1;
+      modrm(0);
+      const v = getReg(regf, sz);
+      writeE(sz, v, c.rh);
+      return;
+    }
+    case 0x8a:
+    case 0x8b: {
+      const sz = b & 1 ? osz : 1;
+      modrm(0);
+      const v = readE(sz);
+      setReg(regf, sz, v, c.rh);
+      return;
+    }
+    case 0x8c: { // MOV Ev, Sreg
+      modrm(0);
+      const s = regf & 7;
+      if (s > 5) c.ud();
+      if (rmReg >= 0) setReg(rmReg, osz === 2 ? 2 : osz, c.segSel[s]! & 0xffff, 0);
+      else c.wr16(ea, c.segSel[s]!);
+      return;
+    }
+    case 0x8d: // LEA
+      modrm(0);
+      if (rmReg >= 0) c.ud();
+      if (osz === 8) setReg(regf, 8, eaOff | 0, Math.floor(eaOff / TWO32) | 0);
+      else setReg(regf, osz, eaOff | 0, 0);
+      return;
+    case 0x8e: { // MOV Sreg, Ew
+      modrm(0);
+      const s = regf & 7;
+      if (s === CS || s > 5) c.ud();
+      c.loadSeg(s, readE(2));
+      if (s === SS) c.shadow = true;
+      return;
+    }
+    case 0x8f: { // POP Ev
+      const sz = stackOsz();
+      const v = c.peek(0, sz), vh = c.rh;
+      c.adjSp(sz);
+      try {
+        modrm(0); // ESP-based addresses use the incremented value
+        writeE(sz, v, vh);
+      } catch (e) {
+        c.adjSp(-sz);
+        throw e;
+      }
+      return;
+    }
+    case 0x90:
+      if (rex & 1) {
+        xchgAx(8);
+        return;
+      }
+      if (rep === 0xf3) c.breakLoop = true; // PAUSE: a good moment to look at the outside
+      return;
+    case 0x91:
+    case 0x92:
+    case 0x93:
+    case 0x94:
+    case 0x95:
+    case 0x96:
+    case 0x97:
+      xchgAx(b & 7);
+      return;
+    case 0x98: // CBW/CWDE/CDQE
+      if (osz === 2) setReg(0, 2, (c.lo[0]! << 24) >> 24, 0);
+      else if (osz === 4) setReg(0, 4, (c.lo[0]! << 16) >> 16, 0);
+      else c.hi[0] = c.lo[0]! >> 31;
+      return;
+    case 0x99: // CWD/CDQ/CQO
+      if (osz === 2) setReg(2, 2, (c.lo[0]! << 16) >> 31, 0);
+      else if (osz === 4) setReg(2, 4, c.lo[0]! >> 31, 0);
+      else setReg(2, 8, c.hi[0]! >> 31, c.hi[0]! >> 31);
+      return;
+    case 0x9a: { // CALL far ptr16:16/32
+      if (c.long64) c.ud();
+      const off = fetchImm(osz);
+      const sel = c.fetch16();
+      farCall(sel, osz === 2 ? off & 0xffff : off >>> 0, osz);
+      return;
+    }
+    case 0x9b: // FWAIT
+      if ((c.cr0 & 0xa) === 0xa) c.raise(NM);
+      return;
+    case 0x9c: { // PUSHF
+      const sz = stackOsz();
+      const f = c.getFlags() & ~(F_RF | F_VM);
+      pushV(f, 0, sz);
+      return;
+    }
+    case 0x9d: { // POPF
+      const sz = stackOsz();
+      const v = c.pop(sz);
+      popf(v, sz);
+      return;
+    }
+    case 0x9e: // SAHF
+      c.materialize();
+      c.flags = (c.flags & ~0xd5) | ((c.lo[0]! >> 8) & 0xd5);
+      return;
+    case 0x9f: // LAHF
+      c.lo[0] = (c.lo[0]! & ~0xff00) | ((c.getFlags() & 0xd7 | 2) << 8);
+      return;
+    case 0xa0:
+    case 0xa1:
+    case 0xa2:
+    case 0xa3: { // MOV moffs
+      const sz = b & 1 ? osz : 1;
+      let off: number;
+      if (asz === 8) {
+        const l = c.fetch32(), h = c.fetch32();
+        off = canon(l, h);
+      } else off = asz === 4 ? c.fetch32() >>> 0 : c.fetch16();
+      const lin = linOf(segOv >= 0 ? segOv : DS, off);
+      if (b < 0xa2) {
+        const v = readMem(lin, sz);
+        setReg(0, sz, v, c.rh);
+      } else {
+        const v = getReg(0, sz);
+        writeMem(lin, sz, v, c.rh);
+      }
+      return;
+    }
+    case 0xa4:
+    case 0xa5:
+    case 0xa6:
+    case 0xa7:
+    case 0xaa:
+    case 0xab:
+    case 0xac:
+    case 0xad:
+    case 0xae:
+    case 0xaf:
+      stringOp(b);
+      return;
+    case 0xa8:
+    case 0xa9: {
+      const sz = b & 1 ? osz : 1;
+      const imm = fetchImm(sz);
+      if (sz === 8) alu64(c, 4, c.lo[0]!, c.hi[0]!, imm, imm >> 31);
+      else alu(c, 4, getReg(0, sz), imm, sz);
+      return;
+    }
+    case 0xb0:
+    case 0xb1:
+    case 0xb2:
+    case 0xb3:
+    case 0xb4:
+    case 0xb5:
+    case 0xb6:
+    case 0xb7:
+      setReg((b & 7) | ((rex & 1) << 3), 1, c.fetch8(), 0);
+      return;
+    case 0xb8:
+    case 0xb9:
+    case 0xba:
+    case 0xbb:
+    case 0xbc:
+    case 0xbd:
+    case 0xbe:
+    case 0xbf: {
+      const r = (b & 7) | ((rex & 1) << 3);
+      if (osz === 8) {
+        const l = c.fetch32();
+        setReg(r, 8, l, c.fetch32());
+      } else setReg(r, osz, fetchImm(osz), 0);
+      return;
+    }
+    case 0xc0:
+    case 0xc1:
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
+      const sz = b & 1 ? osz : 1;
+      modrm(b < 0xd0 ? 1 : 0);
+      const op = (modrmByte >> 3) & 7;
+      const cnt = b < 0xd0 ? c.fetch8() : b < 0xd2 ? 1 : c.lo[1]! & 0xff;
+      if (sz === 8) {
+        const a = readEW(8);
+        const r = shift64(c, op, a, c.rh, cnt & 0x3f);
+        writeE(8, r, c.rh);
+      } else {
+        const a = readEW(sz);
+        writeE(sz, shift(c, op, a, cnt & 0x1f, sz), 0);
+      }
+      return;
+    }
+    case 0xc2:
+    case 0xc3: { // RET near
+      const sz = stackOsz();
+      const n = b === 0xc2 ? c.fetch16() : 0;
+      const v = c.peek(0, sz);
+      setIp(v, c.rh, sz);
+      c.adjSp(sz + n);
+      return;
+    }
+    case 0xc4:
+    case 0xc5: // LES/LDS (VEX in 64-bit mode: not implemented)
+      if (c.long64) c.ud();
+      loadFarPtr(b === 0xc4 ? ES : DS);
+      return;
+    case 0xc6:
+    case 0xc7: {
+      const sz = b & 1 ? osz : 1;
+      modrm(immBytes(sz));
+      if ((modrmByte & 0x38) !== 0) c.ud();
+      const imm = fetchImm(sz);
+      writeE(sz, imm, imm >> 31);
+      return;
+    }
+    case 0xc8:
+      enter();
+      return;
+    case 0xc9: { // LEAVE
+      const ssz = c.spSize();
+      if (ssz === 8) {
+        c.lo[4] = c.lo[5]!;
+        c.hi[4] = c.hi[5]!;
+      } else if (ssz === 4) c.lo[4] = c.lo[5]!;
+      else c.lo[4] = (c.lo[4]! & ~0xffff) | (c.lo[5]! & 0xffff);
+      const sz = stackOsz();
+      const v = c.pop(sz);
+      setReg(5, sz, v, c.rh);
+      return;
+    }
+    case 0xca:
+    case 0xcb:
+      farRet(b === 0xca ? c.fetch16() : 0);
+      return;
+    case 0xcc:
+      softInt(3);
+      return;
+    case 0xcd:
+      softInt(c.fetch8());
+      return;
+    case 0xce:
+      if (c.long64) c.ud();
+      if (c.of()) softInt(4);
+      return;
+    case 0xcf:
+      iret();
+      return;
+    case 0xd4: { // AAM
+      if (c.long64) c.ud();
+      const base = c.fetch8();
+      if (base === 0) c.raise(0);
+      const al = c.lo[0]! & 0xff;
+      const r = ((Math.floor(al / base) & 0xff) << 8) | (al % base);
+      c.lo[0] = (c.lo[0]! & ~0xffff) | r;
+      c.setArith(Cpu.szp(r & 0xff, 1));
+      return;
+    }
+    case 0xd5: { // AAD
+      if (c.long64) c.ud();
+      const base = c.fetch8();
+      const al = ((c.lo[0]! & 0xff) + ((c.lo[0]! >> 8) & 0xff) * base) & 0xff;
+      c.lo[0] = (c.lo[0]! & ~0xffff) | al;
+      c.setArith(Cpu.szp(al, 1));
+      return;
+    }
+    case 0xd6: // SALC
+      if (c.long64) c.ud();
+      setReg(0, 1, c.cf() ? 0xff : 0, 0);
+      return;
+    case 0xd7: { // XLAT
+      const off = getAReg(3) + (c.lo[0]! & 0xff);
+      const o2 = asz === 2 ? off & 0xffff : asz === 4 ? off >>> 0 : off;
+      setReg(0, 1, c.rd8(linOf(segOv >= 0 ? segOv : DS, o2)), 0);
+      return;
+    }
+    case 0xd8:
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
+    case 0xdc:
+    case 0xdd:
+    case 0xde:
+    case 0xdf:
+      if (c.cr0 & 0xc) c.raise(NM); // EM or TS
+      modrm(0);
+      execFpu(c, b, modrmByte, rmReg, ea);
+      return;
+    case 0xe0:
+    case 0xe1:
+    case 0xe2: { // LOOPNE/LOOPE/LOOP
+      const rel = (c.fetch8() << 24) >> 24;
+      addAReg(1, -1);
+      const cx = getAReg(1);
+      let go = cx !== 0;
+      if (b === 0xe0) go = go && !c.zf();
+      else if (b === 0xe1) go = go && c.zf() !== 0;
+      if (go) jumpRel(rel);
+      return;
+    }
+    case 0xe3: {
+      const rel = (c.fetch8() << 24) >> 24;
+      if (getAReg(1) === 0) jumpRel(rel);
+      return;
+    }
+    case 0xe4:
+    case 0xe5: {
+      const port = c.fetch8();
+      checkIo();
+      const sz = b & 1 ? (osz === 2 ? 2 : 4) : 1;
+      setReg(0, sz, portIn(port, sz), 0);
+      return;
+    }
+    case 0xe6:
+    case 0xe7: {
+      const port = c.fetch8();
+      checkIo();
+      const sz = b & 1 ? (osz === 2 ? 2 : 4) : 1;
+      portOut(port, sz, c.lo[0]!);
+      return;
+    }
+    case 0xec:
+    case 0xed: {
+      checkIo();
+      const sz = b & 1 ? (osz === 2 ? 2 : 4) : 1;
+      setReg(0, sz, portIn(c.lo[2]! & 0xffff, sz), 0);
+      return;
+    }
+    case 0xee:
+    case 0xef: {
+      checkIo();
+      const sz = b & 1 ? (osz === 2 ? 2 : 4) : 1;
+      portOut(c.lo[2]! & 0xffff, sz, c.lo[0]!);
+      return;
+    }
+    case 0xe8: { // CALL rel
+      const rel = c.long64 ? c.fetch32() : fetchImm(osz);
+      const sz = stackOsz();
+      pushIp(sz);
+      jumpRel(osz === 2 ? sext(rel, 2) : rel);
+      return;
+    }
+    case 0xe9: {
+      const rel = c.long64 ? c.fetch32() : fetchImm(osz);
+      jumpRel(osz === 2 ? sext(rel, 2) : rel);
+      return;
+    }
+    case 0xea: { // JMP far ptr
+      if (c.long64) c.ud();
+      const off = fetchImm(osz);
+      const sel = c.fetch16();
+      farJump(sel, osz === 2 ? off & 0xffff : off >>> 0);
+      return;
+    }
+    case 0xeb:
+      jumpRel((c.fetch8() << 24) >> 24);
+      return;
+    case 0xf1: // INT1 (ICEBP)
+      c.deliverChecked(1, -1, false, c.ip, 1);
+      return;
+    case 0xf4: // HLT
+      requireCpl0();
+      c.halted = true;
+      c.breakLoop = true;
+      return;
+    case 0xf5:
+      c.materialize();
+      c.flags ^= F_CF;
+      return;
+    case 0xf6:
+    case 0xf7:
+      grp3(b & 1 ? osz : 1);
+      return;
+    case 0xf8:
+      c.materialize();
+      c.flags &= ~F_CF;
+      return;
+    case 0xf9:
+      c.materialize();
+      c.flags |= F_CF;
+      return;
+    case 0xfa: // CLI
+      if ((c.cr0 & CR0_PE) && c.cpl > iopl()) c.gp(0);
+      c.flags &= ~F_IF;
+      return;
+    case 0xfb: // STI
+      if ((c.cr0 & CR0_PE) && c.cpl > iopl()) c.gp(0);
+      if (!(c.flags & F_IF)) {
+        c.flags |= F_IF;
+        c.shadow = true;
+        c.breakLoop = true;
+      }
+      return;
+    case 0xfc:
+      c.flags &= ~F_DF;
+      return;
+    case 0xfd:
+      c.flags |= F_DF;
+      return;
+    case 0xfe: {
+      modrm(0);
+      const op = (modrmByte >> 3) & 7;
+      if (op > 1) c.ud();
+      writeE(1, incdec(c, op === 1, readEW(1), 1), 0);
+      return;
+    }
+    case 0xff:
+      grp5();
+      return;
+    default:
+      c.ud();
+  }
+}
+
+/** ALU ops 00-3F in forms Eb,Gb / Ev,Gv / Gb,Eb / Gv,Ev / AL,Ib / eAX,Iz. */
+function aluOp(b: number): void {
+  const op = b >> 3;
+  const form = b & 7;
+  const sz = form & 1 ? osz : 1;
+  switch (form) {
+    case 0:
+    case 1: {
+      modrm(0);
+      const v = getReg(regf, sz);
+      aluE(op, sz, v, c.rh);
+      return;
+    }
+    case 2:
+    case 3: {
+      modrm(0);
+      const v = readE(sz);
+      const vh = c.rh;
+      if (sz === 8) {
+        const r = alu64(c, op, c.lo[regf]!, c.hi[regf]!, v, vh);
+        if (op !== 7) setReg(regf, 8, r, c.rh);
+      } else {
+        const r = alu(c, op, getReg(regf, sz), v, sz);
+        if (op !== 7) setReg(regf, sz, r, 0);
+      }
+      return;
+    }
+    default: {
+      const imm = fetchImm(sz);
+      if (sz === 8) {
+        const r = alu64(c, op, c.lo[0]!, c.hi[0]!, imm, imm >> 31);
+        if (op !== 7) setReg(0, 8, r, c.rh);
+      } else {
+        const r = alu(c, op, getReg(0, sz), imm, sz);
+        if (op !== 7) setReg(0, sz, r, 0);
+      }
+    }
+  }
+}
+
+function xchgAx(r0: number): void {
+  const r = r0 | ((rex & 1) << 3);
+  const a = getReg(0, osz), ah = c.rh;
+  const v = getReg(r, osz), vh = c.rh;
+  setReg(0, osz, v, vh);
+  setReg(r, osz, a, ah);
+}
+
+/** Two/three-operand IMUL into reg: a (E) × b, truncated; CF=OF on overflow. */
+function imul2(a: number, ah: number, b: number, bh: number): void {
+  let of: number;
+  if (osz === 8) {
+    muls64(c, a, ah, b, bh);
+    const l = prod[0]!, h = prod[1]!;
+    of = prod[2] !== (h >> 31) || prod[3] !== (h >> 31) ? 1 : 0;
+    setReg(regf, 8, l, h);
+    c.setArith((of ? F_CF | F_OF : 0) | (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
+    return;
+  }
+  if (osz === 4) {
+    const l = muls32(c, a, b);
+    of = c.rh !== (l >> 31) ? 1 : 0;
+    setReg(regf, 4, l, 0);
+    c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(l, 4));
+    return;
+  }
+  const p = sext(a, 2) * sext(b, 2);
+  const r = p & 0xffff;
+  of = sext(r, 2) !== p ? 1 : 0;
+  setReg(regf, 2, r, 0);
+  c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(r, 2));
+}
+
+function grp3(sz: number): void {
+  modrm((modrmByteAhead() >> 3 & 7) < 2 ? immBytes(sz) : 0);
+  const op = (modrmByte >> 3) & 7;
+  switch (op) {
+    case 0:
+    case 1: { // TEST
+      const a = readE(sz), ah = c.rh;
+      const imm = fetchImm(sz);
+      if (sz === 8) alu64(c, 4, a, ah, imm, imm >> 31);
+      else alu(c, 4, a, imm, sz);
+      return;
+    }
+    case 2: { // NOT
+      const a = readEW(sz);
+      writeE(sz, ~a, ~c.rh);
+      return;
+    }
+    case 3: { // NEG
+      const a = readEW(sz);
+      if (sz === 8) writeE(8, alu64(c, 5, 0, 0, a, c.rh), c.rh);
+      else writeE(sz, alu(c, 5, 0, a, sz), 0);
+      return;
+    }
+    case 4:
+    case 5: { // MUL / IMUL (one operand)
+      const s = op === 5;
+      const v = readE(sz), vh = c.rh;
+      let of: number;
+      if (sz === 1) {
+        const a = c.lo[0]! & 0xff;
+        const p = s ? sext(a, 1) * sext(v, 1) : a * v;
+        const r = p & 0xffff;
+        setReg(0, 2, r, 0);
+        of = s ? (sext(r & 0xff, 1) !== p ? 1 : 0) : (r >> 8 ? 1 : 0);
+        c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(r & 0xff, 1));
+      } else if (sz === 2) {
+        const a = c.lo[0]! & 0xffff;
+        const p = s ? sext(a, 2) * sext(v, 2) : a * v;
+        setReg(0, 2, p & 0xffff, 0);
+        setReg(2, 2, (p >> 16) & 0xffff, 0);
+        of = s ? (sext(p & 0xffff, 2) !== p ? 1 : 0) : ((p >>> 16) & 0xffff ? 1 : 0);
+        c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(p & 0xffff, 2));
+      } else if (sz === 4) {
+        const l = s ? muls32(c, c.lo[0]!, v) : mulu32(c, c.lo[0]!, v);
+        const h = c.rh;
+        setReg(0, 4, l, 0);
+        setReg(2, 4, h, 0);
+        of = s ? (h !== (l >> 31) ? 1 : 0) : (h !== 0 ? 1 : 0);
+        c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(l, 4));
+      } else {
+        if (s) muls64(c, c.lo[0]!, c.hi[0]!, v, vh);
+        else mulu64(c, c.lo[0]!, c.hi[0]!, v, vh);
+        setReg(0, 8, prod[0]!, prod[1]!);
+        setReg(2, 8, prod[2]!, prod[3]!);
+        const sign = prod[1]! >> 31;
+        of = s
+          ? (prod[2] !== sign || prod[3] !== sign ? 1 : 0)
+          : ((prod[2]! | prod[3]!) !== 0 ? 1 : 0);
+        c.setArith((of ? F_CF | F_OF : 0) | (Cpu.szp(prod[0]!, 1) & 4));
+      }
+      return;
+    }
+    default: { // DIV / IDIV
+      const s = op === 7;
+      const v = readE(sz), vh = c.rh;
+      if (sz === 1) {
+        const n = c.lo[0]! & 0xffff;
+        if ((v & 0xff) === 0) c.raise(0);
+        let q: number, r: number;
+        if (s) {
+          const nn = sext(n, 2), d = sext(v, 1);
+          q = Math.trunc(nn / d);
+          r = nn - q * d;
+          if (q > 127 || q < -128) c.raise(0);
+        } else {
+          q = Math.floor(n / (v & 0xff));
+          r = n % (v & 0xff);
+          if (q > 0xff) c.raise(0);
+        }
+        c.lo[0] = (c.lo[0]! & ~0xffff) | (q & 0xff) | ((r & 0xff) << 8);
+      } else if (sz === 2) {
+        const n = ((c.lo[2]! & 0xffff) << 16 | (c.lo[0]! & 0xffff)) >>> 0;
+        if ((v & 0xffff) === 0) c.raise(0);
+        let q: number, r: number;
+        if (s) {
+          const nn = n | 0, d = sext(v, 2);
+          q = Math.trunc(nn / d);
+          r = nn - q * d;
+          if (q > 32767 || q < -32768) c.raise(0);
+        } else {
+          q = Math.floor(n / (v & 0xffff));
+          r = n % (v & 0xffff);
+          if (q > 0xffff) c.raise(0);
+        }
+        setReg(0, 2, q, 0);
+        setReg(2, 2, r, 0);
+      } else if (sz === 4) {
+        if (s) divs(c, c.lo[0]!, c.lo[2]!, 0, 0, v, 0, 32);
+        else divu(c, c.lo[0]!, c.lo[2]!, 0, 0, v, 0, 32);
+        setReg(0, 4, divr[0]!, 0);
+        setReg(2, 4, divr[2]!, 0);
+      } else {
+        if (s) divs(c, c.lo[0]!, c.hi[0]!, c.lo[2]!, c.hi[2]!, v, vh, 64);
+        else divu(c, c.lo[0]!, c.hi[0]!, c.lo[2]!, c.hi[2]!, v, vh, 64);
+        setReg(0, 8, divr[0]!, divr[1]!);
+        setReg(2, 8, divr[2]!, divr[3]!);
+      }
+    }
+  }
+}
+
+/** Peeks at the ModRM byte without consuming it (for decoding immediates). */
+function modrmByteAhead(): number {
+  const ip = c.ip;
+  const m = c.fetch8();
+  c.ip = ip;
+  return m;
+}
+
+function grp5(): void {
+  const m = modrmByteAhead();
+  const op = (m >> 3) & 7;
+  modrm(0);
+  switch (op) {
+    case 0:
+    case 1: {
+      if (osz === 8) {
+        const a = readEW(8);
+        const r = incdec64(c, op === 1, a, c.rh);
+        writeE(8, r, c.rh);
+      } else writeE(osz, incdec(c, op === 1, readEW(osz), osz), 0);
+      return;
+    }
+    case 2: { // CALL near indirect
+      const sz = c.long64 ? 8 : osz;
+      const v = readE(sz), vh = c.rh;
+      const target = sz === 8 ? canon(v, vh) : sz === 4 ? v >>> 0 : v & 0xffff;
+      pushIp(sz);
+      c.ip = target;
+      return;
+    }
+    case 4: { // JMP near indirect
+      const sz = c.long64 ? 8 : osz;
+      const v = readE(sz);
+      setIp(v, c.rh, sz);
+      return;
+    }
+    case 3:
+    case 5: { // CALL/JMP far m16:16/32/64
+      if (rmReg >= 0) c.ud();
+      const off = osz === 8
+        ? canon(c.rd32(ea), c.rd32(ea + 4))
+        : osz === 4
+        ? c.rd32(ea) >>> 0
+        : c.rd16(ea);
+      const sel = c.rd16(c.wrapLin(ea + osz));
+      if (op === 3) farCall(sel, off, osz);
+      else farJump(sel, off);
+      return;
+    }
+    case 6: { // PUSH Ev
+      const sz = stackOsz();
+      const v = readE(sz);
+      pushV(v, c.rh, sz);
+      return;
+    }
+    default:
+      c.ud();
+  }
+}
+
+function popf(v: number, sz: number): void {
+  let m: number;
+  if (!(c.cr0 & CR0_PE) || c.cpl === 0) {
+    m = F_ARITH | F_TF | F_IF | F_DF | F_IOPL | F_NT | F_AC | F_ID;
+  } else if (c.cpl <= iopl()) m = F_ARITH | F_TF | F_IF | F_DF | F_NT | F_AC | F_ID;
+  else m = F_ARITH | F_TF | F_DF | F_NT | F_AC | F_ID;
+  if (sz === 2) m &= 0xffff;
+  c.setFlags(v, m);
+}
+
+// ---- String instructions ----------------------------------------------------------------------
+
+function stringOp(b: number): void {
+  const sz = b & 1 ? osz : 1;
+  const delta = c.flags & F_DF ? -sz : sz;
+  const srcSeg = segOv >= 0 ? segOv : DS;
+  if (rep === 0) {
+    stringOnce(b, sz, delta, srcSeg);
+    return;
+  }
+  // REP: iterate; registers are updated every iteration so a fault restarts correctly.
+  for (;;) {
+    if (getAReg(1) === 0) return;
+    stringOnce(b, sz, delta, srcSeg);
+    addAReg(1, -1);
+    if (b === 0xa6 || b === 0xa7 || b === 0xae || b === 0xaf) {
+      const z = c.zf();
+      if (rep === 0xf3 ? !z : z) return;
+    }
+    if (c.breakLoop) {
+      // An I/O stop request: resume the REP later from this instruction.
+      if (getAReg(1) !== 0) c.ip = c.startIp;
+      return;
+    }
+  }
+}
+
+function stringOnce(b: number, sz: number, delta: number, srcSeg: number): void {
+  switch (b) {
+    case 0xa4:
+    case 0xa5: { // MOVS
+      const v = readMem(linOf(srcSeg, getAReg(6)), sz);
+      writeMem(linOf(ES, getAReg(7)), sz, v, c.rh);
+      addAReg(6, delta);
+      addAReg(7, delta);
+      return;
+    }
+    case 0xa6:
+    case 0xa7: { // CMPS
+      const a = readMem(linOf(srcSeg, getAReg(6)), sz), ah = c.rh;
+      const v = readMem(linOf(ES, getAReg(7)), sz);
+      if (sz === 8) alu64(c, 7, a, ah, v, c.rh);
+      else alu(c, 7, a, v, sz);
+      addAReg(6, delta);
+      addAReg(7, delta);
+      return;
+    }
+    case 0xaa:
+    case 0xab: { // STOS
+      const v = getReg(0, sz);
+      writeMem(linOf(ES, getAReg(7)), sz, v, c.rh);
+      addAReg(7, delta);
+      return;
+    }
+    case 0xac:
+    case 0xad: { // LODS
+      const v = readMem(linOf(srcSeg, getAReg(6)), sz);
+      setReg(0, sz, v, c.rh);
+      addAReg(6, delta);
+      return;
+    }
+    case 0xae:
+    case 0xaf: { // SCAS
+      const a = getReg(0, sz), ah = c.rh;
+      const v = readMem(linOf(ES, getAReg(7)), sz);
+      if (sz === 8) alu64(c, 7, a, ah, v, c.rh);
+      else alu(c, 7, a, v, sz);
+      addAReg(7, delta);
+      return;
+    }
+    case 0x6c:
+    case 0x6d: { // INS
+      const isz = sz === 8 ? 4 : sz;
+      const lin = linOf(ES, getAReg(7));
+      c.probeWrite(lin, isz);
+      writeMem(lin, isz, portIn(c.lo[2]! & 0xffff, isz), 0);
+      addAReg(7, c.flags & F_DF ? -isz : isz);
+      return;
+    }
+    default: { // OUTS
+      const isz = sz === 8 ? 4 : sz;
+      const v = readMem(linOf(srcSeg, getAReg(6)), isz);
+      portOut(c.lo[2]! & 0xffff, isz, v);
+      addAReg(6, c.flags & F_DF ? -isz : isz);
+    }
+  }
+}
+
+// ---- Far transfers, interrupts, IRET -------------------------------------------------------------
+
+function protectedMode(): boolean {
+  return (c.cr0 & CR0_PE) !== 0 && !(c.flags & F_VM);
+}
+
+function checkFarTarget(sel: number): void {
+  // Call gates, task gates and TSS targets are not implemented.
+  if ((sel & 0xfffc) === 0) c.gp(0);
+  c.readDescriptor(sel);
+  if (!((c.descHi >> 12) & 1)) {
+    throw new UnsupportedError(
+      `far transfers through system descriptors (selector 0x${sel.toString(16)}, ` +
+        `type ${(c.descHi >> 8) & 0xf}): call gates and task switches`,
+    );
+  }
+}
+
+function farJump(sel: number, off: number): void {
+  if (!protectedMode()) {
+    c.loadSeg(CS, sel);
+    c.ip = off;
+    return;
+  }
+  checkFarTarget(sel);
+  c.loadCs(sel, c.cpl);
+  c.ip = off;
+}
+
+function farCall(sel: number, off: number, sz: number): void {
+  const oldCs = c.segSel[CS]!;
+  const oldIp = c.ip;
+  if (!protectedMode()) {
+    pushV(oldCs, 0, sz);
+    pushV(oldIp, 0, sz);
+    c.loadSeg(CS, sel);
+    c.ip = off;
+    return;
+  }
+  checkFarTarget(sel);
+  // Push first (faults leave CS unchanged), then load CS.
+  const spLo = c.lo[4]!, spHi = c.hi[4]!;
+  pushV(oldCs, 0, sz);
+  if (sz === 8) pushV(oldIp | 0, Math.floor(oldIp / TWO32) | 0, 8);
+  else pushV(oldIp, 0, sz);
+  try {
+    c.loadCs(sel, c.cpl);
+  } catch (e) {
+    c.lo[4] = spLo;
+    c.hi[4] = spHi;
+    throw e;
+  }
+  c.ip = off;
+}
+
+function farRet(n: number): void {
+  const sz = osz;
+  const ip = c.peek(0, sz), iph = c.rh;
+  const sel = c.peek(sz, sz) & 0xffff;
+  if (!protectedMode()) {
+    c.loadSeg(CS, sel);
+    setIp(ip, iph, sz);
+    c.adjSp(2 * sz + n);
+    return;
+  }
+  const rpl = sel & 3;
+  if (rpl < c.cpl) c.gp(sel & 0xfffc);
+  if (rpl === c.cpl) {
+    checkFarTarget(sel);
+    c.loadCs(sel, c.cpl);
+    setIp(ip, iph, sz);
+    c.adjSp(2 * sz + n);
+    return;
+  }
+  // Return to an outer privilege level: also pop SS:rSP.
+  const sp = c.peek(2 * sz + n, sz), sph = c.rh;
+  const ss = c.peek(3 * sz + n, sz) & 0xffff;
+  checkFarTarget(sel);
+  c.loadCs(sel, rpl);
+  setIp(ip, iph, sz);
+  loadSsForReturn(ss, sp, sph, sz);
+  c.adjSp(n);
+  nullDataSegs();
+}
+
+function loadSsForReturn(ss: number, sp: number, sph: number, sz: number): void {
+  if (c.long64 && (ss & 0xfffc) === 0) {
+    c.segSel[SS] = ss;
+    c.segBase[SS] = 0;
+    c.segLimit[SS] = 0;
+    c.segAttr[SS] = 0x10000 | (c.cpl << 5);
+    c.updateMode();
+  } else c.loadSeg(SS, ss);
+  if (sz === 8) {
+    c.lo[4] = sp;
+    c.hi[4] = sph;
+  } else if (sz === 4 || c.stack32) {
+    c.lo[4] = sz === 4 ? sp : sp & 0xffff;
+    if (c.long64) c.hi[4] = 0;
+  } else c.lo[4] = (c.lo[4]! & ~0xffff) | (sp & 0xffff);
+}
+
+/** After a return to an outer ring, data segments the new CPL may not use become null. */
+function nullDataSegs(): void {
+  for (const s of [ES, DS, FS, GS]) {
+    const a = c.segAttr[s]!;
+    const dpl = (a >> 5) & 3;
+    const conformingCode = (a & 0xc) === 0xc;
+    if ((a & 0x10000) || (!conformingCode && dpl < c.cpl)) {
+      if ((c.segSel[s]! & 0xfffc) !== 0 || !(a & 0x10000)) {
+        c.segSel[s] = 0;
+        c.segAttr[s] = 0x10000;
+        if (!c.long64 || s < FS) c.segBase[s] = c.long64 ? c.segBase[s]! : 0;
+      }
+    }
+  }
+}
+
+function softInt(vec: number): void {
+  if (c.flags & F_VM) c.gp(0);
+  c.deliverChecked(vec, -1, true, c.ip, 0);
+}
+
+function iret(): void {
+  const sz = osz;
+  if (!protectedMode()) {
+    const ip = c.peek(0, sz);
+    const cs = c.peek(sz, sz) & 0xffff;
+    const fl = c.peek(2 * sz, sz);
+    c.loadSeg(CS, cs);
+    c.ip = sz === 4 ? ip >>> 0 : ip & 0xffff;
+    c.adjSp(3 * sz);
+    c.setFlags(
+      fl,
+      sz === 4 ? F_ARITH | F_TF | F_IF | F_DF | F_IOPL | F_NT | F_AC | F_ID : 0xffff & ~0x2a,
+    );
+    return;
+  }
+  if (c.flags & F_NT && !(c.efer & EFER_LMA)) {
+    throw new UnsupportedError("IRET with NT set (task return)");
+  }
+  const ip = c.peek(0, sz), iph = c.rh;
+  const cs = c.peek(sz, sz) & 0xffff;
+  const fl = c.peek(2 * sz, sz);
+  const rpl = cs & 3;
+  if (rpl < c.cpl) c.gp(cs & 0xfffc);
+  const oldCpl = c.cpl;
+  const longRet = c.long64;
+  let sp = 0, sph = 0, ss = 0;
+  const outer = rpl > c.cpl || longRet;
+  if (outer) {
+    sp = c.peek(3 * sz, sz);
+    sph = c.rh;
+    ss = c.peek(4 * sz, sz) & 0xffff;
+  }
+  if (!(c.efer & EFER_LMA) && (fl & F_VM) && sz === 4 && oldCpl === 0) {
+    throw new UnsupportedError("IRET to virtual-8086 mode");
+  }
+  checkFarTarget(cs);
+  c.loadCs(cs, rpl);
+  setIp(ip, iph, sz);
+  // Flags: what may change depends on the privilege the IRET ran at.
+  let m = F_ARITH | F_TF | F_DF | F_NT | F_RF | F_AC | F_ID;
+  if (oldCpl === 0) m |= F_IF | F_IOPL;
+  else if (oldCpl <= ((c.flags >> 12) & 3)) m |= F_IF;
+  if (sz === 2) m &= 0xffff;
+  if (outer) {
+    loadSsForReturn(ss, sp, sph, sz);
+    if (rpl > oldCpl) nullDataSegs();
+  } else c.adjSp(3 * sz);
+  c.setFlags(fl, m);
+  c.flags &= ~F_RF;
+  c.shadow = false;
+}
+
+// ---- Misc one-byte helpers -----------------------------------------------------------------------
+
+function loadFarPtr(seg: number): void {
+  modrm(0);
+  if (rmReg >= 0) c.ud();
+  const off = osz === 8 ? c.rd64(ea) : osz === 4 ? c.rd32(ea) : c.rd16(ea);
+  const offH = c.rh;
+  const sel = c.rd16(c.wrapLin(ea + osz));
+  c.loadSeg(seg, sel);
+  setReg(regf, osz, off, offH);
+  if (seg === SS) c.shadow = true;
+}
+
+function enter(): void {
+  const size = c.fetch16();
+  const level = c.fetch8() & 31;
+  const sz = stackOsz();
+  const bp = getReg(5, sz), bph = c.rh;
+  pushV(bp, bph, sz);
+  const frameLo = c.lo[4]!, frameHi = c.hi[4]!;
+  if (level > 0) {
+    let bpOff = 0;
+    for (let i = 1; i < level; i++) {
+      bpOff -= sz;
+      const lin = c.long64
+        ? (c.lo[5]! >>> 0) + c.hi[5]! * TWO32 + bpOff
+        : (c.segBase[SS]! + ((c.stack32 ? c.lo[5]! : c.lo[5]! & 0xffff) + bpOff)) >>> 0;
+      const v = readMem(lin, sz);
+      pushV(v, c.rh, sz);
+    }
+    pushV(frameLo, frameHi, sz);
+  }
+  if (sz === 8) {
+    c.lo[5] = frameLo;
+    c.hi[5] = frameHi;
+  } else setReg(5, sz, frameLo, 0);
+  c.adjSp(-size);
+}
+
+function arpl(): void {
+  if (!protectedMode()) c.ud();
+  modrm(0);
+  const dst = readEW(2);
+  const src = getReg(regf, 2);
+  c.materialize();
+  if ((dst & 3) < (src & 3)) {
+    writeE(2, (dst & ~3) | (src & 3), 0);
+    c.flags |= F_ZF;
+  } else c.flags &= ~F_ZF;
+}
+
+function bcd(b: number): void {
+  c.materialize();
+  let al = c.lo[0]! & 0xff;
+  let cf = c.flags & F_CF;
+  let af = (c.flags >> 4) & 1;
+  switch (b) {
+    case 0x27: { // DAA
+      const oldAl = al, oldCf = cf;
+      cf = 0;
+      if ((al & 0xf) > 9 || af) {
+        al += 6;
+        cf = oldCf | (al > 0xff ? 1 : 0);
+        al &= 0xff;
+        af = 1;
+      } else af = 0;
+      if (oldAl > 0x99 || oldCf) {
+        al = (al + 0x60) & 0xff;
+        cf = 1;
+      }
+      break;
+    }
+    case 0x2f: { // DAS
+      const oldAl = al, oldCf = cf;
+      cf = 0;
+      if ((al & 0xf) > 9 || af) {
+        cf = oldCf | (al < 6 ? 1 : 0);
+        al = (al - 6) & 0xff;
+        af = 1;
+      } else af = 0;
+      if (oldAl > 0x99 || oldCf) {
+        al = (al - 0x60) & 0xff;
+        cf = 1;
+      }
+      break;
+    }
+    case 0x37:
+    case 0x3f: { // AAA / AAS
+      let ax = c.lo[0]! & 0xffff;
+      if ((al & 0xf) > 9 || af) {
+        ax = b === 0x37 ? ax + 0x106 : ax - 0x106;
+        af = cf = 1;
+      } else af = cf = 0;
+      ax &= 0xff0f;
+      c.lo[0] = (c.lo[0]! & ~0xffff) | (ax & 0xffff);
+      c.flags = (c.flags & ~(0x1 | 0x10)) | cf | (af << 4);
+      return;
+    }
+  }
+  c.lo[0] = (c.lo[0]! & ~0xff) | al;
+  c.setArith(Cpu.szp(al, 1) | cf | (af << 4));
+}
+
+// ---- Two-byte opcodes --------------------------------------------------------------------------
+
+function exec0f(b: number): void {
+  if (b >= 0x80 && b <= 0x8f) { // Jcc rel16/32
+    const rel = c.long64 || osz === 4 ? c.fetch32() : sext(c.fetch16(), 2);
+    if (c.cond(b & 15)) jumpRel(rel);
+    return;
+  }
+  if (b >= 0x40 && b <= 0x4f) { // CMOVcc
+    modrm(0);
+    const v = readE(osz), vh = c.rh;
+    if (c.cond(b & 15)) setReg(regf, osz, v, vh);
+    else if (osz === 4) c.hi[regf] = 0;
+    return;
+  }
+  if (b >= 0x90 && b <= 0x9f) { // SETcc
+    modrm(0);
+    writeE(1, c.cond(b & 15) ? 1 : 0, 0);
+    return;
+  }
+  switch (b) {
+    case 0x00:
+      grp6();
+      return;
+    case 0x01:
+      grp7();
+      return;
+    case 0x02:
+    case 0x03:
+      larLsl(b === 0x02);
+      return;
+    case 0x05:
+      syscall();
+      return;
+    case 0x06: // CLTS
+      requireCpl0();
+      c.cr0 &= ~8;
+      return;
+    case 0x07:
+      sysret();
+      return;
+    case 0x08:
+    case 0x09: // INVD / WBINVD
+      requireCpl0();
+      return;
+    case 0x0b:
+      c.ud();
+      return;
+    case 0x0d: // PREFETCHW (hint)
+    case 0x18:
+    case 0x19:
+    case 0x1a:
+    case 0x1b:
+    case 0x1c:
+    case 0x1d:
+    case 0x1e:
+    case 0x1f: // NOP Ev / hints
+      modrm(0);
+      return;
+    case 0x20:
+    case 0x22: {
+      requireCpl0();
+      modrm(0);
+      const r = rmReg >= 0 ? rmReg : (modrmByte & 7) | ((rex & 1) << 3);
+      const crn = regf;
+      if (b === 0x20) {
+        let v: number;
+        switch (crn) {
+          case 0:
+            v = c.cr0;
+            break;
+          case 2:
+            v = c.cr2;
+            break;
+          case 3:
+            v = c.cr3;
+            break;
+          case 4:
+            v = c.cr4;
+            break;
+          case 8:
+            v = c.cr8;
+            break;
+          default:
+            return c.ud();
+        }
+        if (c.long64) setReg(r, 8, v | 0, Math.floor(v / TWO32) | 0);
+        else setReg(r, 4, v | 0, 0);
+      } else {
+        const l = c.lo[r]!, h = c.long64 ? c.hi[r]! : 0;
+        switch (crn) {
+          case 0:
+            if (h !== 0) c.gp(0);
+            c.setCr0(l >>> 0);
+            c.breakLoop = true;
+            break;
+          case 2:
+            c.cr2 = c.long64 ? h * TWO32 + (l >>> 0) : l >>> 0;
+            break;
+          case 3:
+            c.setCr3((h & 0xfffff) * TWO32 + (l >>> 0));
+            break;
+          case 4:
+            if (h !== 0) c.gp(0);
+            c.setCr4(l >>> 0);
+            break;
+          case 8:
+            c.cr8 = l & 15;
+            break;
+          default:
+            c.ud();
+        }
+      }
+      return;
+    }
+    case 0x21:
+    case 0x23: { // MOV DRn (stored, no debug behaviour)
+      requireCpl0();
+      modrm(0);
+      const r = rmReg >= 0 ? rmReg : (modrmByte & 7) | ((rex & 1) << 3);
+      if (b === 0x21) setReg(r, c.long64 ? 8 : 4, debugRegs[regf & 7]!, 0);
+      else debugRegs[regf & 7] = c.lo[r]!;
+      return;
+    }
+    case 0x30: { // WRMSR
+      requireCpl0();
+      const v = (BigInt(c.lo[2]! >>> 0) << 32n) | BigInt(c.lo[0]! >>> 0);
+      c.wrmsr(c.lo[1]! >>> 0, v);
+      return;
+    }
+    case 0x31: { // RDTSC
+      if ((c.cr4 & 4) && c.cpl !== 0 && (c.cr0 & CR0_PE)) c.gp(0);
+      const t = c.readTsc();
+      setReg(0, 4, t | 0, 0);
+      setReg(2, 4, Math.floor(t / TWO32) | 0, 0);
+      return;
+    }
+    case 0x32: { // RDMSR
+      requireCpl0();
+      const v = c.rdmsr(c.lo[1]! >>> 0);
+      setReg(0, 4, Number(v & 0xffff_ffffn) | 0, 0);
+      setReg(2, 4, Number((v >> 32n) & 0xffff_ffffn) | 0, 0);
+      return;
+    }
+    case 0xa0:
+    case 0xa8: // PUSH FS/GS
+      pushV(c.segSel[b === 0xa0 ? FS : GS]!, 0, stackOsz());
+      return;
+    case 0xa1:
+    case 0xa9: { // POP FS/GS
+      const sz = stackOsz();
+      const v = c.peek(0, sz) & 0xffff;
+      const seg = b === 0xa1 ? FS : GS;
+      const base = c.segBase[seg]!;
+      c.loadSeg(seg, v);
+      if (c.long64 && (v & 0xfffc) === 0) c.segBase[seg] = base;
+      c.adjSp(sz);
+      return;
+    }
+    case 0xa2: // CPUID
+      cpuid(c.lo[0]!, c.lo[1]!, 0);
+      setReg(0, 4, cpuidOut[0]!, 0);
+      setReg(3, 4, cpuidOut[1]!, 0);
+      setReg(1, 4, cpuidOut[2]!, 0);
+      setReg(2, 4, cpuidOut[3]!, 0);
+      return;
+    case 0xa3:
+    case 0xab:
+    case 0xb3:
+    case 0xbb:
+      bitOp(b === 0xa3 ? 0 : b === 0xab ? 1 : b === 0xb3 ? 2 : 3, false);
+      return;
+    case 0xba: {
+      const m = modrmByteAhead();
+      const op = (m >> 3) & 7;
+      if (op < 4) c.ud();
+      bitOp(op - 4, true);
+      return;
+    }
+    case 0xa4:
+    case 0xa5:
+    case 0xac:
+    case 0xad:
+      shiftDouble(b);
+      return;
+    case 0xae:
+      grp15();
+      return;
+    case 0xaf: {
+      modrm(0);
+      const v = readE(osz), vh = c.rh;
+      const a = getReg(regf, osz), ah = c.rh;
+      imul2(a, ah, v, vh);
+      return;
+    }
+    case 0xb0:
+    case 0xb1: { // CMPXCHG
+      const sz = b & 1 ? osz : 1;
+      modrm(0);
+      const d = readEW(sz), dh = c.rh;
+      const acc = getReg(0, sz), acch = c.rh;
+      if (sz === 8) alu64(c, 7, acc, acch, d, dh);
+      else alu(c, 7, acc, d, sz);
+      if (c.zf()) {
+        const s = getReg(regf, sz);
+        writeE(sz, s, c.rh);
+      } else {
+        if (rmReg < 0) writeE(sz, d, dh); // the destination is always written
+        setReg(0, sz, d, dh);
+      }
+      return;
+    }
+    case 0xb2:
+      loadFarPtr(SS);
+      return;
+    case 0xb4:
+      loadFarPtr(FS);
+      return;
+    case 0xb5:
+      loadFarPtr(GS);
+      return;
+    case 0xb6:
+    case 0xb7:
+    case 0xbe:
+    case 0xbf: { // MOVZX / MOVSX
+      const ssz = b & 1 ? 2 : 1;
+      modrm(0);
+      let v = readE(ssz);
+      if (b >= 0xbe) {
+        v = sext(v, ssz);
+        setReg(regf, osz, osz === 2 ? v & 0xffff : v, v >> 31);
+      } else setReg(regf, osz, v, 0);
+      return;
+    }
+    case 0xbc:
+    case 0xbd: { // BSF / BSR (TZCNT/LZCNT are not advertised: F3 is ignored)
+      modrm(0);
+      const v = readE(osz), vh = osz === 8 ? c.rh : 0;
+      c.materialize();
+      if ((v | vh) === 0 || (osz === 2 && (v & 0xffff) === 0)) {
+        c.flags |= F_ZF;
+        return;
+      }
+      let idx: number;
+      const lo = osz === 2 ? v & 0xffff : v;
+      if (b === 0xbc) {
+        idx = lo !== 0 ? 31 - Math.clz32(lo & -lo) : 32 + 31 - Math.clz32(vh & -vh);
+      } else {
+        idx = vh !== 0 ? 63 - Math.clz32(vh) : 31 - Math.clz32(lo);
+      }
+      c.flags &= ~F_ZF;
+      setReg(regf, osz, idx, 0);
+      return;
+    }
+    case 0xc0:
+    case 0xc1: { // XADD
+      const sz = b & 1 ? osz : 1;
+      modrm(0);
+      const d = readEW(sz), dh = c.rh;
+      const s = getReg(regf, sz), sh = c.rh;
+      if (sz === 8) {
+        const r = alu64(c, 0, d, dh, s, sh);
+        const rh = c.rh;
+        setReg(regf, 8, d, dh);
+        writeE(8, r, rh);
+      } else {
+        const r = alu(c, 0, d, s, sz);
+        setReg(regf, sz, d, 0);
+        writeE(sz, r, 0);
+      }
+      return;
+    }
+    case 0xc7:
+      grp9();
+      return;
+    case 0xc8:
+    case 0xc9:
+    case 0xca:
+    case 0xcb:
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf: { // BSWAP
+      const r = (b & 7) | ((rex & 1) << 3);
+      const sw = (x: number) =>
+        ((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24);
+      if (osz === 8) {
+        const l = c.lo[r]!, h = c.hi[r]!;
+        c.lo[r] = sw(h);
+        c.hi[r] = sw(l);
+      } else if (osz === 4) setReg(r, 4, sw(c.lo[r]!), 0);
+      else setReg(r, 2, 0, 0); // undefined for 16-bit; zero as real CPUs do
+      return;
+    }
+    default:
+      if (execSse(c, b, opPrefix, rex)) return;
+      c.ud();
+  }
+}
+
+const debugRegs = new Int32Array(8);
+
+function grp6(): void {
+  modrm(0);
+  const op = regf & 7;
+  if (!protectedMode()) c.ud();
+  switch (op) {
+    case 0: // SLDT
+      writeE(rmReg >= 0 ? osz : 2, c.segSel[LDTR]!, 0);
+      return;
+    case 1: // STR
+      writeE(rmReg >= 0 ? osz : 2, c.segSel[TR]!, 0);
+      return;
+    case 2: { // LLDT
+      requireCpl0();
+      const sel = readE(2);
+      if ((sel & 0xfffc) === 0) {
+        c.segSel[LDTR] = sel;
+        c.segAttr[LDTR] = 0x10000;
+        return;
+      }
+      if (sel & 4) c.gp(sel & 0xfffc);
+      c.readDescriptor(sel);
+      if (((c.descHi >> 8) & 0x1f) !== 2) c.gp(sel & 0xfffc);
+      if (!(c.descHi & 0x8000)) c.raise(11, sel & 0xfffc);
+      c.loadFromDescriptor(LDTR, sel);
+      if (c.efer & EFER_LMA) c.segBase[LDTR] = c.segBase[LDTR]! + upperBase(sel);
+      return;
+    }
+    case 3: { // LTR
+      requireCpl0();
+      const sel = readE(2);
+      if ((sel & 0xfffc) === 0 || (sel & 4)) c.gp(sel & 0xfffc);
+      c.readDescriptor(sel);
+      const type = (c.descHi >> 8) & 0x1f;
+      if (type !== 9 && type !== 1) c.gp(sel & 0xfffc);
+      if (!(c.descHi & 0x8000)) c.raise(11, sel & 0xfffc);
+      c.loadFromDescriptor(TR, sel);
+      if (c.efer & EFER_LMA) c.segBase[TR] = c.segBase[TR]! + upperBase(sel);
+      // Mark busy.
+      c.descHi |= 0x200;
+      c.sysWr32(c.descAddr + 4, c.descHi);
+      c.segAttr[TR] = c.segAttr[TR]! | 2;
+      return;
+    }
+    case 4:
+    case 5: { // VERR / VERW
+      const sel = readE(2);
+      c.materialize();
+      let ok = false;
+      if ((sel & 0xfffc) !== 0) {
+        try {
+          c.readDescriptor(sel);
+          const hi = c.descHi;
+          const type = (hi >> 8) & 0xf;
+          const dpl = (hi >> 13) & 3;
+          const s = (hi >> 12) & 1;
+          const conf = (type & 0xc) === 0xc;
+          const privOk = conf || (dpl >= c.cpl && dpl >= (sel & 3));
+          ok = s === 1 && privOk &&
+            (op === 4 ? !(type & 8) || (type & 2) !== 0 : !(type & 8) && (type & 2) !== 0);
+        } catch (e) {
+          if (e !== c.constructor && (e as { fault?: boolean }).fault !== true) throw e;
+        }
+      }
+      c.flags = ok ? c.flags | F_ZF : c.flags & ~F_ZF;
+      return;
+    }
+    default:
+      c.ud();
+  }
+}
+
+/** Bits 32..63 of a 16-byte system descriptor's base, as a number to add. */
+function upperBase(sel: number): number {
+  const h = c.sysRd32(c.descAddr + 8);
+  void sel;
+  return h * TWO32;
+}
+
+function grp7(): void {
+  const m = modrmByteAhead();
+  if ((m >> 6) === 3) {
+    c.fetch8();
+    switch (m) {
+      case 0xf8: // SWAPGS
+        if (!c.long64) c.ud();
+        requireCpl0();
+        {
+          const t = c.segBase[GS]!;
+          c.segBase[GS] = c.kernelGsBase;
+          c.kernelGsBase = t;
+        }
+        return;
+      case 0xca: // CLAC
+      case 0xcb: // STAC
+        c.ud();
+        return;
+      default:
+        if ((m & 0xf8) === 0xe0) { // SMSW r
+          setReg(
+            (m & 7) | ((rex & 1) << 3),
+            osz,
+            c.cr0 & 0xffff | (osz > 2 ? c.cr0 & ~0xffff : 0),
+            0,
+          );
+          return;
+        }
+        if ((m & 0xf8) === 0xf0) { // LMSW r
+          requireCpl0();
+          lmsw(c.lo[(m & 7) | ((rex & 1) << 3)]!);
+          return;
+        }
+        c.ud();
+    }
+    return;
+  }
+  modrm(0);
+  const op = regf & 7;
+  const limSz = 2;
+  switch (op) {
+    case 0:
+    case 1: { // SGDT / SIDT
+      const base = op === 0 ? c.gdtBase : c.idtBase;
+      const limit = op === 0 ? c.gdtLimit : c.idtLimit;
+      c.wr16(ea, limit);
+      if (c.long64) c.wr64(c.wrapLin(ea + limSz), base | 0, Math.floor(base / TWO32) | 0);
+      else c.wr32(c.wrapLin(ea + limSz), osz === 2 ? base & 0xffffff : base);
+      return;
+    }
+    case 2:
+    case 3: { // LGDT / LIDT
+      requireCpl0();
+      const limit = c.rd16(ea);
+      let base: number;
+      if (c.long64) {
+        const l = c.rd32(c.wrapLin(ea + 2)), h = c.rd32(c.wrapLin(ea + 6));
+        base = canon(l, h);
+      } else {
+        base = c.rd32(c.wrapLin(ea + 2)) >>> 0;
+        if (osz === 2) base &= 0xffffff;
+      }
+      if (op === 2) {
+        c.gdtBase = base;
+        c.gdtLimit = limit;
+      } else {
+        c.idtBase = base;
+        c.idtLimit = limit;
+      }
+      return;
+    }
+    case 4: // SMSW m16
+      c.wr16(ea, c.cr0 & 0xffff);
+      return;
+    case 6: // LMSW
+      requireCpl0();
+      lmsw(readE(2));
+      return;
+    case 7: // INVLPG
+      requireCpl0();
+      c.invlpg(ea);
+      return;
+    default:
+      c.ud();
+  }
+}
+
+function lmsw(v: number): void {
+  // LMSW changes PE (set only), MP, EM, TS.
+  const nv = (c.cr0 & ~0xe) | (v & 0xf) | (c.cr0 & 1);
+  c.setCr0(nv >>> 0);
+}
+
+function larLsl(lar: boolean): void {
+  if (!protectedMode()) c.ud();
+  modrm(0);
+  const sel = readE(2);
+  c.materialize();
+  let ok = false;
+  let v = 0;
+  if ((sel & 0xfffc) !== 0) {
+    try {
+      c.readDescriptor(sel);
+      const hi = c.descHi;
+      const type = (hi >> 8) & 0xf;
+      const s = (hi >> 12) & 1;
+      const dpl = (hi >> 13) & 3;
+      const conf = s && (type & 0xc) === 0xc;
+      const sysOk = s === 1 || [1, 2, 3, 9, 11].includes(type) ||
+        (lar && [4, 5, 12].includes(type));
+      ok = sysOk && (conf || (dpl >= c.cpl && dpl >= (sel & 3)));
+      if (lar) v = hi & 0x00f0ff00;
+      else {
+        v = (c.descLo & 0xffff) | (hi & 0xf0000);
+        if (hi & 0x800000) v = (v * 4096 + 0xfff) | 0;
+      }
+    } catch (e) {
+      if ((e as { fault?: boolean }).fault !== true) throw e;
+    }
+  }
+  if (ok) {
+    c.flags |= F_ZF;
+    setReg(regf, osz, v, 0);
+  } else c.flags &= ~F_ZF;
+}
+
+function syscall(): void {
+  if (!(c.efer & EFER_SCE) || !(c.efer & EFER_LMA)) c.ud();
+  const rflags = c.getFlags() & ~F_RF;
+  const next = c.ip;
+  // RCX = next RIP, R11 = RFLAGS (AMD APM Vol. 3, SYSCALL).
+  if (c.long64) setReg(1, 8, next | 0, Math.floor(next / TWO32) | 0);
+  else setReg(1, 8, next | 0, 0);
+  setReg(11, 8, rflags, 0);
+  const sel = (c.starHi & 0xffff) & 0xfffc;
+  const wasLong = c.long64;
+  c.segSel[CS] = sel;
+  c.segBase[CS] = 0;
+  c.segLimit[CS] = 0xffffffff;
+  c.segAttr[CS] = 0xa09b & 0xf0ff | 0x2000; // present, DPL0, code, L=1, G=1
+  c.segAttr[CS] = 0x9b | 0x2000 | 0x8000;
+  c.segSel[SS] = sel + 8;
+  c.segBase[SS] = 0;
+  c.segLimit[SS] = 0xffffffff;
+  c.segAttr[SS] = 0x93 | 0x4000 | 0x8000;
+  c.cpl = 0;
+  c.setFlags(0, c.sfmask | F_RF);
+  c.flags &= ~(c.sfmask | F_RF);
+  c.updateMode();
+  c.ip = wasLong ? c.lstar : c.cstar;
+}
+
+function sysret(): void {
+  if (!(c.efer & EFER_SCE) || !(c.efer & EFER_LMA)) c.ud();
+  if (c.cpl !== 0 || !(c.cr0 & CR0_PE)) c.gp(0);
+  const base = (c.starHi >>> 16) & 0xffff;
+  const to64 = osz === 8;
+  let target: number;
+  if (to64) target = canon(c.lo[1]!, c.hi[1]!);
+  else target = c.lo[1]! >>> 0;
+  c.segSel[CS] = ((to64 ? base + 16 : base) & 0xfffc) | 3;
+  c.segBase[CS] = 0;
+  c.segLimit[CS] = 0xffffffff;
+  c.segAttr[CS] = to64 ? (0xfb | 0x2000 | 0x8000) : (0xfb | 0x4000 | 0x8000);
+  c.segSel[SS] = ((base + 8) & 0xfffc) | 3;
+  c.segAttr[SS] = 0xf3 | 0x4000 | 0x8000;
+  c.segBase[SS] = 0;
+  c.segLimit[SS] = 0xffffffff;
+  c.cpl = 3;
+  c.lop = 0;
+  c.setFlags(c.lo[11]!, F_ARITH | F_TF | F_IF | F_DF | F_IOPL | F_NT | F_AC | F_ID);
+  c.flags &= ~F_RF;
+  c.updateMode();
+  c.ip = target;
+}
+
+function bitOp(op: number, imm: boolean): void {
+  // op: 0 BT, 1 BTS, 2 BTR, 3 BTC.
+  modrm(imm ? 1 : 0);
+  let bit: number;
+  let bitH = 0;
+  if (imm) bit = c.fetch8() & (osz * 8 - 1);
+  else {
+    bit = getReg(regf, osz);
+    bitH = osz === 8 ? c.rh : 0;
+    if (osz === 2) bit = sext(bit, 2);
+  }
+  c.materialize();
+  if (rmReg >= 0 || imm) {
+    const nb = bit & (osz * 8 - 1);
+    const v = op === 0 ? readE(osz) : readEW(osz);
+    let vh = c.rh;
+    let lo = v;
+    let cf: number;
+    if (nb >= 32) {
+      cf = (vh >>> (nb - 32)) & 1;
+      if (op === 1) vh |= 1 << (nb - 32);
+      else if (op === 2) vh &= ~(1 << (nb - 32));
+      else if (op === 3) vh ^= 1 << (nb - 32);
+    } else {
+      cf = (lo >>> nb) & 1;
+      if (op === 1) lo |= 1 << nb;
+      else if (op === 2) lo &= ~(1 << nb);
+      else if (op === 3) lo ^= 1 << nb;
+    }
+    c.flags = (c.flags & ~F_CF) | cf;
+    if (op !== 0) writeE(osz, mask(lo, osz === 8 ? 4 : osz), vh);
+    return;
+  }
+  // Memory with a register bit offset: the offset selects the byte (signed).
+  const byteOff = osz === 8 ? bitH * 536870912 + Math.floor((bit >>> 0) / 8) : Math.floor(bit / 8);
+  const lin = c.wrapLin(ea + byteOff);
+  const v = op === 0 ? c.rd8(lin) : readMemW(lin, 1);
+  const nb = bit & 7;
+  const cf = (v >> nb) & 1;
+  c.flags = (c.flags & ~F_CF) | cf;
+  if (op === 1) c.wr8(lin, v | (1 << nb));
+  else if (op === 2) c.wr8(lin, v & ~(1 << nb));
+  else if (op === 3) c.wr8(lin, v ^ (1 << nb));
+}
+
+function shiftDouble(b: number): void {
+  const left = b < 0xa8;
+  modrm(b & 1 ? 0 : 1);
+  const src = getReg(regf, osz), srch = c.rh;
+  const cnt = (b & 1 ? c.lo[1]! : c.fetch8()) & (osz === 8 ? 63 : 31);
+  const d = readEW(osz), dh = c.rh;
+  if (cnt === 0) return;
+  c.materialize();
+  let r: number, rh = 0, cf: number;
+  if (osz === 8) {
+    if (left) {
+      r = shl64x(c, d, dh, cnt);
+      rh = c.rh;
+      const s = shr64x(c, src, srch, 64 - cnt);
+      r |= s;
+      rh |= c.rh;
+      cf = shr64x(c, d, dh, 64 - cnt) & 1;
+    } else {
+      r = shr64x(c, d, dh, cnt);
+      rh = c.rh;
+      const s = shl64x(c, src, srch, 64 - cnt);
+      r |= s;
+      rh |= c.rh;
+      cf = shr64x(c, d, dh, cnt - 1) & 1;
+    }
+    const of = ((rh ^ dh) >>> 31) & 1;
+    c.flags = (c.flags & ~F_ARITH) | cf | (of << 11) | ((r | rh) === 0 ? F_ZF : 0) |
+      ((rh >>> 31) << 7) | (Cpu.szp(r & 0xff, 1) & 4);
+    writeE(8, r, rh);
+    return;
+  }
+  if (osz === 4) {
+    if (left) {
+      r = (d << cnt) | (src >>> (32 - cnt));
+      cf = (d >>> (32 - cnt)) & 1;
+    } else {
+      r = (d >>> cnt) | (src << (32 - cnt));
+      cf = (d >>> (cnt - 1)) & 1;
+    }
+  } else {
+    // 16-bit: shift the 32-bit concatenation (counts above 16 are undefined; we use mod 32).
+    const both = left
+      ? ((d & 0xffff) << 16) | (src & 0xffff)
+      : ((src & 0xffff) << 16) | (d & 0xffff);
+    if (left) {
+      const x = cnt < 32 ? both << cnt : 0;
+      r = (x >>> 16) & 0xffff;
+      cf = cnt <= 16 ? ((d & 0xffff) >> (16 - cnt)) & 1 : (both >>> (32 - cnt)) & 1;
+    } else {
+      r = (both >>> cnt) & 0xffff;
+      cf = (both >>> (cnt - 1)) & 1;
+    }
+  }
+  r = mask(r, osz);
+  const of = ((r ^ d) >>> (osz * 8 - 1)) & 1;
+  c.flags = (c.flags & ~F_ARITH) | cf | (of << 11) | Cpu.szp(r, osz);
+  writeE(osz, r, 0);
+}
+
+function grp9(): void {
+  modrm(0);
+  const op = regf & 7;
+  if (op !== 1 || rmReg >= 0) c.ud();
+  c.materialize();
+  if (osz === 8) { // CMPXCHG16B
+    if (ea % 16 !== 0) c.gp(0);
+    c.probeWrite(ea, 16);
+    const m0 = c.rd64(ea), m1 = c.rh;
+    const m2 = c.rd64(c.wrapLin(ea + 8)), m3 = c.rh;
+    if (m0 === c.lo[0] && m1 === c.hi[0] && m2 === c.lo[2] && m3 === c.hi[2]) {
+      c.wr64(ea, c.lo[3]!, c.hi[3]!);
+      c.wr64(c.wrapLin(ea + 8), c.lo[1]!, c.hi[1]!);
+      c.flags |= F_ZF;
+    } else {
+      c.wr64(ea, m0, m1);
+      c.wr64(c.wrapLin(ea + 8), m2, m3);
+      setReg(0, 8, m0, m1);
+      setReg(2, 8, m2, m3);
+      c.flags &= ~F_ZF;
+    }
+    return;
+  }
+  // CMPXCHG8B
+  const m0 = readMemW(ea, 8), m1 = c.rh;
+  if (m0 === c.lo[0] && m1 === c.lo[2]) {
+    c.wr64(ea, c.lo[3]!, c.lo[1]!);
+    c.flags |= F_ZF;
+  } else {
+    c.wr64(ea, m0, m1);
+    setReg(0, 4, m0, 0);
+    setReg(2, 4, m1, 0);
+    c.flags &= ~F_ZF;
+  }
+}
+
+function grp15(): void {
+  const m = modrmByteAhead();
+  if ((m >> 6) === 3) {
+    c.fetch8();
+    // LFENCE (E8), MFENCE (F0), SFENCE (F8): no reordering here, nothing to do.
+    if ((m & 0xf8) === 0xe8 || (m & 0xf8) === 0xf0 || (m & 0xf8) === 0xf8) return;
+    c.ud();
+  }
+  modrm(0);
+  switch (regf & 7) {
+    case 0:
+      fxsave(c, ea, rex & 8 ? 8 : 4);
+      return;
+    case 1:
+      fxrstor(c, ea, rex & 8 ? 8 : 4);
+      return;
+    case 2: { // LDMXCSR
+      const v = c.rd32(ea);
+      if (v & ~0xffff) c.gp(0);
+      c.fpu.mxcsr = v;
+      return;
+    }
+    case 3: // STMXCSR
+      c.wr32(ea, c.fpu.mxcsr);
+      return;
+    case 7: // CLFLUSH
+      c.rd8(ea);
+      return;
+    default:
+      c.ud();
+  }
+}
+
+/** For the tests: the ModRM-decoded linear address of the last memory operand. */
+export function lastEa(): number {
+  return ea;
+}
+
+export { ACC_WRITE, F_OF, LF_LOGIC };

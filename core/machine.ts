@@ -1,0 +1,255 @@
+/**
+ * A Machine owns guest memory, the port and MMIO buses, the clock, the serial console, its
+ * devices and its vCPU, and runs them: `start` (load + run), `pause`, `resume`, `stop`. Fatal
+ * stops come back with a register dump. Devices are attached through the plugin API, so
+ * built-in devices and third-party plugins are wired the same way.
+ */
+
+import { MmioBus, PortBus } from "./bus.ts";
+import {
+  type Backend,
+  CONTROL_REQUEST,
+  CONTROL_STATUS,
+  NO_INTERRUPTS,
+  REQUEST_PAUSE,
+  REQUEST_STOP,
+  RunControl,
+  type StopReason,
+  type TraceSink,
+  type Vcpu,
+} from "./backend.ts";
+import type { BootSetup } from "./boot/types.ts";
+import { VmClock } from "./clock.ts";
+import { formatCpuState } from "./cpu_state.ts";
+import { PluginError, VmmError } from "./errors.ts";
+import type { GuestMemory } from "./memory.ts";
+import { type ByteSink, type InputRing, SerialConsole } from "./serial_io.ts";
+import { makeOptions } from "../plugins/options.ts";
+import type { Device, DeviceHost, IrqLine, Logger, Plugin } from "../plugins/mod.ts";
+
+/** Where interrupt lines go (the PIC/APIC platform when one is attached). */
+export interface IrqSink {
+  setLevel(line: number, high: boolean): void;
+}
+
+/** How to build a Machine. */
+export interface MachineOptions {
+  backend: Backend;
+  /** Guest RAM in bytes. */
+  memSize: number;
+  /** Serial output sink (null discards) and host input ring. */
+  serialSink?: ByteSink | null;
+  serialInput?: InputRing | null;
+  /** Per-instruction/per-exit trace, with --trace. */
+  trace?: TraceSink | null;
+  /** VMM messages (stderr). */
+  log?: (message: string) => void;
+  /** Shared stop/pause requests (the supervisor thread holds the same Int32Array). */
+  control?: RunControl;
+}
+
+/** A device attached to a machine. */
+export interface AttachedDevice {
+  readonly name: string;
+  readonly plugin: Plugin;
+  readonly device: Device;
+}
+
+/** The result of a run, with a register dump for faults. */
+export interface RunResult {
+  reason: StopReason;
+  /** Register dump when the VM stopped on a fault. */
+  dump?: string;
+}
+
+/** Process exit status for a stop reason: debug-exit value, 0 for reset/power-off, 1 for faults. */
+export function exitStatusOf(reason: StopReason): number {
+  switch (reason.kind) {
+    case "exit":
+      return reason.status;
+    case "reset":
+    case "poweroff":
+      return 0;
+    default:
+      return 1;
+  }
+}
+
+/** One virtual machine. */
+export class Machine {
+  readonly backend: Backend;
+  readonly memory: GuestMemory;
+  readonly ports: PortBus = new PortBus();
+  readonly mmio: MmioBus = new MmioBus();
+  readonly control: RunControl;
+  readonly clock: VmClock = new VmClock();
+  readonly console: SerialConsole;
+  readonly devices: AttachedDevice[] = [];
+  readonly vcpu: Vcpu;
+  readonly #log: (message: string) => void;
+  readonly #trace: TraceSink | null;
+  /** Interrupt lines go here; replaced when an interrupt controller is attached. */
+  irqSink: IrqSink = { setLevel() {} };
+
+  constructor(opts: MachineOptions) {
+    this.backend = opts.backend;
+    this.#log = opts.log ?? ((m) => console.error(m));
+    this.#trace = opts.trace ?? null;
+    this.control = opts.control ?? new RunControl();
+    this.memory = opts.backend.createMemory(opts.memSize);
+    this.console = new SerialConsole(opts.serialSink ?? null, opts.serialInput ?? null);
+    this.control.service = () => {
+      this.clock.fireDue();
+      this.console.pollInput();
+      this.console.flush();
+    };
+    this.control.nextDeadline = () => this.clock.nextDeadline;
+    if (this.#trace) {
+      const trace = this.#trace;
+      const hex = (v: number) => "0x" + v.toString(16);
+      this.ports.onUnclaimed = (k, a, s, v) =>
+        trace(`unclaimed port ${k} ${hex(a)} size ${s} value ${hex(v)}`);
+      this.mmio.onUnclaimed = (k, a, s, v) =>
+        trace(`unclaimed MMIO ${k} ${hex(a)} size ${s} value ${hex(v)}`);
+    }
+    this.vcpu = this.backend.createVcpu(0, {
+      memory: this.memory,
+      ports: this.ports,
+      mmio: this.mmio,
+      control: this.control,
+      interrupts: NO_INTERRUPTS,
+      trace: this.#trace,
+    });
+  }
+
+  /** Creates the device a plugin describes and claims its ranges. */
+  attach(
+    plugin: Plugin,
+    options: Record<string, string> = {},
+    name = options.name ?? plugin.name,
+  ): AttachedDevice {
+    const host = this.#hostFor(name, options);
+    let device: Device;
+    try {
+      device = plugin.create(host);
+    } catch (err) {
+      if (err instanceof VmmError) throw err;
+      throw new PluginError(`Device "${name}" failed to start: ${(err as Error)?.message ?? err}`, {
+        cause: err,
+      });
+    }
+    if (typeof device !== "object" || device === null) {
+      throw new PluginError(`Device "${name}": create() must return a device object`);
+    }
+    for (const r of device.ports ?? []) this.ports.register(r.base, r.length, name, r);
+    for (const r of device.mmio ?? []) this.mmio.register(r.base, r.length, name, r);
+    const attached = { name, plugin, device };
+    this.devices.push(attached);
+    return attached;
+  }
+
+  #hostFor(name: string, options: Record<string, string>): DeviceHost {
+    const log: Logger = {
+      info: (m) => this.#log(`${name}: ${m}`),
+      warn: (m) => this.#log(`${name}: warning: ${m}`),
+      debug: this.#trace ? (m) => this.#trace!(`${name}: ${m}`) : () => {},
+    };
+    const irqLines = new Map<number, IrqLine>();
+    const control = this.control;
+    return {
+      name,
+      options: makeOptions(options, name),
+      memory: this.memory,
+      irq: (line) => {
+        let l = irqLines.get(line);
+        if (!l) {
+          l = {
+            line,
+            raise: () => this.irqSink.setLevel(line, true),
+            lower: () => this.irqSink.setLevel(line, false),
+            pulse: () => {
+              this.irqSink.setLevel(line, true);
+              this.irqSink.setLevel(line, false);
+            },
+          };
+          irqLines.set(line, l);
+        }
+        return l;
+      },
+      clock: this.clock,
+      log,
+      console: this.console,
+      power: {
+        exit: (status) => {
+          control.stop ??= { kind: "exit", status: status & 0xff };
+        },
+        reset: () => {
+          control.stop ??= { kind: "reset" };
+        },
+        off: () => {
+          control.stop ??= { kind: "poweroff" };
+        },
+      },
+    };
+  }
+
+  /** Puts the vCPU in the loader's start state. */
+  load(setup: BootSetup): void {
+    this.vcpu.setState(setup.state);
+  }
+
+  /**
+   * Runs the guest until it stops or is paused. Device failures and guest faults come back as
+   * `{ kind: "fault" }` with a register dump; nothing a guest or device does escapes as a throw.
+   */
+  run(): RunResult {
+    this.control.stop = null;
+    let reason: StopReason;
+    try {
+      reason = this.vcpu.run();
+    } catch (err) {
+      if (!(err instanceof VmmError)) throw err;
+      reason = { kind: "fault", message: err.message };
+    }
+    this.console.flush();
+    if (reason.kind !== "fault") return { reason };
+    let dump: string | undefined;
+    try {
+      dump = formatCpuState(this.vcpu.getState());
+    } catch {
+      dump = undefined;
+    }
+    return { reason, dump };
+  }
+
+  /** Asks a running vCPU to pause at its next exit (safe from any thread holding `control`). */
+  pause(): void {
+    Atomics.store(this.control.requests, CONTROL_STATUS, 0);
+    Atomics.store(this.control.requests, CONTROL_REQUEST, REQUEST_PAUSE);
+  }
+
+  /** Asks a running vCPU to stop with `status`. */
+  stop(status = 0): void {
+    Atomics.store(this.control.requests, CONTROL_STATUS, status);
+    Atomics.store(this.control.requests, CONTROL_REQUEST, REQUEST_STOP);
+  }
+
+  /** Resets every device to its power-on state. */
+  resetDevices(): void {
+    for (const d of this.devices) d.device.reset();
+  }
+
+  /** Releases devices, the vCPU and the backend. */
+  close(): void {
+    this.console.flush();
+    for (const d of this.devices) {
+      try {
+        d.device.close?.();
+      } catch {
+        // A device failing to close must not hide the VM's own result.
+      }
+    }
+    this.vcpu.close();
+    this.backend.close();
+  }
+}
