@@ -208,8 +208,8 @@ export function interleave(
   b: ExitLoop,
   options: ExitBenchOptions = {},
 ): [number, number] {
-  const exits = options.exits ?? 2000;
-  const rounds = options.rounds ?? 15;
+  const exits = options.exits ?? 500;
+  const rounds = options.rounds ?? 40;
   a.round(exits); // warm-up: V8 optimizes the exit loop, caches and the host settle
   b.round(exits);
   let bestA = Infinity, bestB = Infinity;

@@ -10,7 +10,6 @@ import {
   type Backend,
   CONTROL_REQUEST,
   CONTROL_STATUS,
-  NO_INTERRUPTS,
   REQUEST_PAUSE,
   REQUEST_STOP,
   RunControl,
@@ -24,6 +23,7 @@ import { formatCpuState } from "./cpu_state.ts";
 import { PluginError, VmmError } from "./errors.ts";
 import type { GuestMemory } from "./memory.ts";
 import { type ByteSink, type InputRing, SerialConsole } from "./serial_io.ts";
+import { createPcPlatform, type PcPlatform } from "../devices/platform.ts";
 import { makeOptions } from "../plugins/options.ts";
 import type { Device, DeviceHost, IrqLine, Logger, Plugin } from "../plugins/mod.ts";
 
@@ -88,8 +88,10 @@ export class Machine {
   readonly vcpu: Vcpu;
   readonly #log: (message: string) => void;
   readonly #trace: TraceSink | null;
-  /** Interrupt lines go here; replaced when an interrupt controller is attached. */
-  irqSink: IrqSink = { setLevel() {} };
+  /** The PIC pair, IOAPIC and local APIC, and the routing between them. */
+  readonly platform: PcPlatform;
+  /** Where device interrupt lines go (the platform's routing). */
+  irqSink: IrqSink;
 
   constructor(opts: MachineOptions) {
     this.backend = opts.backend;
@@ -112,14 +114,28 @@ export class Machine {
       this.mmio.onUnclaimed = (k, a, s, v) =>
         trace(`unclaimed MMIO ${k} ${hex(a)} size ${s} value ${hex(v)}`);
     }
+    this.platform = createPcPlatform({
+      clock: this.clock,
+      log: this.#loggerFor("pc-platform"),
+    });
+    this.irqSink = this.platform;
     this.vcpu = this.backend.createVcpu(0, {
       memory: this.memory,
       ports: this.ports,
       mmio: this.mmio,
       control: this.control,
-      interrupts: NO_INTERRUPTS,
+      interrupts: this.platform,
       trace: this.#trace,
     });
+    this.attach(this.platform.plugin());
+  }
+
+  #loggerFor(name: string): Logger {
+    return {
+      info: (m) => this.#log(`${name}: ${m}`),
+      warn: (m) => this.#log(`${name}: warning: ${m}`),
+      debug: this.#trace ? (m) => this.#trace!(`${name}: ${m}`) : () => {},
+    };
   }
 
   /** Creates the device a plugin describes and claims its ranges. */
@@ -149,11 +165,7 @@ export class Machine {
   }
 
   #hostFor(name: string, options: Record<string, string>): DeviceHost {
-    const log: Logger = {
-      info: (m) => this.#log(`${name}: ${m}`),
-      warn: (m) => this.#log(`${name}: warning: ${m}`),
-      debug: this.#trace ? (m) => this.#trace!(`${name}: ${m}`) : () => {},
-    };
+    const log = this.#loggerFor(name);
     const irqLines = new Map<number, IrqLine>();
     const control = this.control;
     return {

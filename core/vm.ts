@@ -6,6 +6,7 @@
 
 import { type BackendChoice, selectBackend } from "./select_backend.ts";
 import { loadImage } from "./boot/load.ts";
+import { writeAcpiTables } from "./boot/acpi.ts";
 import type { ImageFormat } from "./boot/types.ts";
 import type { RunControl, TraceSink } from "./backend.ts";
 import { ImageError, VmmError } from "./errors.ts";
@@ -40,6 +41,9 @@ export interface VmOutcome {
 
 /** The built-in PC devices, loaded through the same path as third-party plugins. */
 const BUILTIN_DEVICES = [
+  "../devices/pit8254.ts",
+  "../devices/rtc_cmos.ts",
+  "../devices/acpi_pm.ts",
   "../devices/uart16550.ts",
   "../devices/i8042.ts",
   "../devices/debug_exit.ts",
@@ -130,7 +134,9 @@ export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome>
     for (const spec of config.devices) {
       machine.attach(await loadPlugin(spec.specifier), spec.options);
     }
+    const { rsdpAddr } = writeAcpiTables(machine.memory);
     const setup = loadImage(config.format, image, machine.memory, {
+      acpiRsdpAddr: rsdpAddr,
       imagePath: config.kernel ?? "(default guest)",
       cmdline: config.cmdline,
       initrd,

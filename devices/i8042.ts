@@ -7,7 +7,6 @@
 
 import { API_VERSION, definePlugin } from "../plugins/mod.ts";
 
-const DATA = 0, STATUS = 4;
 const ST_OBF = 0x01, ST_SYS = 0x04, ST_CMD = 0x08, ST_UNLOCKED = 0x10;
 const CTR_KBD_INT = 0x01, CTR_SYS = 0x04, CTR_KBD_DISABLE = 0x10, CTR_AUX_DISABLE = 0x20;
 const CTR_XLATE = 0x40;
@@ -98,30 +97,17 @@ export default definePlugin({
     }
 
     return {
+      // Two one-port ranges: port 0x61 between them belongs to the PIT/speaker (NMI status).
       ports: [{
         base: 0x60,
-        length: 5,
-        read(offset) {
-          if (offset === DATA) {
-            const b = queue.length > 0 ? queue.shift()! : 0;
-            updateIrq();
-            return b;
-          }
-          if (offset === STATUS) {
-            return (queue.length > 0 ? ST_OBF : 0) | (ctr & CTR_SYS ? ST_SYS : 0) |
-              (lastWasCommand ? ST_CMD : 0) | ST_UNLOCKED;
-          }
-          return 0xff;
+        length: 1,
+        read() {
+          const b = queue.length > 0 ? queue.shift()! : 0;
+          updateIrq();
+          return b;
         },
-        write(offset, _size, value) {
+        write(_offset, _size, value) {
           value &= 0xff;
-          if (offset === STATUS) {
-            lastWasCommand = true;
-            pendingCommand = 0;
-            controllerCommand(value);
-            return;
-          }
-          if (offset !== DATA) return;
           lastWasCommand = false;
           const cmd = pendingCommand;
           pendingCommand = 0;
@@ -142,6 +128,18 @@ export default definePlugin({
             default:
               keyboardByte(value);
           }
+        },
+      }, {
+        base: 0x64,
+        length: 1,
+        read() {
+          return (queue.length > 0 ? ST_OBF : 0) | (ctr & CTR_SYS ? ST_SYS : 0) |
+            (lastWasCommand ? ST_CMD : 0) | ST_UNLOCKED;
+        },
+        write(_offset, _size, value) {
+          lastWasCommand = true;
+          pendingCommand = 0;
+          controllerCommand(value & 0xff);
         },
       }],
       reset() {

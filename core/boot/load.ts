@@ -10,23 +10,15 @@ import { isElf } from "./elf.ts";
 import { loadFlat } from "./flat.ts";
 import { findMultibootHeader, loadMultiboot } from "./multiboot.ts";
 import type { BootOptions, BootSetup, ImageFormat, Loader } from "./types.ts";
-// TODO(lead): switch to the Linux loader once core/boot/linux.ts lands:
-// import { loadLinux } from "./linux.ts";
+import { loadLinux } from "./linux.ts";
 
 /** What `--format` accepts. */
 export type FormatChoice = "auto" | ImageFormat;
 
-function linuxNotYet(_image: Uint8Array, _memory: GuestMemory, opts: BootOptions): BootSetup {
-  throw new ImageError(
-    `Kernel image "${opts.imagePath}" is a Linux kernel, but --format linux is not supported ` +
-      `yet in this build. Boot a Multiboot or flat image instead.`,
-  );
-}
-
 const LOADERS: Record<ImageFormat, Loader> = {
   flat: loadFlat,
   multiboot: loadMultiboot,
-  linux: linuxNotYet, // TODO(lead): `linux: loadLinux,`
+  linux: loadLinux,
 };
 
 /**

@@ -16,6 +16,8 @@ export interface BootOptions {
   initrd?: Uint8Array;
   /** Path of the initrd, for error messages. */
   initrdPath?: string;
+  /** Guest-physical address of the ACPI RSDP the machine wrote (Linux, PVH). */
+  acpiRsdpAddr?: number;
 }
 
 /** What a loader leaves behind. */

@@ -26,6 +26,7 @@ import {
   type Segment,
 } from "../cpu_state.ts";
 import type { GuestMemory } from "../memory.ts";
+import { DecodeCache } from "./decode.ts";
 
 // ---- Constants ---------------------------------------------------------------------------------
 
@@ -206,6 +207,10 @@ export class Cpu {
 
   /** Scratch: high half of the last 64-bit value read. */
   rh = 0;
+  /** Decoded instructions (see decode.ts). */
+  readonly dc = new DecodeCache();
+  /** One byte per 4 KiB page of RAM: 1 while decoded instructions from it are cached. */
+  readonly codePages: Uint8Array;
   /** Difftest mode: linear = physical even with paging on (see difftest_api.ts). */
   identityPaging = false;
   /** The exceptions of the last delivery attempt ("#UD -> #GP -> #DF -> #GP"), for messages. */
@@ -218,6 +223,7 @@ export class Cpu {
     this.bytes = mem.bytes;
     this.dv = mem.view;
     this.io = io;
+    this.codePages = new Uint8Array(Math.ceil(mem.bytes.length / 4096) + 1);
     this.tlbRead = this.tlbReadS;
     this.tlbWrite = this.tlbWriteS;
     this.resetSegments();
@@ -665,12 +671,14 @@ export class Cpu {
     const i = (lin >>> 12) & TLB_MASK;
     const tag = lin - (lin & 0xfff);
     this.tlbOff[i] = pageOff;
+    // Writes to pages holding decoded code must take the slow path (see decode.ts).
+    const wtag = kind === ACC_WRITE && this.codePages[pageOff / 4096] === 0 ? tag : TLB_INVALID;
     if (user) {
       this.tlbReadU[i] = tag;
-      this.tlbWriteU[i] = kind === ACC_WRITE ? tag : TLB_INVALID;
+      this.tlbWriteU[i] = wtag;
     } else {
       this.tlbReadS[i] = tag;
-      this.tlbWriteS[i] = kind === ACC_WRITE ? tag : TLB_INVALID;
+      this.tlbWriteS[i] = wtag;
     }
     return pageOff + (lin & 0xfff);
   }
@@ -811,7 +819,12 @@ export class Cpu {
         const off = this.tlbFill(l2, ACC_WRITE, user);
         const b = (v >>> (8 * k)) & 0xff;
         if (off < 0) this.mmioWrite(this.lastPhys, 1, b);
-        else this.bytes[off] = b;
+        else {
+          if (this.codePages[Math.floor(off / 4096)] !== 0) {
+            this.codeWritten(Math.floor(off / 4096));
+          }
+          this.bytes[off] = b;
+        }
       }
       return;
     }
@@ -820,6 +833,7 @@ export class Cpu {
       this.mmioWrite(this.lastPhys, size, v);
       return;
     }
+    if (this.codePages[Math.floor(off / 4096)] !== 0) this.codeWritten(Math.floor(off / 4096));
     switch (size) {
       case 1:
         this.bytes[off] = v;
@@ -859,6 +873,39 @@ export class Cpu {
 
   rdSlowAny(lin: number, size: number, user: boolean): number {
     return this.rdSlow(this.wrapLin(lin), size, user);
+  }
+
+  /** A write hit a page with decoded instructions: forget them (self-modifying code). */
+  codeWritten(page: number): void {
+    this.codePages[page] = 0;
+    this.dc.invalidatePage(page);
+  }
+
+  /** Marks RAM page `page` as holding decoded code: drops write-TLB entries that map it. */
+  markCodePage(page: number): void {
+    this.codePages[page] = 1;
+    const off = page * 4096;
+    for (let i = 0; i < TLB_SIZE; i++) {
+      if (this.tlbOff[i] === off) {
+        this.tlbWriteS[i] = TLB_INVALID;
+        this.tlbWriteU[i] = TLB_INVALID;
+      }
+    }
+  }
+
+  /** Forgets all decoded instructions (after memory was changed behind the CPU's back). */
+  flushDecoded(): void {
+    this.dc.flush();
+    this.codePages.fill(0);
+  }
+
+  /** Fetches the byte at `ip` through the code segment and paging (slow path, page crossings). */
+  fetchByteAt(ip: number): number {
+    const lin = this.ipLin(ip);
+    const pa = this.translate(lin, ACC_FETCH, this.cpl === 3);
+    const off = this.mem.offsetOf(pa, 1);
+    if (off < 0) throw new ExecOutsideRamError(pa, lin);
+    return this.bytes[off]!;
   }
 
   // ---- Instruction fetch ------------------------------------------------------------------------
@@ -1530,6 +1577,7 @@ export class Cpu {
     this.updateMode();
     this.ip = this.long64 ? toNum(s.rip) : Number(s.rip & 0xffff_ffffn);
     this.flushTlb();
+    this.flushDecoded();
   }
 }
 

@@ -57,227 +57,144 @@ import {
   shr64x,
 } from "./alu.ts";
 import { cpuid, cpuidOut } from "./cpuid.ts";
-import { execFpu, execSse, fxrstor, fxsave } from "./fpu.ts";
+import { execFpu, execSse, execSse3, fxrstor, fxsave } from "./fpu.ts";
+import { DC_SCRATCH, decode } from "./decode.ts";
+
+const DC_MASK = 0xffff;
 
 const TWO32 = 4294967296;
 
 // ---- Decode state (module-level: one instruction at a time) ------------------------------------
 
-let c: Cpu;
+var c: Cpu;
 /** Operand size in bytes (2, 4, 8). */
-let osz = 4;
+var osz = 4;
 /** Address size in bytes (2, 4, 8). */
-let asz = 4;
+var asz = 4;
 /** Segment override, or -1. */
-let segOv = -1;
+var segOv = -1;
 /** 0, 0xF2 (REPNE) or 0xF3 (REP/REPE). */
-let rep = 0;
+var rep = 0;
 /** The last mandatory-prefix candidate (0x66, 0xF2, 0xF3) for SSE decoding. */
-let opPrefix = 0;
-let rex = 0;
-let opsize16 = false;
+var opPrefix = 0;
+var rex = 0;
+var opsize16 = false;
 /** ModRM fields: reg (with REX.R), rm register (with REX.B) or -1 for memory. */
-let regf = 0;
-let rmReg = -1;
-let modrmByte = 0;
+var regf = 0;
+var rmReg = -1;
+var modrmByte = 0;
 /** Linear address of the memory operand. */
-let ea = 0;
+var ea = 0;
 /** Effective (offset) address before the segment base, for LEA. */
-let eaOff = 0;
+var eaOff = 0;
+
+/** Immediates of the current instruction (see decode.ts for their encoding). */
+var imm = 0;
+var imm2 = 0;
+/** Memory-operand recipe of the current instruction. */
+var eBase = -1;
+var eIndex = -1;
+var eScale = 0;
+var eDisp = 0;
+var eSeg = DS;
 
 /** Executes one instruction on `cpu`. Throws FAULT for guest exceptions. */
 export function step(cpu: Cpu): void {
   c = cpu;
-  c.startIp = c.ip;
-  segOv = -1;
-  rep = 0;
-  rex = 0;
-  opPrefix = 0;
-  opsize16 = false;
-  let adsize = false;
-  let b: number;
-  for (;;) {
-    b = c.fetch8();
-    switch (b) {
-      case 0x26:
-        segOv = ES;
-        rex = 0;
-        continue;
-      case 0x2e:
-        segOv = CS;
-        rex = 0;
-        continue;
-      case 0x36:
-        segOv = SS;
-        rex = 0;
-        continue;
-      case 0x3e:
-        segOv = DS;
-        rex = 0;
-        continue;
-      case 0x64:
-        segOv = FS;
-        rex = 0;
-        continue;
-      case 0x65:
-        segOv = GS;
-        rex = 0;
-        continue;
-      case 0x66:
-        opsize16 = true;
-        opPrefix = 0x66;
-        rex = 0;
-        continue;
-      case 0x67:
-        adsize = true;
-        rex = 0;
-        continue;
-      case 0xf0:
-        rex = 0;
-        continue;
-      case 0xf2:
-      case 0xf3:
-        rep = b;
-        opPrefix = b;
-        rex = 0;
-        continue;
-    }
-    if (c.long64 && (b & 0xf0) === 0x40) {
-      rex = b;
-      continue;
-    }
-    break;
+  const ip = c.ip;
+  c.startIp = ip;
+  let d = ip - c.fetchIpBase;
+  if (!(d >= 0 && d < 4096)) {
+    c.fetchRefill();
+    d = ip - c.fetchIpBase;
   }
-  if (c.long64) {
-    osz = rex & 8 ? 8 : opsize16 ? 2 : 4;
-    asz = adsize ? 4 : 8;
-  } else {
-    osz = c.code32 !== opsize16 ? 4 : 2;
-    asz = c.code32 !== adsize ? 4 : 2;
+  const off = c.fetchOff + d;
+  const dc = c.dc;
+  let s = off & DC_MASK;
+  // Hot path: one tag compare, then plain loads of the decoded fields (no allocation).
+  if (dc.tag[s] !== off || dc.mode[s] !== (c.long64 ? 2 : c.code32 ? 1 : 0)) {
+    s = decode(c, dc, ip, off, 4096 - d);
+    if (s !== DC_SCRATCH) {
+      const page = Math.floor(off / 4096);
+      if (c.codePages[page] === 0) c.markCodePage(page);
+    }
   }
-  exec1(b);
+  const p = dc.pfx[s]!;
+  osz = p & 15;
+  asz = (p >> 4) & 15;
+  segOv = ((p >> 8) & 15) - 1;
+  rex = (p >> 12) & 0xff;
+  opPrefix = (p >> 20) & 0xff;
+  opsize16 = (p & 0x1000_0000) !== 0;
+  const r = (p >>> 29) & 3;
+  rep = r === 0 ? 0 : r === 1 ? 0xf2 : 0xf3;
+  modrmByte = dc.modrm[s]!;
+  regf = dc.reg[s]!;
+  rmReg = dc.rm[s]!;
+  imm = dc.imm[s]!;
+  imm2 = dc.imm2[s]!;
+  c.ip = ip + dc.len[s]!;
+  if (modrmByte >= 0 && rmReg < 0) {
+    eBase = dc.base[s]!;
+    eIndex = dc.index[s]!;
+    eScale = dc.scale[s]!;
+    eDisp = dc.disp[s]!;
+    eSeg = dc.seg[s]!;
+    computeEa();
+  }
+  const op = dc.op[s]!;
+  if (op < 0x100) exec1(op);
+  else if (op < 0x200) exec0f(op & 0xff);
+  else if (!execSse3(c, op, opPrefix, rex)) c.ud();
   c.icount++;
 }
 
-// ---- ModRM and effective addresses ------------------------------------------------------------
+// ---- Effective addresses ----------------------------------------------------------------------
 
-/** Decodes ModRM (+SIB, displacement); `imm` = bytes of immediate that follow (RIP-relative). */
-function modrm(imm: number): void {
-  const m = c.fetch8();
-  modrmByte = m;
-  const mod = m >> 6;
-  regf = ((m >> 3) & 7) | ((rex & 4) << 1);
-  const rm = m & 7;
-  if (mod === 3) {
-    rmReg = rm | ((rex & 1) << 3);
-    return;
-  }
-  rmReg = -1;
-  if (asz === 2) {
-    let off: number;
-    let seg = DS;
-    switch (rm) {
-      case 0:
-        off = c.lo[3]! + c.lo[6]!;
-        break;
-      case 1:
-        off = c.lo[3]! + c.lo[7]!;
-        break;
-      case 2:
-        off = c.lo[5]! + c.lo[6]!;
-        seg = SS;
-        break;
-      case 3:
-        off = c.lo[5]! + c.lo[7]!;
-        seg = SS;
-        break;
-      case 4:
-        off = c.lo[6]!;
-        break;
-      case 5:
-        off = c.lo[7]!;
-        break;
-      case 6:
-        if (mod === 0) {
-          off = c.fetch16();
-        } else {
-          off = c.lo[5]!;
-          seg = SS;
-        }
-        break;
-      default:
-        off = c.lo[3]!;
-    }
-    if (mod === 1) off += (c.fetch8() << 24) >> 24;
-    else if (mod === 2) off += c.fetch16();
-    off &= 0xffff;
-    eaOff = off;
-    if (segOv >= 0) seg = segOv;
-    ea = (c.segBase[seg]! + off) >>> 0;
-    return;
-  }
-  let base = -1, index = -1, scale = 0, disp = 0;
-  let seg = DS;
-  let ripRel = false;
-  if (rm === 4) {
-    const sib = c.fetch8();
-    scale = sib >> 6;
-    index = ((sib >> 3) & 7) | ((rex & 2) << 2);
-    if (index === 4) index = -1;
-    const bb = sib & 7;
-    if (bb === 5 && mod === 0) {
-      disp = c.fetch32();
-    } else {
-      base = bb | ((rex & 1) << 3);
-      if (bb === 4 || bb === 5) seg = SS;
-    }
-  } else if (rm === 5 && mod === 0) {
-    disp = c.fetch32();
-    ripRel = c.long64;
-  } else {
-    base = rm | ((rex & 1) << 3);
-    if (rm === 5) seg = SS;
-  }
-  if (mod === 1) disp = (c.fetch8() << 24) >> 24;
-  else if (mod === 2) disp = c.fetch32();
-  if (segOv >= 0) seg = segOv;
+/** Computes `ea` (linear) and `eaOff` (offset) from the decoded memory-operand recipe. */
+function computeEa(): void {
   if (asz === 8) {
-    let l = disp, h = 0;
-    if (ripRel) {
-      const next = c.ip + imm;
+    let l = eDisp, h = 0;
+    if (eScale & 4) {
+      const next = c.ip;
       l += next >>> 0;
       h = Math.floor(next / TWO32);
     }
-    if (base >= 0) {
-      l += c.lo[base]! >>> 0;
-      h += c.hi[base]!;
+    if (eBase >= 0) {
+      l += c.lo[eBase]! >>> 0;
+      h += c.hi[eBase]!;
     }
-    if (index >= 0) {
-      const s = 1 << scale;
-      l += (c.lo[index]! >>> 0) * s;
-      h += c.hi[index]! * s;
+    if (eIndex >= 0) {
+      const m = 1 << (eScale & 3);
+      l += (c.lo[eIndex]! >>> 0) * m;
+      h += c.hi[eIndex]! * m;
     }
-    const carry = Math.floor(l / TWO32);
-    l = l - carry * TWO32;
-    h = (h + carry) | 0;
+    if (l < 0 || l >= TWO32) {
+      const carry = Math.floor(l / TWO32);
+      l -= carry * TWO32;
+      h += carry;
+    }
+    h |= 0;
     eaOff = h * TWO32 + l;
-    if (seg >= FS) {
-      l += c.segBase[seg]!;
+    if (eSeg >= FS) {
+      l += c.segBase[eSeg]!;
       const carry2 = Math.floor(l / TWO32);
       h = (h + carry2) | 0;
-      l = l - carry2 * TWO32;
-    }
-    ea = h * TWO32 + l;
+      l -= carry2 * TWO32;
+      ea = h * TWO32 + l;
+    } else ea = eaOff;
     return;
   }
-  let off = disp;
-  if (ripRel) off += c.ip + imm;
-  if (base >= 0) off += c.lo[base]!;
-  if (index >= 0) off += c.lo[index]! << scale;
-  off = asz === 4 ? off >>> 0 : off & 0xffff;
-  eaOff = off;
-  if (c.long64) ea = seg >= FS ? c.segBase[seg]! + off : off;
-  else ea = (c.segBase[seg]! + off) >>> 0;
+  let o = eDisp;
+  if (eBase >= 0) o += c.lo[eBase]!;
+  if (eIndex >= 0) o += c.lo[eIndex]! << (eScale & 3);
+  if (asz === 4) {
+    if (eScale & 4) o += c.ip;
+    o >>>= 0;
+  } else o &= 0xffff;
+  eaOff = o;
+  if (c.long64) ea = eSeg >= FS ? c.segBase[eSeg]! + o : o;
+  else ea = (c.segBase[eSeg]! + o) >>> 0;
 }
 
 // ---- Register and operand access ----------------------------------------------------------------
@@ -379,22 +296,6 @@ function readEW(sz: number): number {
 function writeE(sz: number, v: number, vh: number): void {
   if (rmReg >= 0) setReg(rmReg, sz, v, vh);
   else writeMem(ea, sz, v, vh);
-}
-
-/** Fetches an immediate of operand size `sz` (8-byte operands take a sign-extended imm32). */
-function fetchImm(sz: number): number {
-  switch (sz) {
-    case 1:
-      return c.fetch8();
-    case 2:
-      return c.fetch16();
-    default:
-      return c.fetch32();
-  }
-}
-
-function immBytes(sz: number): number {
-  return sz === 8 ? 4 : sz;
 }
 
 /** Applies ALU op to E (destination) and a source value; handles 64-bit. */
@@ -530,7 +431,7 @@ function exec1(b: number): void {
       return;
     }
     case 0x0f:
-      exec0f(c.fetch8());
+      c.ud(); // 0F is decoded as its own opcode range
       return;
     case 0x27:
     case 0x2f:
@@ -603,7 +504,6 @@ function exec1(b: number): void {
     }
     case 0x63:
       if (c.long64) { // MOVSXD
-        modrm(0);
         const v = readE(4);
         if (osz === 8) setReg(regf, 8, v, v >> 31);
         else setReg(regf, osz, v, 0);
@@ -613,23 +513,22 @@ function exec1(b: number): void {
       return;
     case 0x68: {
       const sz = stackOsz();
-      const v = fetchImm(sz);
+      const v = imm;
       pushV(v, v >> 31, sz);
       return;
     }
     case 0x6a: {
       const sz = stackOsz();
-      const v = (c.fetch8() << 24) >> 24;
+      const v = (imm << 24) >> 24;
       pushV(v, v >> 31, sz);
       return;
     }
     case 0x69:
     case 0x6b: {
-      modrm(b === 0x69 ? immBytes(osz) : 1);
       const a = readE(osz);
       const ah = c.rh;
-      const imm = b === 0x69 ? sext(fetchImm(osz), osz === 8 ? 4 : osz) : (c.fetch8() << 24) >> 24;
-      imul2(a, ah, imm, imm >> 31);
+      const iv = b === 0x69 ? sext(imm, osz === 8 ? 4 : osz) : (imm << 24) >> 24;
+      imul2(a, ah, iv, iv >> 31);
       return;
     }
     case 0x6c:
@@ -655,8 +554,7 @@ function exec1(b: number): void {
     case 0x7d:
     case 0x7e:
     case 0x7f: {
-      const rel = (c.fetch8() << 24) >> 24;
-      if (c.cond(b & 15)) jumpRel(rel);
+      if (c.cond(b & 15)) jumpRel((imm << 24) >> 24);
       return;
     }
     case 0x80:
@@ -665,16 +563,14 @@ function exec1(b: number): void {
     case 0x83: {
       if (b === 0x82 && c.long64) c.ud();
       const sz = b & 1 ? osz : 1;
-      modrm(b === 0x81 ? immBytes(sz) : 1);
       const op = (modrmByte >> 3) & 7;
-      const imm = b === 0x81 ? fetchImm(sz) : (c.fetch8() << 24) >> 24;
-      aluE(op, sz, imm, imm >> 31);
+      const iv = b === 0x81 ? imm : (imm << 24) >> 24;
+      aluE(op, sz, iv, iv >> 31);
       return;
     }
     case 0x84:
     case 0x85: {
       const sz = b & 1 ? osz : 1;
-      modrm(0);
       const a = readE(sz), ah = c.rh;
       const v = getReg(regf, sz);
       if (sz === 8) alu64(c, 4, a, ah, v, c.rh);
@@ -684,7 +580,6 @@ function exec1(b: number): void {
     case 0x86:
     case 0x87: {
       const sz = b & 1 ? osz : 1;
-      modrm(0);
       const a = readEW(sz), ah = c.rh;
       const v = getReg(regf, sz), vh = c.rh;
       writeE(sz, v, vh);
@@ -694,7 +589,6 @@ function exec1(b: number): void {
     case 0x88:
     case 0x89: {
       const sz = b & 1 ? osz : 1;
-      modrm(0);
       const v = getReg(regf, sz);
       writeE(sz, v, c.rh);
       return;
@@ -702,13 +596,11 @@ function exec1(b: number): void {
     case 0x8a:
     case 0x8b: {
       const sz = b & 1 ? osz : 1;
-      modrm(0);
       const v = readE(sz);
       setReg(regf, sz, v, c.rh);
       return;
     }
     case 0x8c: { // MOV Ev, Sreg
-      modrm(0);
       const s = regf & 7;
       if (s > 5) c.ud();
       if (rmReg >= 0) setReg(rmReg, osz === 2 ? 2 : osz, c.segSel[s]! & 0xffff, 0);
@@ -716,13 +608,11 @@ function exec1(b: number): void {
       return;
     }
     case 0x8d: // LEA
-      modrm(0);
       if (rmReg >= 0) c.ud();
       if (osz === 8) setReg(regf, 8, eaOff | 0, Math.floor(eaOff / TWO32) | 0);
       else setReg(regf, osz, eaOff | 0, 0);
       return;
     case 0x8e: { // MOV Sreg, Ew
-      modrm(0);
       const s = regf & 7;
       if (s === CS || s > 5) c.ud();
       c.loadSeg(s, readE(2));
@@ -734,7 +624,7 @@ function exec1(b: number): void {
       const v = c.peek(0, sz), vh = c.rh;
       c.adjSp(sz);
       try {
-        modrm(0); // ESP-based addresses use the incremented value
+        if (rmReg < 0) computeEa(); // RSP-based addresses use the incremented value
         writeE(sz, v, vh);
       } catch (e) {
         c.adjSp(-sz);
@@ -770,8 +660,8 @@ function exec1(b: number): void {
       return;
     case 0x9a: { // CALL far ptr16:16/32
       if (c.long64) c.ud();
-      const off = fetchImm(osz);
-      const sel = c.fetch16();
+      const off = imm;
+      const sel = imm2;
       farCall(sel, osz === 2 ? off & 0xffff : off >>> 0, osz);
       return;
     }
@@ -804,9 +694,8 @@ function exec1(b: number): void {
       const sz = b & 1 ? osz : 1;
       let off: number;
       if (asz === 8) {
-        const l = c.fetch32(), h = c.fetch32();
-        off = canon(l, h);
-      } else off = asz === 4 ? c.fetch32() >>> 0 : c.fetch16();
+        off = canon(imm, imm2);
+      } else off = asz === 4 ? imm >>> 0 : imm;
       const lin = linOf(segOv >= 0 ? segOv : DS, off);
       if (b < 0xa2) {
         const v = readMem(lin, sz);
@@ -832,7 +721,6 @@ function exec1(b: number): void {
     case 0xa8:
     case 0xa9: {
       const sz = b & 1 ? osz : 1;
-      const imm = fetchImm(sz);
       if (sz === 8) alu64(c, 4, c.lo[0]!, c.hi[0]!, imm, imm >> 31);
       else alu(c, 4, getReg(0, sz), imm, sz);
       return;
@@ -845,7 +733,7 @@ function exec1(b: number): void {
     case 0xb5:
     case 0xb6:
     case 0xb7:
-      setReg((b & 7) | ((rex & 1) << 3), 1, c.fetch8(), 0);
+      setReg((b & 7) | ((rex & 1) << 3), 1, imm, 0);
       return;
     case 0xb8:
     case 0xb9:
@@ -857,9 +745,8 @@ function exec1(b: number): void {
     case 0xbf: {
       const r = (b & 7) | ((rex & 1) << 3);
       if (osz === 8) {
-        const l = c.fetch32();
-        setReg(r, 8, l, c.fetch32());
-      } else setReg(r, osz, fetchImm(osz), 0);
+        setReg(r, 8, imm, imm2);
+      } else setReg(r, osz, imm, 0);
       return;
     }
     case 0xc0:
@@ -869,9 +756,8 @@ function exec1(b: number): void {
     case 0xd2:
     case 0xd3: {
       const sz = b & 1 ? osz : 1;
-      modrm(b < 0xd0 ? 1 : 0);
       const op = (modrmByte >> 3) & 7;
-      const cnt = b < 0xd0 ? c.fetch8() : b < 0xd2 ? 1 : c.lo[1]! & 0xff;
+      const cnt = b < 0xd0 ? imm : b < 0xd2 ? 1 : c.lo[1]! & 0xff;
       if (sz === 8) {
         const a = readEW(8);
         const r = shift64(c, op, a, c.rh, cnt & 0x3f);
@@ -885,7 +771,7 @@ function exec1(b: number): void {
     case 0xc2:
     case 0xc3: { // RET near
       const sz = stackOsz();
-      const n = b === 0xc2 ? c.fetch16() : 0;
+      const n = b === 0xc2 ? imm : 0;
       const v = c.peek(0, sz);
       setIp(v, c.rh, sz);
       c.adjSp(sz + n);
@@ -899,9 +785,7 @@ function exec1(b: number): void {
     case 0xc6:
     case 0xc7: {
       const sz = b & 1 ? osz : 1;
-      modrm(immBytes(sz));
       if ((modrmByte & 0x38) !== 0) c.ud();
-      const imm = fetchImm(sz);
       writeE(sz, imm, imm >> 31);
       return;
     }
@@ -922,13 +806,13 @@ function exec1(b: number): void {
     }
     case 0xca:
     case 0xcb:
-      farRet(b === 0xca ? c.fetch16() : 0);
+      farRet(b === 0xca ? imm : 0);
       return;
     case 0xcc:
       softInt(3);
       return;
     case 0xcd:
-      softInt(c.fetch8());
+      softInt(imm);
       return;
     case 0xce:
       if (c.long64) c.ud();
@@ -939,7 +823,7 @@ function exec1(b: number): void {
       return;
     case 0xd4: { // AAM
       if (c.long64) c.ud();
-      const base = c.fetch8();
+      const base = imm;
       if (base === 0) c.raise(0);
       const al = c.lo[0]! & 0xff;
       const r = ((Math.floor(al / base) & 0xff) << 8) | (al % base);
@@ -949,7 +833,7 @@ function exec1(b: number): void {
     }
     case 0xd5: { // AAD
       if (c.long64) c.ud();
-      const base = c.fetch8();
+      const base = imm;
       const al = ((c.lo[0]! & 0xff) + ((c.lo[0]! >> 8) & 0xff) * base) & 0xff;
       c.lo[0] = (c.lo[0]! & ~0xffff) | al;
       c.setArith(Cpu.szp(al, 1));
@@ -974,13 +858,12 @@ function exec1(b: number): void {
     case 0xde:
     case 0xdf:
       if (c.cr0 & 0xc) c.raise(NM); // EM or TS
-      modrm(0);
       execFpu(c, b, modrmByte, rmReg, ea);
       return;
     case 0xe0:
     case 0xe1:
     case 0xe2: { // LOOPNE/LOOPE/LOOP
-      const rel = (c.fetch8() << 24) >> 24;
+      const rel = (imm << 24) >> 24;
       addAReg(1, -1);
       const cx = getAReg(1);
       let go = cx !== 0;
@@ -990,13 +873,12 @@ function exec1(b: number): void {
       return;
     }
     case 0xe3: {
-      const rel = (c.fetch8() << 24) >> 24;
-      if (getAReg(1) === 0) jumpRel(rel);
+      if (getAReg(1) === 0) jumpRel((imm << 24) >> 24);
       return;
     }
     case 0xe4:
     case 0xe5: {
-      const port = c.fetch8();
+      const port = imm;
       checkIo();
       const sz = b & 1 ? (osz === 2 ? 2 : 4) : 1;
       setReg(0, sz, portIn(port, sz), 0);
@@ -1004,7 +886,7 @@ function exec1(b: number): void {
     }
     case 0xe6:
     case 0xe7: {
-      const port = c.fetch8();
+      const port = imm;
       checkIo();
       const sz = b & 1 ? (osz === 2 ? 2 : 4) : 1;
       portOut(port, sz, c.lo[0]!);
@@ -1025,26 +907,26 @@ function exec1(b: number): void {
       return;
     }
     case 0xe8: { // CALL rel
-      const rel = c.long64 ? c.fetch32() : fetchImm(osz);
+      const rel = imm;
       const sz = stackOsz();
       pushIp(sz);
       jumpRel(osz === 2 ? sext(rel, 2) : rel);
       return;
     }
     case 0xe9: {
-      const rel = c.long64 ? c.fetch32() : fetchImm(osz);
+      const rel = imm;
       jumpRel(osz === 2 ? sext(rel, 2) : rel);
       return;
     }
     case 0xea: { // JMP far ptr
       if (c.long64) c.ud();
-      const off = fetchImm(osz);
-      const sel = c.fetch16();
+      const off = imm;
+      const sel = imm2;
       farJump(sel, osz === 2 ? off & 0xffff : off >>> 0);
       return;
     }
     case 0xeb:
-      jumpRel((c.fetch8() << 24) >> 24);
+      jumpRel((imm << 24) >> 24);
       return;
     case 0xf1: // INT1 (ICEBP)
       c.deliverChecked(1, -1, false, c.ip, 1);
@@ -1089,7 +971,6 @@ function exec1(b: number): void {
       c.flags |= F_DF;
       return;
     case 0xfe: {
-      modrm(0);
       const op = (modrmByte >> 3) & 7;
       if (op > 1) c.ud();
       writeE(1, incdec(c, op === 1, readEW(1), 1), 0);
@@ -1111,14 +992,12 @@ function aluOp(b: number): void {
   switch (form) {
     case 0:
     case 1: {
-      modrm(0);
       const v = getReg(regf, sz);
       aluE(op, sz, v, c.rh);
       return;
     }
     case 2:
     case 3: {
-      modrm(0);
       const v = readE(sz);
       const vh = c.rh;
       if (sz === 8) {
@@ -1131,7 +1010,6 @@ function aluOp(b: number): void {
       return;
     }
     default: {
-      const imm = fetchImm(sz);
       if (sz === 8) {
         const r = alu64(c, op, c.lo[0]!, c.hi[0]!, imm, imm >> 31);
         if (op !== 7) setReg(0, 8, r, c.rh);
@@ -1177,13 +1055,11 @@ function imul2(a: number, ah: number, b: number, bh: number): void {
 }
 
 function grp3(sz: number): void {
-  modrm((modrmByteAhead() >> 3 & 7) < 2 ? immBytes(sz) : 0);
   const op = (modrmByte >> 3) & 7;
   switch (op) {
     case 0:
     case 1: { // TEST
       const a = readE(sz), ah = c.rh;
-      const imm = fetchImm(sz);
       if (sz === 8) alu64(c, 4, a, ah, imm, imm >> 31);
       else alu(c, 4, a, imm, sz);
       return;
@@ -1287,18 +1163,9 @@ function grp3(sz: number): void {
   }
 }
 
-/** Peeks at the ModRM byte without consuming it (for decoding immediates). */
-function modrmByteAhead(): number {
-  const ip = c.ip;
-  const m = c.fetch8();
-  c.ip = ip;
-  return m;
-}
-
 function grp5(): void {
-  const m = modrmByteAhead();
+  const m = modrmByte;
   const op = (m >> 3) & 7;
-  modrm(0);
   switch (op) {
     case 0:
     case 1: {
@@ -1623,7 +1490,6 @@ function iret(): void {
 // ---- Misc one-byte helpers -----------------------------------------------------------------------
 
 function loadFarPtr(seg: number): void {
-  modrm(0);
   if (rmReg >= 0) c.ud();
   const off = osz === 8 ? c.rd64(ea) : osz === 4 ? c.rd32(ea) : c.rd16(ea);
   const offH = c.rh;
@@ -1634,8 +1500,8 @@ function loadFarPtr(seg: number): void {
 }
 
 function enter(): void {
-  const size = c.fetch16();
-  const level = c.fetch8() & 31;
+  const size = imm;
+  const level = imm2 & 31;
   const sz = stackOsz();
   const bp = getReg(5, sz), bph = c.rh;
   pushV(bp, bph, sz);
@@ -1661,7 +1527,6 @@ function enter(): void {
 
 function arpl(): void {
   if (!protectedMode()) c.ud();
-  modrm(0);
   const dst = readEW(2);
   const src = getReg(regf, 2);
   c.materialize();
@@ -1727,19 +1592,17 @@ function bcd(b: number): void {
 
 function exec0f(b: number): void {
   if (b >= 0x80 && b <= 0x8f) { // Jcc rel16/32
-    const rel = c.long64 || osz === 4 ? c.fetch32() : sext(c.fetch16(), 2);
+    const rel = c.long64 || osz === 4 ? imm : sext(imm, 2);
     if (c.cond(b & 15)) jumpRel(rel);
     return;
   }
   if (b >= 0x40 && b <= 0x4f) { // CMOVcc
-    modrm(0);
     const v = readE(osz), vh = c.rh;
     if (c.cond(b & 15)) setReg(regf, osz, v, vh);
     else if (osz === 4) c.hi[regf] = 0;
     return;
   }
   if (b >= 0x90 && b <= 0x9f) { // SETcc
-    modrm(0);
     writeE(1, c.cond(b & 15) ? 1 : 0, 0);
     return;
   }
@@ -1780,12 +1643,10 @@ function exec0f(b: number): void {
     case 0x1d:
     case 0x1e:
     case 0x1f: // NOP Ev / hints
-      modrm(0);
       return;
     case 0x20:
     case 0x22: {
       requireCpl0();
-      modrm(0);
       const r = rmReg >= 0 ? rmReg : (modrmByte & 7) | ((rex & 1) << 3);
       const crn = regf;
       if (b === 0x20) {
@@ -1841,7 +1702,6 @@ function exec0f(b: number): void {
     case 0x21:
     case 0x23: { // MOV DRn (stored, no debug behaviour)
       requireCpl0();
-      modrm(0);
       const r = rmReg >= 0 ? rmReg : (modrmByte & 7) | ((rex & 1) << 3);
       if (b === 0x21) setReg(r, c.long64 ? 8 : 4, debugRegs[regf & 7]!, 0);
       else debugRegs[regf & 7] = c.lo[r]!;
@@ -1896,7 +1756,7 @@ function exec0f(b: number): void {
       bitOp(b === 0xa3 ? 0 : b === 0xab ? 1 : b === 0xb3 ? 2 : 3, false);
       return;
     case 0xba: {
-      const m = modrmByteAhead();
+      const m = modrmByte;
       const op = (m >> 3) & 7;
       if (op < 4) c.ud();
       bitOp(op - 4, true);
@@ -1912,7 +1772,6 @@ function exec0f(b: number): void {
       grp15();
       return;
     case 0xaf: {
-      modrm(0);
       const v = readE(osz), vh = c.rh;
       const a = getReg(regf, osz), ah = c.rh;
       imul2(a, ah, v, vh);
@@ -1921,7 +1780,6 @@ function exec0f(b: number): void {
     case 0xb0:
     case 0xb1: { // CMPXCHG
       const sz = b & 1 ? osz : 1;
-      modrm(0);
       const d = readEW(sz), dh = c.rh;
       const acc = getReg(0, sz), acch = c.rh;
       if (sz === 8) alu64(c, 7, acc, acch, d, dh);
@@ -1949,7 +1807,6 @@ function exec0f(b: number): void {
     case 0xbe:
     case 0xbf: { // MOVZX / MOVSX
       const ssz = b & 1 ? 2 : 1;
-      modrm(0);
       let v = readE(ssz);
       if (b >= 0xbe) {
         v = sext(v, ssz);
@@ -1959,7 +1816,6 @@ function exec0f(b: number): void {
     }
     case 0xbc:
     case 0xbd: { // BSF / BSR (TZCNT/LZCNT are not advertised: F3 is ignored)
-      modrm(0);
       const v = readE(osz), vh = osz === 8 ? c.rh : 0;
       c.materialize();
       if ((v | vh) === 0 || (osz === 2 && (v & 0xffff) === 0)) {
@@ -1980,7 +1836,6 @@ function exec0f(b: number): void {
     case 0xc0:
     case 0xc1: { // XADD
       const sz = b & 1 ? osz : 1;
-      modrm(0);
       const d = readEW(sz), dh = c.rh;
       const s = getReg(regf, sz), sh = c.rh;
       if (sz === 8) {
@@ -2026,7 +1881,6 @@ function exec0f(b: number): void {
 const debugRegs = new Int32Array(8);
 
 function grp6(): void {
-  modrm(0);
   const op = regf & 7;
   if (!protectedMode()) c.ud();
   switch (op) {
@@ -2104,9 +1958,8 @@ function upperBase(sel: number): number {
 }
 
 function grp7(): void {
-  const m = modrmByteAhead();
+  const m = modrmByte;
   if ((m >> 6) === 3) {
-    c.fetch8();
     switch (m) {
       case 0xf8: // SWAPGS
         if (!c.long64) c.ud();
@@ -2140,7 +1993,6 @@ function grp7(): void {
     }
     return;
   }
-  modrm(0);
   const op = regf & 7;
   const limSz = 2;
   switch (op) {
@@ -2198,7 +2050,6 @@ function lmsw(v: number): void {
 
 function larLsl(lar: boolean): void {
   if (!protectedMode()) c.ud();
-  modrm(0);
   const sel = readE(2);
   c.materialize();
   let ok = false;
@@ -2279,19 +2130,18 @@ function sysret(): void {
   c.ip = target;
 }
 
-function bitOp(op: number, imm: boolean): void {
+function bitOp(op: number, isImm: boolean): void {
   // op: 0 BT, 1 BTS, 2 BTR, 3 BTC.
-  modrm(imm ? 1 : 0);
   let bit: number;
   let bitH = 0;
-  if (imm) bit = c.fetch8() & (osz * 8 - 1);
+  if (isImm) bit = imm & (osz * 8 - 1);
   else {
     bit = getReg(regf, osz);
     bitH = osz === 8 ? c.rh : 0;
     if (osz === 2) bit = sext(bit, 2);
   }
   c.materialize();
-  if (rmReg >= 0 || imm) {
+  if (rmReg >= 0 || isImm) {
     const nb = bit & (osz * 8 - 1);
     const v = op === 0 ? readE(osz) : readEW(osz);
     let vh = c.rh;
@@ -2326,9 +2176,8 @@ function bitOp(op: number, imm: boolean): void {
 
 function shiftDouble(b: number): void {
   const left = b < 0xa8;
-  modrm(b & 1 ? 0 : 1);
   const src = getReg(regf, osz), srch = c.rh;
-  const cnt = (b & 1 ? c.lo[1]! : c.fetch8()) & (osz === 8 ? 63 : 31);
+  const cnt = (b & 1 ? c.lo[1]! : imm) & (osz === 8 ? 63 : 31);
   const d = readEW(osz), dh = c.rh;
   if (cnt === 0) return;
   c.materialize();
@@ -2384,7 +2233,6 @@ function shiftDouble(b: number): void {
 }
 
 function grp9(): void {
-  modrm(0);
   const op = regf & 7;
   if (op !== 1 || rmReg >= 0) c.ud();
   c.materialize();
@@ -2420,14 +2268,12 @@ function grp9(): void {
 }
 
 function grp15(): void {
-  const m = modrmByteAhead();
+  const m = modrmByte;
   if ((m >> 6) === 3) {
-    c.fetch8();
     // LFENCE (E8), MFENCE (F0), SFENCE (F8): no reordering here, nothing to do.
     if ((m & 0xf8) === 0xe8 || (m & 0xf8) === 0xf0 || (m & 0xf8) === 0xf8) return;
     c.ud();
   }
-  modrm(0);
   switch (regf & 7) {
     case 0:
       fxsave(c, ea, rex & 8 ? 8 : 4);

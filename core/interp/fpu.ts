@@ -46,3 +46,8 @@ export function fxrstor(c: Cpu, lin: number, _width: number): void {
   for (let i = 0; i < 128; i++) f.st[i] = c.rd8(lin + 32 + i);
   for (let i = 0; i < 256; i++) f.xmm[i] = c.rd8(lin + 160 + i);
 }
+
+/** Executes a three-byte-map instruction (0F 38 xx as 0x2xx, 0F 3A xx as 0x3xx). */
+export function execSse3(_c: Cpu, _op: number, _prefix: number, _rex: number): boolean {
+  return false;
+}

@@ -113,8 +113,10 @@ import {
   pointerAddress,
   strerror,
   sysClose,
+  sysGettid,
   sysMunmap,
   sysOpen,
+  sysTgkill,
   viewMapping,
 } from "./libc.ts";
 import {
@@ -176,6 +178,8 @@ export interface KvmBackend extends Backend {
   handles(): KvmHandles;
   /** The guest RAM, once `createMemory` made it (or, when attached, the owner's RAM). */
   readonly memory: GuestMemory | null;
+  /** Creates vCPU `id`; all its ioctls must then come from the calling thread. */
+  createVcpu(id: number, env: VcpuEnv): KvmVcpu;
 }
 
 function errText(negErrno: number): string {
@@ -458,6 +462,8 @@ interface VcpuSetup {
 /** A KVM vCPU. Create it with `KvmBackend.createVcpu`. */
 export class KvmVcpu implements Vcpu {
   readonly id: number;
+  /** Kernel id of the thread that created this vCPU, the one that must run it. */
+  readonly threadId: number;
   readonly #env: VcpuEnv;
   readonly #fd: number;
   readonly #pvm: boolean;
@@ -489,6 +495,7 @@ export class KvmVcpu implements Vcpu {
 
   constructor(id: number, env: VcpuEnv, setup: VcpuSetup) {
     this.id = id;
+    this.threadId = sysGettid();
     this.#env = env;
     this.#pvm = setup.pvm;
     this.#onClose = setup.onClose;
@@ -593,6 +600,11 @@ export class KvmVcpu implements Vcpu {
           (rc < 0 ? strerror(e) : "KVM_RUN ran the guest despite immediate_exit"),
       );
     }
+  }
+
+  /** What another thread needs to kick this vCPU out of KVM_RUN (see `kickVcpu`). */
+  kickHandle(): VcpuKickHandle {
+    return { threadId: this.threadId, runAddress: pointerAddress(this.#runPtr) };
   }
 
   getState(): CpuState {
@@ -759,6 +771,7 @@ export class KvmVcpu implements Vcpu {
         const e = errno();
         if (e === EINTR) {
           this.#ioPending = false; // KVM completes pending I/O before it looks at signals
+          u8[RUN_IMMEDIATE_EXIT] = 0; // set by kickVcpu; KVM does not clear it
           // A signal kicked the vCPU out (or arrived before entry): see whether anyone wants
           // it to stop, else go back in.
           if (c.checkRequests()) return this.#take(c);
@@ -866,5 +879,53 @@ export class KvmVcpu implements Vcpu {
     sysMunmap(this.#runPtr, this.#runSize);
     sysClose(this.#fd);
     this.#onClose(this);
+  }
+}
+
+/** Signal used to kick a vCPU thread out of KVM_RUN (SIGUSR2, number 12 on x86-64 Linux). */
+export const KICK_SIGNAL = "SIGUSR2";
+const KICK_SIGNAL_NUMBER = 12;
+
+/** Identifies a vCPU for `kickVcpu` from any thread (plain numbers: it can be posted). */
+export interface VcpuKickHandle {
+  threadId: number;
+  /** Host address of the vCPU's kvm_run mapping. */
+  runAddress: bigint;
+}
+
+let kickListeners = 0;
+function ignoreKick(): void {}
+
+/**
+ * Installs a do-nothing handler for KICK_SIGNAL, so that a kick interrupts KVM_RUN instead of
+ * killing the process. Call once (any thread) before kicking; the returned function removes it.
+ */
+export function enableVcpuKicks(): () => void {
+  if (kickListeners++ === 0) Deno.addSignalListener(KICK_SIGNAL, ignoreKick);
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    if (--kickListeners === 0) Deno.removeSignalListener(KICK_SIGNAL, ignoreKick);
+  };
+}
+
+/**
+ * Makes a vCPU running on another thread return from KVM_RUN soon, so that it sees a request
+ * stored in its RunControl (store the request first, then kick). Sets kvm_run.immediate_exit,
+ * which covers a vCPU that is between two KVM_RUN calls, then signals its thread, which
+ * covers one inside the guest. A kick that lands while the vCPU completes I/O for a state
+ * transfer can be lost: a supervisor repeats it until the request is taken.
+ * Needs `enableVcpuKicks()` first; the vCPU must not have been closed.
+ */
+export function kickVcpu(handle: VcpuKickHandle): void {
+  const p = Deno.UnsafePointer.create(handle.runAddress);
+  if (p === null) throw new HostError("A vCPU kick handle carries a null kvm_run address");
+  // Safe while the vCPU is open (the caller's promise): kvm_run stays mapped until its close(),
+  // and immediate_exit is one byte KVM reads at each entry.
+  new Uint8Array(viewMapping(p, RUN_IMMEDIATE_EXIT + 1))[RUN_IMMEDIATE_EXIT] = 1;
+  const rc = sysTgkill(handle.threadId, KICK_SIGNAL_NUMBER);
+  if (rc < 0) {
+    throw new HostError(`Cannot signal vCPU thread ${handle.threadId}: ${errText(rc)}`);
   }
 }

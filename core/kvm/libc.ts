@@ -28,6 +28,9 @@ const SYMBOLS = {
   mmap: { parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"], result: "pointer" },
   munmap: { parameters: ["pointer", "usize"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  getpid: { parameters: [], result: "i32" },
+  gettid: { parameters: [], result: "i32" },
+  tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -133,4 +136,15 @@ export function viewMapping(p: Deno.PointerObject, size: number): ArrayBuffer {
   // Safe when the caller keeps the mapping alive while the buffer is reachable (the backend
   // unmaps only in close(), documented as ending the memory's life).
   return Deno.UnsafePointerView.getArrayBuffer(p, size);
+}
+
+/** The calling thread's kernel thread id. */
+export function sysGettid(): number {
+  return libc().gettid();
+}
+
+/** Sends `signal` to thread `tid` of this process: the result, or -errno. */
+export function sysTgkill(tid: number, signal: number): number {
+  const r = libc().tgkill(libc().getpid(), tid, signal);
+  return r < 0 ? fail() : r;
 }

@@ -134,3 +134,9 @@ Deno.test("vmm-info port spells the backend name, then 0, and rewinds on write",
   t.out(0x5f0, 0);
   assertEquals(read(), "interp");
 });
+
+Deno.test("i8042 leaves port 0x61 to the PIT so speaker/timer status stays readable", () => {
+  const t = testDevice(i8042);
+  assertEquals(t.in(0x61), 0xff, "port 0x61 is not the keyboard controller's");
+  assertEquals(t.in(0x64) & 0x10, 0x10);
+});

@@ -75,6 +75,10 @@ function h64(v: bigint): string {
   return "0x" + BigInt.asUintN(64, v).toString(16).padStart(16, "0");
 }
 
+function h16(v: number): string {
+  return "0x" + v.toString(16).padStart(4, "0");
+}
+
 function hexBytes(b: Uint8Array, from = 0, to = b.length): string {
   let s = "";
   for (let i = from; i < to; i++) s += (i > from ? " " : "") + b[i]!.toString(16).padStart(2, "0");
@@ -159,19 +163,27 @@ export function compareStates(
     i = j;
   }
   if (options.x87 ?? c.cls.startsWith("x87")) {
-    for (const f of ["fcw", "fsw", "ftw"] as const) {
-      if (native.x87[f] !== got.x87[f]) {
-        diffs.push({
-          field: f,
-          native: `0x${native.x87[f].toString(16)}`,
-          interp: `0x${got.x87[f].toString(16)}`,
-        });
-      }
+    if (native.x87.fcw !== got.x87.fcw) {
+      diffs.push({ field: "fcw", native: h16(native.x87.fcw), interp: h16(got.x87.fcw) });
     }
+    const fswMask = 0xffff & ~(c.undefinedFsw ?? 0);
+    if ((native.x87.fsw & fswMask) !== (got.x87.fsw & fswMask)) {
+      diffs.push({
+        field: "fsw",
+        native: h16(native.x87.fsw),
+        interp: `${h16(got.x87.fsw)} (differ: ${h16((native.x87.fsw ^ got.x87.fsw) & fswMask)})`,
+      });
+    }
+    if (native.x87.ftw !== got.x87.ftw) {
+      diffs.push({ field: "ftw", native: h16(native.x87.ftw), interp: h16(got.x87.ftw) });
+    }
+    // Only registers tagged valid hold architectural values.
+    const top = (native.x87.fsw >> 11) & 7;
     for (let i = 0; i < 8; i++) {
+      if (!((native.x87.ftw >> ((top + i) & 7)) & 1)) continue;
       const a = hexBytes(native.x87.st, 16 * i, 16 * i + 10);
       const b = hexBytes(got.x87.st, 16 * i, 16 * i + 10);
-      if (a !== b) diffs.push({ field: `st(${i}) raw`, native: a, interp: b });
+      if (a !== b) diffs.push({ field: `st(${i})`, native: a, interp: b });
     }
   }
   return diffs;
@@ -252,6 +264,17 @@ export function formatReproducer(r: DivergenceReport): string {
     r.interp.exception ? "  after (interp, state at the exception):" : "  after (interp):",
     ...gprBlock(r.interp.state, "    "),
   );
+  if (c.cls.startsWith("x87")) {
+    const line = (name: string, s: UserState) =>
+      `    ${name} fcw=${h16(s.x87.fcw)} fsw=${h16(s.x87.fsw)} ftw=${h16(s.x87.ftw)} ` +
+      Array.from(
+        { length: 8 },
+        (_, i) => `st${i}=${hexBytes(s.x87.st, 16 * i, 16 * i + 10).replaceAll(" ", "")}`,
+      )
+        .join(" ");
+    out.push("  x87 (st as stored little-endian bytes):");
+    out.push(line("before", c.state), line("native", r.native), line("interp", r.interp.state));
+  }
   if (usesXmm(c, r.diffs)) {
     out.push("  xmm before / native / interp:");
     for (let i = 0; i < 16; i++) {

@@ -213,8 +213,10 @@ interface Enc {
   /** A mandatory SSE prefix (66/F2/F3), emitted last before REX. */
   mandatory?: number;
   w?: boolean;
-  /** Emit a REX prefix even when no bit is needed (8-bit SPL..DIL, or just to test it). */
+  /** Emit a REX prefix even when no bit is needed (8-bit SPL..DIL). */
   rex?: boolean;
+  /** Emit an empty REX prefix just to test it is ignored (dropped if the encoding is too long). */
+  optRex?: boolean;
   opcode: number[];
   /** ModRM.reg (0-15; bit 3 goes to REX.R) or the /digit. */
   reg?: number;
@@ -266,6 +268,7 @@ class Builder {
   undefinedGprs = 0;
   targets: number[] = [];
   rep = false;
+  undefinedFsw = 0;
   mnemonic = "";
   bytes: number[] = [];
 
@@ -579,7 +582,7 @@ class Builder {
     if (rm?.kind === "mem") rex |= (rm.rexX ? 2 : 0) | (rm.rexB ? 1 : 0);
     if (rm?.kind === "reg" && rm.num >= 8) rex |= 1;
     if (e.opReg !== undefined && e.opReg >= 8) rex |= 1;
-    if (rex || e.rex) out.push(0x40 | rex);
+    if (rex || e.rex || e.optRex) out.push(0x40 | rex);
     const op = [...e.opcode];
     if (e.opReg !== undefined) op[op.length - 1]! += e.opReg & 7;
     out.push(...op);
@@ -606,9 +609,7 @@ class Builder {
       if (e.w && pre.includes(0x66)) {
         return this.emit(text, { ...e, prefixes: pre.filter((p) => p !== 0x66) });
       }
-      if (e.rex && rex === 0 && !(rm?.kind === "reg" && rm.num >= 4 && rm.num < 8)) {
-        return this.emit(text, { ...e, rex: false });
-      }
+      if (e.optRex) return this.emit(text, { ...e, optRex: false });
       throw new Error(`difftest generator made a ${out.length}-byte instruction: ${text}`);
     }
     this.bytes = out;
@@ -625,8 +626,9 @@ class Builder {
   sized(sz: OpSize, e: Enc): Enc {
     const prefixes = [...(e.prefixes ?? [])];
     if (sz.bits === 16 || (sz.bits === 64 && this.rng.bool(0.08))) prefixes.push(0x66);
-    const rex = e.rex || (sz.bits === 8 ? sz.rex : this.rng.bool(0.08));
-    return { ...e, prefixes, w: sz.bits === 64 || e.w, rex };
+    const rex = e.rex || (sz.bits === 8 && sz.rex);
+    const optRex = sz.bits !== 8 && this.rng.bool(0.08);
+    return { ...e, prefixes, w: sz.bits === 64 || e.w, rex, optRex };
   }
 
   /** An immediate of `n` bytes. */
@@ -658,6 +660,7 @@ class Builder {
       undefinedFlags: this.undefinedFlags,
       undefinedGprs: this.undefinedGprs,
       rep: this.rep,
+      undefinedFsw: this.undefinedFsw,
     };
   }
 }
@@ -1937,6 +1940,195 @@ function genSse(b: Builder, table: readonly SseOp[], fp: boolean): void {
 }
 
 // ---------------------------------------------------------------------------------------------
+// x87
+
+/** FSW condition-code bits. */
+const C0 = 1 << 8, C1 = 1 << 9, C2 = 1 << 10, C3 = 1 << 14;
+/** SDM: arithmetic and load/store instructions leave C0, C2 and C3 undefined. */
+const C023 = C0 | C2 | C3;
+
+/** Writes an 80-bit extended value for `f64` bits ([lo, hi] dwords) into `out` at `at`. */
+function toExtended(lo: number, hi: number, out: Uint8Array, at: number): void {
+  const sign = hi >>> 31;
+  const e = (hi >>> 20) & 0x7ff;
+  let frac = (BigInt(hi & 0xf_ffff) << 32n) | BigInt(lo);
+  let exp: number;
+  let mant: bigint;
+  if (e === 0x7ff) {
+    exp = 0x7fff;
+    mant = (1n << 63n) | (frac << 11n);
+  } else if (e === 0) {
+    if (frac === 0n) {
+      exp = 0;
+      mant = 0n;
+    } else {
+      // A double denormal is a normal extended value.
+      let shift = 0;
+      while (!(frac & (1n << 52n))) {
+        frac <<= 1n;
+        shift++;
+      }
+      exp = 1 - 1023 - shift + 16383;
+      mant = frac << 11n;
+    }
+  } else {
+    exp = e - 1023 + 16383;
+    mant = (1n << 63n) | (frac << 11n);
+  }
+  const v = new DataView(out.buffer, out.byteOffset + at, 10);
+  v.setBigUint64(0, mant, true);
+  v.setUint16(8, (sign << 15) | exp, true);
+}
+
+/** An interesting extended value, sometimes with mantissa bits a double cannot hold. */
+function extendedBits(rng: Rng, out: Uint8Array, at: number): void {
+  const [lo, hi] = f64Bits(rng);
+  toExtended(lo, hi, out, at);
+  if (rng.bool(0.3)) {
+    const v = new DataView(out.buffer, out.byteOffset + at, 10);
+    if ((v.getUint16(8, true) & 0x7fff) !== 0 && (v.getUint16(8, true) & 0x7fff) !== 0x7fff) {
+      v.setUint32(0, rng.u32(), true);
+    }
+  }
+}
+
+interface X87Op {
+  text: string;
+  bytes?: number[];
+  /** Memory form: opcode byte, /digit, operand bytes and kind of value placed there. */
+  mem?: { op: number; digit: number; n: number; kind: "f32" | "f64" | "f80" | "int" | "cw" };
+  fsw: number;
+  flags?: number;
+}
+
+function x87Ops(i: number): X87Op[] {
+  const st = `st(${i})`;
+  const arith = ["fadd", "fmul", "fcom", "fcomp", "fsub", "fsubr", "fdiv", "fdivr"];
+  const ops: X87Op[] = [
+    { text: `fld ${st}`, bytes: [0xd9, 0xc0 + i], fsw: C023 },
+    { text: `fxch ${st}`, bytes: [0xd9, 0xc8 + i], fsw: C023 },
+    { text: "fchs", bytes: [0xd9, 0xe0], fsw: C023 },
+    { text: "fabs", bytes: [0xd9, 0xe1], fsw: C023 },
+    { text: "ftst", bytes: [0xd9, 0xe4], fsw: 0 },
+    { text: "fxam", bytes: [0xd9, 0xe5], fsw: 0 },
+    ...["fld1", "fldl2t", "fldl2e", "fldpi", "fldlg2", "fldln2", "fldz"].map((n, k) => ({
+      text: n,
+      bytes: [0xd9, 0xe8 + k],
+      fsw: C023,
+    })),
+    { text: "fsqrt", bytes: [0xd9, 0xfa], fsw: C023 },
+    { text: "frndint", bytes: [0xd9, 0xfc], fsw: C023 },
+    { text: "fincstp", bytes: [0xd9, 0xf7], fsw: C023 },
+    { text: "fdecstp", bytes: [0xd9, 0xf6], fsw: C023 },
+    { text: `ffree ${st}`, bytes: [0xdd, 0xc0 + i], fsw: C023 | C1 },
+    { text: "fninit", bytes: [0xdb, 0xe3], fsw: 0 },
+    { text: "fnclex", bytes: [0xdb, 0xe2], fsw: C023 | C1 },
+    { text: "fnstsw ax", bytes: [0xdf, 0xe0], fsw: 0 },
+    { text: "fcompp", bytes: [0xde, 0xd9], fsw: 0 },
+    { text: "fucompp", bytes: [0xda, 0xe9], fsw: 0 },
+    { text: `fucom ${st}`, bytes: [0xdd, 0xe0 + i], fsw: 0 },
+    { text: `fucomp ${st}`, bytes: [0xdd, 0xe8 + i], fsw: 0 },
+    { text: `fcomi st, ${st}`, bytes: [0xdb, 0xf0 + i], fsw: C023 },
+    { text: `fucomi st, ${st}`, bytes: [0xdb, 0xe8 + i], fsw: C023 },
+    { text: `fcomip st, ${st}`, bytes: [0xdf, 0xf0 + i], fsw: C023 },
+    { text: `fucomip st, ${st}`, bytes: [0xdf, 0xe8 + i], fsw: C023 },
+    ...["fcmovb", "fcmove", "fcmovbe", "fcmovu"].map((n, k) => ({
+      text: `${n} st, ${st}`,
+      bytes: [0xda, 0xc0 + 8 * k + i],
+      fsw: C023,
+    })),
+    ...["fcmovnb", "fcmovne", "fcmovnbe", "fcmovnu"].map((n, k) => ({
+      text: `${n} st, ${st}`,
+      bytes: [0xdb, 0xc0 + 8 * k + i],
+      fsw: C023,
+    })),
+    ...arith.map((n, k) => ({
+      text: `${n} st, ${st}`,
+      bytes: [0xd8, 0xc0 + 8 * k + i],
+      fsw: k === 2 || k === 3 ? 0 : C023,
+    })),
+    // DC/DE register forms per the SDM opcode tables (DC E0+i is FSUBR ST(i), ST(0)).
+    ...([["fadd", 0], ["fmul", 1], ["fsubr", 4], ["fsub", 5], ["fdivr", 6], ["fdiv", 7]] as const)
+      .flatMap(([n, k]) => [
+        { text: `${n} ${st}, st`, bytes: [0xdc, 0xc0 + 8 * k + i], fsw: C023 },
+        { text: `${n}p ${st}, st`, bytes: [0xde, 0xc0 + 8 * k + i], fsw: C023 },
+      ]),
+    ...arith.flatMap((n, k) => {
+      const fsw = k === 2 || k === 3 ? 0 : C023;
+      return [
+        { text: `${n} dword`, mem: { op: 0xd8, digit: k, n: 4, kind: "f32" as const }, fsw },
+        { text: `${n} qword`, mem: { op: 0xdc, digit: k, n: 8, kind: "f64" as const }, fsw },
+        {
+          text: `fi${n.slice(1)} dword`,
+          mem: { op: 0xda, digit: k, n: 4, kind: "int" as const },
+          fsw,
+        },
+        {
+          text: `fi${n.slice(1)} word`,
+          mem: { op: 0xde, digit: k, n: 2, kind: "int" as const },
+          fsw,
+        },
+      ];
+    }),
+    { text: "fld dword", mem: { op: 0xd9, digit: 0, n: 4, kind: "f32" }, fsw: C023 },
+    { text: "fld qword", mem: { op: 0xdd, digit: 0, n: 8, kind: "f64" }, fsw: C023 },
+    { text: "fld tword", mem: { op: 0xdb, digit: 5, n: 10, kind: "f80" }, fsw: C023 },
+    { text: "fst dword", mem: { op: 0xd9, digit: 2, n: 4, kind: "f32" }, fsw: C023 },
+    { text: "fstp dword", mem: { op: 0xd9, digit: 3, n: 4, kind: "f32" }, fsw: C023 },
+    { text: "fst qword", mem: { op: 0xdd, digit: 2, n: 8, kind: "f64" }, fsw: C023 },
+    { text: "fstp qword", mem: { op: 0xdd, digit: 3, n: 8, kind: "f64" }, fsw: C023 },
+    { text: "fstp tword", mem: { op: 0xdb, digit: 7, n: 10, kind: "f80" }, fsw: C023 },
+    { text: "fild word", mem: { op: 0xdf, digit: 0, n: 2, kind: "int" }, fsw: C023 },
+    { text: "fild dword", mem: { op: 0xdb, digit: 0, n: 4, kind: "int" }, fsw: C023 },
+    { text: "fild qword", mem: { op: 0xdf, digit: 5, n: 8, kind: "int" }, fsw: C023 },
+    { text: "fist word", mem: { op: 0xdf, digit: 2, n: 2, kind: "int" }, fsw: C023 },
+    { text: "fist dword", mem: { op: 0xdb, digit: 2, n: 4, kind: "int" }, fsw: C023 },
+    { text: "fistp word", mem: { op: 0xdf, digit: 3, n: 2, kind: "int" }, fsw: C023 },
+    { text: "fistp dword", mem: { op: 0xdb, digit: 3, n: 4, kind: "int" }, fsw: C023 },
+    { text: "fistp qword", mem: { op: 0xdf, digit: 7, n: 8, kind: "int" }, fsw: C023 },
+    { text: "fnstcw word", mem: { op: 0xd9, digit: 7, n: 2, kind: "int" }, fsw: 0 },
+    { text: "fldcw word", mem: { op: 0xd9, digit: 5, n: 2, kind: "cw" }, fsw: C023 | C1 },
+    { text: "fnstsw word", mem: { op: 0xdd, digit: 7, n: 2, kind: "int" }, fsw: 0 },
+  ];
+  return ops;
+}
+
+/** Random x87 control word: all exceptions masked, random precision and rounding control. */
+function randomFcw(rng: Rng): number {
+  return 0x1040 | 0x3f | (rng.pick([0, 2, 3, 3]) << 8) | (rng.below(4) << 10);
+}
+
+function genX87(b: Builder): void {
+  const rng = b.rng;
+  const x = b.state.x87;
+  const top = rng.below(8);
+  x.fcw = randomFcw(rng);
+  // Sticky exception flags and condition codes random; ES/B clear (everything is masked).
+  x.fsw = (top << 11) | (rng.u32() & (0x3f | C0 | C1 | C2 | C3));
+  x.ftw = rng.bool(0.6) ? 0xff : rng.u32() & 0xff;
+  for (let i = 0; i < 8; i++) extendedBits(rng, x.st, 16 * i);
+  const op = rng.pick(x87Ops(rng.below(8)));
+  b.undefinedFsw = op.fsw;
+  if (op.bytes) {
+    b.emit(op.text, { opcode: op.bytes });
+    return;
+  }
+  const m = op.mem!;
+  const rm = b.mem(m.n);
+  const at = rm.addr - b.data;
+  const v = new DataView(b.state.data.buffer, at, m.n);
+  if (m.kind === "f32") v.setUint32(0, f32Bits(rng), true);
+  else if (m.kind === "f64") {
+    const [lo, hi] = f64Bits(rng);
+    v.setUint32(0, lo, true);
+    v.setUint32(4, hi, true);
+  } else if (m.kind === "f80") extendedBits(rng, b.state.data, at);
+  else if (m.kind === "cw") v.setUint16(0, randomFcw(rng), true);
+  else b.writeMem(rm.addr, m.n, interesting(rng, 8 * m.n));
+  b.emit(`${op.text} ${rm.text}`, { opcode: [m.op], reg: m.digit, rm });
+}
+
+// ---------------------------------------------------------------------------------------------
 // Classes
 
 type GenFn = (b: Builder) => void;
@@ -1958,6 +2150,7 @@ const CLASSES: Record<string, GenFn> = {
   string: genString,
   sse_int: (b) => genSse(b, SSE_INT, false),
   sse_fp: (b) => genSse(b, SSE_FP, true),
+  x87: genX87,
 };
 
 /** Every instruction class the generator knows, in a stable order. */
@@ -2082,6 +2275,7 @@ export const CLASS_FEATURES: Readonly<Record<string, readonly CpuidFeature[]>> =
   sse_int: [SSE2],
   sse_fp: [SSE, SSE2],
   popcnt: [{ name: "POPCNT", leaf: 1, reg: 2, bit: 23 }],
+  x87: [{ name: "FPU", leaf: 1, reg: 3, bit: 0 }, { name: "CMOV", leaf: 1, reg: 3, bit: 15 }],
   lzcnt_tzcnt: [
     { name: "LZCNT", leaf: 0x8000_0001, reg: 2, bit: 5 },
     { name: "BMI1", leaf: 7, reg: 1, bit: 3 },

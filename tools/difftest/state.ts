@@ -95,4 +95,6 @@ export interface TestCase {
    * until RIP moves on.
    */
   rep?: boolean;
+  /** x87 status-word bits (C0-C3) the manuals leave undefined after this instruction. */
+  undefinedFsw?: number;
 }

@@ -3,7 +3,12 @@
  * machine (RAM, buses, run control) that loads a guest from guests/ at 0x1000 in real mode.
  */
 
-import { createKvmBackend, kvmAvailable, type KvmBackend } from "../../../core/kvm/backend.ts";
+import {
+  createKvmBackend,
+  kvmAvailable,
+  type KvmBackend,
+  type KvmOptions,
+} from "../../../core/kvm/backend.ts";
 import {
   type InterruptController,
   NO_INTERRUPTS,
@@ -44,9 +49,14 @@ export function guestImage(name: string): Uint8Array {
 /** Builds a machine with `memSize` bytes of RAM running `code` from 0x1000 in real mode. */
 export function bootGuest(
   code: Uint8Array,
-  options: { memSize?: number; interrupts?: InterruptController; trace?: boolean } = {},
+  options: {
+    memSize?: number;
+    interrupts?: InterruptController;
+    trace?: boolean;
+    kvm?: KvmOptions;
+  } = {},
 ): TestVm {
-  const kvm = createKvmBackend();
+  const kvm = createKvmBackend(options.kvm);
   const memory = kvm.createMemory(options.memSize ?? 0x80000);
   memory.write(LOAD_ADDRESS, code);
   const ports = new PortBus();

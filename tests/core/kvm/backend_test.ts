@@ -14,7 +14,12 @@ import {
   LOAD_ADDRESS,
   type TestVm,
 } from "./_harness.ts";
-import { CONTROL_REQUEST, REQUEST_PAUSE } from "../../../core/backend.ts";
+import {
+  CONTROL_REQUEST,
+  CONTROL_STATUS,
+  REQUEST_PAUSE,
+  REQUEST_STOP,
+} from "../../../core/backend.ts";
 import {
   cloneCpuState,
   type CpuState,
@@ -24,7 +29,13 @@ import {
   MSR,
 } from "../../../core/cpu_state.ts";
 import { HostError, PluginError } from "../../../core/errors.ts";
-import { createKvmBackend, kvmAvailable } from "../../../core/kvm/backend.ts";
+import {
+  createKvmBackend,
+  enableVcpuKicks,
+  kickVcpu,
+  kvmAvailable,
+  type VcpuKickHandle,
+} from "../../../core/kvm/backend.ts";
 
 const ignore = !kvmOk;
 
@@ -286,7 +297,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "getState after a run sees the registers the guest wrote (synced through kvm_run)",
+  name: "getState after a run sees the registers the guest wrote",
   ignore,
   fn() {
     // mov eax, 0x12345678; mov bx, 0x4321; out 0xf4, al
@@ -439,6 +450,70 @@ Deno.test({
       assertEquals(vm.vcpu.run(), { kind: "exit", status: 0xcd });
     } finally {
       vm.close();
+    }
+  },
+});
+
+for (const syncRegs of ["all", "regs", "none"] as const) {
+  Deno.test({
+    name: `getState after a run agrees with the ioctls when syncRegs is "${syncRegs}"`,
+    ignore,
+    fn() {
+      // mov eax, 0x12345678; mov ds, ax (hidden base 0x56780); cli; hlt. The HLT exit leaves
+      // no I/O to complete, so getState reads what KVM synced into kvm_run at that exit.
+      const code = new Uint8Array([0x66, 0xb8, 0x78, 0x56, 0x34, 0x12, 0x8e, 0xd8, 0xfa, 0xf4]);
+      const vm = bootGuest(code, { kvm: { syncRegs } });
+      try {
+        assertEquals(vm.vcpu.run().kind, "fault");
+        const afterRun = vm.vcpu.getState(); // from kvm_run where synced
+        assertEquals(afterRun.ds.base, 0x56780n);
+        vm.vcpu.setState(afterRun);
+        const viaIoctl = vm.vcpu.getState(); // after setState: always from the ioctls
+        assertEquals(withoutTsc(afterRun), withoutTsc(viaIoctl));
+      } finally {
+        vm.close();
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "a guest spinning without exits stops when the supervisor requests it and kicks",
+  ignore,
+  async fn() {
+    const kvm = createKvmBackend();
+    const disable = enableVcpuKicks();
+    const worker = new Worker(new URL("./_worker_spin.ts", import.meta.url), { type: "module" });
+    try {
+      const memory = kvm.createMemory(0x80000);
+      memory.write(LOAD_ADDRESS, new Uint8Array([0xeb, 0xfe])); // jmp $
+      const requests = new Int32Array(new SharedArrayBuffer(8));
+      const messages: { kick?: VcpuKickHandle; stop?: unknown }[] = [];
+      let wake = () => {};
+      worker.onmessage = (e) => {
+        messages.push(e.data);
+        wake();
+      };
+      const next = () => new Promise<void>((r) => (wake = r));
+      worker.postMessage({ handles: kvm.handles(), requests });
+      while (messages.length < 1) await next();
+      const kick = messages[0]!.kick!;
+      await new Promise((r) => setTimeout(r, 50)); // let it spin inside KVM_RUN
+      Atomics.store(requests, CONTROL_STATUS, 3);
+      Atomics.store(requests, CONTROL_REQUEST, REQUEST_STOP);
+      // Repeat the kick until the vCPU takes the request, as a supervisor does.
+      const timer = setInterval(() => kickVcpu(kick), 10);
+      kickVcpu(kick);
+      try {
+        while (messages.length < 2) await next();
+      } finally {
+        clearInterval(timer);
+      }
+      assertEquals(messages[1]!.stop, { kind: "exit", status: 3 });
+    } finally {
+      worker.terminate();
+      disable();
+      kvm.close();
     }
   },
 });

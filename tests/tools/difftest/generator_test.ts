@@ -1,6 +1,7 @@
 /** The generator is deterministic, encodes what it claims, and its cases run on the host. */
 
 import { assertEquals, assertTrue } from "../../_assert.ts";
+import { compareStates } from "../../../tools/difftest/compare.ts";
 import { CLASS_NAMES, Generator, Rng } from "../../../tools/difftest/generator.ts";
 import { lastPadAddress, SLOT_COUNT } from "../../../tools/difftest/layout.ts";
 import { NativeOracle } from "../../../tools/difftest/native.ts";
@@ -127,6 +128,28 @@ Deno.test({
           const rip = Number(after[i]!.rip);
           const fall = Number(c.state.rip) + c.bytes.length;
           assertTrue(rip === fall || c.targets.includes(rip), `${c.mnemonic}: rip ${rip}`);
+        }
+      }
+    } finally {
+      oracle.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "the host gives identical results when the same generated batch runs twice",
+  ignore: !canRun,
+  fn() {
+    const oracle = NativeOracle.open();
+    try {
+      const g = new Generator(555, CLASS_NAMES, { gsBase: oracle.gsBaseWritable });
+      for (let k = 0; k < 4; k++) {
+        const batch = g.batch(SLOT_COUNT);
+        const first = oracle.run(batch);
+        const second = oracle.run(batch);
+        for (let i = 0; i < batch.length; i++) {
+          const diffs = compareStates(batch[i]!, first[i]!, { state: second[i]! }, { x87: true });
+          assertEquals(diffs, [], batch[i]!.mnemonic);
         }
       }
     } finally {
