@@ -17,6 +17,34 @@ async function interp(): Promise<Backend> {
 /** `--backend` values. */
 export type BackendChoice = "auto" | BackendName;
 
+/** What the guest needs from the host KVM. */
+export interface GuestNeeds {
+  /**
+   * The guest takes exceptions and interrupts in protected or long mode (any real operating
+   * system does; Linux always).
+   */
+  protectedModeEvents: boolean;
+}
+
+/**
+ * The KVM module this host runs, read from /sys/module: "kvm_pvm" is the nested variant that
+ * cannot deliver exceptions or interrupts to protected/long-mode guests.
+ */
+export function hostKvmFlavor(): "kvm_intel" | "kvm_amd" | "kvm_pvm" | "unknown" {
+  for (const m of ["kvm_pvm", "kvm_intel", "kvm_amd"] as const) {
+    try {
+      Deno.statSync(`/sys/module/${m}`);
+      return m;
+    } catch {
+      // not loaded
+    }
+  }
+  return "unknown";
+}
+
+const PVM_LIMIT = "this host's KVM is the nested kvm_pvm variant, which cannot deliver " +
+  "exceptions or interrupts to a guest in protected or long mode, so it cannot boot this kernel";
+
 /** Checks a `--backend` value. */
 export function parseBackendChoice(text: string): BackendChoice {
   if (text === "auto" || text === "kvm" || text === "interp") return text;
@@ -27,11 +55,24 @@ export function parseBackendChoice(text: string): BackendChoice {
 export async function selectBackend(
   choice: BackendChoice,
   log: (m: string) => void,
+  needs: GuestNeeds = { protectedModeEvents: false },
 ): Promise<Backend> {
   if (choice === "interp") return await interp();
   const { createKvmBackend, kvmAvailable } = await kvm();
-  if (choice === "kvm") return createKvmBackend();
+  const pvmBlocks = needs.protectedModeEvents && hostKvmFlavor() === "kvm_pvm";
+  if (choice === "kvm") {
+    const b = createKvmBackend();
+    if (pvmBlocks) {
+      b.close();
+      throw new HostError(`Cannot run this guest with --backend kvm: ${PVM_LIMIT}. Use --backend interp`);
+    }
+    return b;
+  }
   const probe = kvmAvailable();
+  if (probe.ok && pvmBlocks) {
+    log(`denovisor: backend interp (${PVM_LIMIT})`);
+    return await interp();
+  }
   if (probe.ok) {
     try {
       const b = createKvmBackend();

@@ -6,6 +6,7 @@
 
 import { type BackendChoice, selectBackend } from "./select_backend.ts";
 import { loadImage } from "./boot/load.ts";
+import { detectFormat } from "./boot/detect.ts";
 import { writeAcpiTables } from "./boot/acpi.ts";
 import type { ImageFormat } from "./boot/types.ts";
 import type { RunControl, TraceSink } from "./backend.ts";
@@ -117,7 +118,10 @@ export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome>
   try {
     const image = config.kernel === null ? DEFAULT_GUEST : readFile(config.kernel, "kernel");
     const initrd = config.initrd === null ? undefined : readFile(config.initrd, "initrd");
-    const backend = await selectBackend(config.backend, log);
+    const format = config.format === "auto" ? detectFormat(image) : config.format;
+    const backend = await selectBackend(config.backend, log, {
+      protectedModeEvents: format === "linux",
+    });
     machine = new Machine({
       backend,
       memSize: config.memSize,
@@ -135,7 +139,7 @@ export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome>
       machine.attach(await loadPlugin(spec.specifier), spec.options);
     }
     const { rsdpAddr } = writeAcpiTables(machine.memory);
-    const setup = loadImage(config.format, image, machine.memory, {
+    const setup = loadImage(format, image, machine.memory, {
       acpiRsdpAddr: rsdpAddr,
       imagePath: config.kernel ?? "(default guest)",
       cmdline: config.cmdline,

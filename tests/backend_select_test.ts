@@ -4,8 +4,9 @@
  * both answers — "no such device" and "a file that is not KVM" — are exercised for real.
  */
 
-import { assertEquals, assertIncludes } from "./_assert.ts";
-import { ROOT } from "./_run.ts";
+import { assertEquals, assertIncludes, assertTrue } from "./_assert.ts";
+import { KVM_OK, ROOT, runCli } from "./_run.ts";
+import { hostKvmFlavor } from "../core/select_backend.ts";
 
 const hasKvmNode = (() => {
   try {
@@ -81,5 +82,50 @@ Deno.test({
     const notes = r.stderr.split("\n").filter((l) => l.includes("backend interp"));
     assertEquals(notes.length, 1, r.stderr);
     assertIncludes(notes[0]!, "/dev/kvm");
+  },
+});
+
+const onPvm = KVM_OK && hostKvmFlavor() === "kvm_pvm";
+if (KVM_OK && !onPvm) console.warn("note: not a kvm_pvm host: the nested-KVM limit test is skipped");
+
+/** A file that `--format auto` takes for a Linux bzImage (the header signature, protocol 2.15). */
+async function fakeBzImage(): Promise<string> {
+  const image = new Uint8Array(0x1000);
+  image.set(new TextEncoder().encode("HdrS"), 0x202);
+  new DataView(image.buffer).setUint16(0x206, 0x020f, true);
+  const path = await Deno.makeTempFile({ suffix: ".bzImage" });
+  await Deno.writeFile(path, image);
+  return path;
+}
+
+Deno.test({
+  name: "on nested kvm_pvm, --backend kvm refuses a Linux kernel at once, naming the limit",
+  ignore: !onPvm,
+  async fn() {
+    const path = await fakeBzImage();
+    try {
+      const t0 = performance.now();
+      const r = await runCli(["--backend", "kvm", "--kernel", path]);
+      assertEquals(r.status, 1);
+      assertIncludes(r.stderr, "kvm_pvm");
+      assertIncludes(r.stderr, "--backend interp");
+      assertTrue(performance.now() - t0 < 20_000, "it must not wait for the guest to hang");
+    } finally {
+      await Deno.remove(path);
+    }
+  },
+});
+
+Deno.test({
+  name: "on nested kvm_pvm, --backend auto picks the interpreter for a Linux kernel",
+  ignore: !onPvm,
+  async fn() {
+    const path = await fakeBzImage();
+    try {
+      const r = await runCli(["--kernel", path]);
+      assertIncludes(r.stderr, "backend interp (this host's KVM is the nested kvm_pvm variant");
+    } finally {
+      await Deno.remove(path);
+    }
   },
 });

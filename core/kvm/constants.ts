@@ -62,49 +62,49 @@ export const KVM_INTERRUPT_SIZE = 4;
 // ---- ioctl requests ----
 
 /** `_IO(KVMIO, 0x00)` on /dev/kvm: returns 12. */
-export const KVM_GET_API_VERSION = io(0x00);
+export const KVM_GET_API_VERSION: number = io(0x00);
 /** `_IO(KVMIO, 0x01)` on /dev/kvm: returns a VM fd. */
-export const KVM_CREATE_VM = io(0x01);
+export const KVM_CREATE_VM: number = io(0x01);
 /** `_IO(KVMIO, 0x03)`: returns > 0 when a capability is present. */
-export const KVM_CHECK_EXTENSION = io(0x03);
+export const KVM_CHECK_EXTENSION: number = io(0x03);
 /** `_IO(KVMIO, 0x04)`: size of the vCPU's kvm_run mapping. */
-export const KVM_GET_VCPU_MMAP_SIZE = io(0x04);
+export const KVM_GET_VCPU_MMAP_SIZE: number = io(0x04);
 /** `_IOWR(KVMIO, 0x05, struct kvm_cpuid2)`. */
-export const KVM_GET_SUPPORTED_CPUID = iowr(0x05, KVM_CPUID2_HEADER_SIZE);
+export const KVM_GET_SUPPORTED_CPUID: number = iowr(0x05, KVM_CPUID2_HEADER_SIZE);
 /** `_IO(KVMIO, 0x41)` on a VM fd: returns a vCPU fd. */
-export const KVM_CREATE_VCPU = io(0x41);
+export const KVM_CREATE_VCPU: number = io(0x41);
 /** `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`. */
-export const KVM_SET_USER_MEMORY_REGION = iow(0x46, KVM_USERSPACE_MEMORY_REGION_SIZE);
+export const KVM_SET_USER_MEMORY_REGION: number = iow(0x46, KVM_USERSPACE_MEMORY_REGION_SIZE);
 /** `_IO(KVMIO, 0x47)`: three pages the VMX real-mode emulation needs, below 4 GiB. */
-export const KVM_SET_TSS_ADDR = io(0x47);
+export const KVM_SET_TSS_ADDR: number = io(0x47);
 /** `_IOW(KVMIO, 0x48, __u64)`: one page for the VMX identity map. */
-export const KVM_SET_IDENTITY_MAP_ADDR = iow(0x48, 8);
+export const KVM_SET_IDENTITY_MAP_ADDR: number = iow(0x48, 8);
 /** `_IO(KVMIO, 0x80)`: runs the vCPU; the argument must be 0. */
-export const KVM_RUN = io(0x80);
+export const KVM_RUN: number = io(0x80);
 /** `_IOR(KVMIO, 0x81, struct kvm_regs)`. */
-export const KVM_GET_REGS = ior(0x81, KVM_REGS_SIZE);
+export const KVM_GET_REGS: number = ior(0x81, KVM_REGS_SIZE);
 /** `_IOW(KVMIO, 0x82, struct kvm_regs)`. */
-export const KVM_SET_REGS = iow(0x82, KVM_REGS_SIZE);
+export const KVM_SET_REGS: number = iow(0x82, KVM_REGS_SIZE);
 /** `_IOR(KVMIO, 0x83, struct kvm_sregs)`. */
-export const KVM_GET_SREGS = ior(0x83, KVM_SREGS_SIZE);
+export const KVM_GET_SREGS: number = ior(0x83, KVM_SREGS_SIZE);
 /** `_IOW(KVMIO, 0x84, struct kvm_sregs)`. */
-export const KVM_SET_SREGS = iow(0x84, KVM_SREGS_SIZE);
+export const KVM_SET_SREGS: number = iow(0x84, KVM_SREGS_SIZE);
 /** `_IOW(KVMIO, 0x86, struct kvm_interrupt)`: queue an external interrupt (no irqchip). */
-export const KVM_INTERRUPT = iow(0x86, KVM_INTERRUPT_SIZE);
+export const KVM_INTERRUPT: number = iow(0x86, KVM_INTERRUPT_SIZE);
 /** `_IOWR(KVMIO, 0x88, struct kvm_msrs)`. */
-export const KVM_GET_MSRS = iowr(0x88, KVM_MSRS_HEADER_SIZE);
+export const KVM_GET_MSRS: number = iowr(0x88, KVM_MSRS_HEADER_SIZE);
 /** `_IOW(KVMIO, 0x89, struct kvm_msrs)`. */
-export const KVM_SET_MSRS = iow(0x89, KVM_MSRS_HEADER_SIZE);
+export const KVM_SET_MSRS: number = iow(0x89, KVM_MSRS_HEADER_SIZE);
 /** `_IOR(KVMIO, 0x8c, struct kvm_fpu)`. */
-export const KVM_GET_FPU = ior(0x8c, KVM_FPU_SIZE);
+export const KVM_GET_FPU: number = ior(0x8c, KVM_FPU_SIZE);
 /** `_IOW(KVMIO, 0x8d, struct kvm_fpu)`. */
-export const KVM_SET_FPU = iow(0x8d, KVM_FPU_SIZE);
+export const KVM_SET_FPU: number = iow(0x8d, KVM_FPU_SIZE);
 /** sizeof(struct kvm_xsave) (the fixed 4 KiB form). */
 export const KVM_XSAVE_SIZE = 4096;
 /** `_IOR(KVMIO, 0xa4, struct kvm_xsave)`. */
-export const KVM_GET_XSAVE = ior(0xa4, KVM_XSAVE_SIZE);
+export const KVM_GET_XSAVE: number = ior(0xa4, KVM_XSAVE_SIZE);
 /** `_IOW(KVMIO, 0xa5, struct kvm_xsave)`. */
-export const KVM_SET_XSAVE = iow(0xa5, KVM_XSAVE_SIZE);
+export const KVM_SET_XSAVE: number = iow(0xa5, KVM_XSAVE_SIZE);
 /** Offset of MXCSR in the XSAVE legacy (FXSAVE) region. */
 export const XSAVE_MXCSR = 24;
 /** Offset of XSTATE_BV in the XSAVE header. */
@@ -112,7 +112,7 @@ export const XSAVE_XSTATE_BV = 512;
 /** XSTATE_BV bits for x87 and SSE state. */
 export const XFEATURE_MASK_FPSSE = 0x3;
 /** `_IOW(KVMIO, 0x90, struct kvm_cpuid2)`. */
-export const KVM_SET_CPUID2 = iow(0x90, KVM_CPUID2_HEADER_SIZE);
+export const KVM_SET_CPUID2: number = iow(0x90, KVM_CPUID2_HEADER_SIZE);
 
 // ---- capabilities (KVM_CAP_*) ----
 
@@ -284,13 +284,13 @@ export const RUN_KVM_DIRTY_REGS = 296;
 /** `union { struct kvm_sync_regs regs; char padding[2048]; } s`. */
 export const RUN_SYNC_REGS = 304;
 /** kvm_sync_regs.regs (struct kvm_regs). */
-export const RUN_SYNC_REGS_REGS = RUN_SYNC_REGS;
+export const RUN_SYNC_REGS_REGS: number = RUN_SYNC_REGS;
 /** kvm_sync_regs.sregs (struct kvm_sregs). */
-export const RUN_SYNC_REGS_SREGS = RUN_SYNC_REGS + KVM_REGS_SIZE;
+export const RUN_SYNC_REGS_SREGS: number = RUN_SYNC_REGS + KVM_REGS_SIZE;
 /** kvm_sync_regs.events (struct kvm_vcpu_events). */
-export const RUN_SYNC_REGS_EVENTS = RUN_SYNC_REGS_SREGS + KVM_SREGS_SIZE;
+export const RUN_SYNC_REGS_EVENTS: number = RUN_SYNC_REGS_SREGS + KVM_SREGS_SIZE;
 /** Bytes of kvm_run up to the end of the `s` union (the fixed part of the first page). */
-export const RUN_FIXED_SIZE = RUN_SYNC_REGS + 2048;
+export const RUN_FIXED_SIZE: number = RUN_SYNC_REGS + 2048;
 
 // ---- misc ----
 

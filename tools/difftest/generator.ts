@@ -1564,6 +1564,65 @@ function genString(b: Builder): void {
   b.emit(text, b.sized(sz, { prefixes, opcode: [op + (sz.bits === 8 ? 0 : 1)] }));
 }
 
+/** Linux user-mode selectors: 64-bit code and data (GDT entries 6 and 5, RPL 3). */
+const USER_CS = 0x33n, USER_SS = 0x2bn;
+
+/**
+ * Far control transfers within CPL 3: IRETQ, RETF, and far JMP/CALL through m16:32, all back to
+ * the Linux user code selector 0x33 and a landing pad. (The m16:64 form is avoided: AMD CPUs
+ * ignore REX.W there.)
+ */
+function genFar(b: Builder): void {
+  const rng = b.rng;
+  const rsp = Number(b.gpr(RSP));
+  switch (rng.below(4)) {
+    case 0: {
+      // iretq: pops RIP, CS, RFLAGS, RSP, SS.
+      const t = b.target(b.end(2), 400);
+      const flags = BigInt((rng.u32() & SETTABLE_FLAGS) | FLAG_FIXED | FLAG_IF);
+      const newRsp = BigInt(b.data + 0x40 + 8 * rng.range(0, 40));
+      b.writeMem(rsp, 8, BigInt(t));
+      b.writeMem(rsp + 8, 8, USER_CS);
+      b.writeMem(rsp + 16, 8, flags);
+      b.writeMem(rsp + 24, 8, newRsp);
+      b.writeMem(rsp + 32, 8, USER_SS);
+      b.emit("iretq", { w: true, opcode: [0xcf] });
+      return;
+    }
+    case 1: {
+      // retf (REX.W: 8-byte slots) or retf with 4-byte slots, optionally with an imm16.
+      const wide = rng.bool();
+      const withImm = rng.bool(0.3);
+      const len = (wide ? 1 : 0) + (withImm ? 3 : 1);
+      const t = b.target(b.end(len), 400);
+      const slot = wide ? 8 : 4;
+      b.writeMem(rsp, slot, BigInt(t));
+      b.writeMem(rsp + slot, slot, USER_CS);
+      const n = rng.range(0, 8) * 8;
+      b.emit(`retf${wide ? "q" : ""}${withImm ? ` ${n}` : ""}`, {
+        w: wide,
+        opcode: [withImm ? 0xca : 0xcb],
+        imm: withImm ? immBytes(BigInt(n), 2) : [],
+      });
+      return;
+    }
+    default: {
+      // jmp far / call far [m16:32]
+      const isCall = rng.bool();
+      const rm = b.mem(6, { avoid: [RSP] });
+      b.emit("probe", { opcode: [0xff], reg: isCall ? 3 : 5, rm });
+      const t = b.target(b.end(b.bytes.length), 400);
+      b.writeMem(rm.addr, 4, BigInt(t));
+      b.writeMem(rm.addr + 4, 2, USER_CS);
+      b.emit(`${isCall ? "call" : "jmp"} far ${rm.text}`, {
+        opcode: [0xff],
+        reg: isCall ? 3 : 5,
+        rm,
+      });
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // SSE
 
@@ -2147,6 +2206,7 @@ const CLASSES: Record<string, GenFn> = {
   flagop: genFlagOps,
   stack: genStack,
   branch: genBranch,
+  far: genFar,
   string: genString,
   sse_int: (b) => genSse(b, SSE_INT, false),
   sse_fp: (b) => genSse(b, SSE_FP, true),

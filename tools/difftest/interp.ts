@@ -64,6 +64,17 @@ const MAX_REP_STEPS = 64;
 const CPUID_SCRATCH = 0x8000;
 /** User-mode selectors Linux uses for 64-bit code and data (GDT entries 6 and 5, RPL 3). */
 const USER_CS = 0x33, USER_DS = 0x2b;
+/** A GDT laid out as Linux's (arch/x86/include/asm/segment.h), so far transfers can load CS. */
+const GDT = 0x4000;
+const GDT_ENTRIES = [
+  0n,
+  0x00cf_9b00_0000_ffffn, // 1: kernel 32-bit code
+  0x00af_9b00_0000_ffffn, // 2: kernel 64-bit code
+  0x00cf_9300_0000_ffffn, // 3: kernel data
+  0x00cf_fb00_0000_ffffn, // 4: user 32-bit code (0x23)
+  0x00cf_f300_0000_ffffn, // 5: user data (0x2b)
+  0x00af_fb00_0000_ffffn, // 6: user 64-bit code (0x33)
+];
 
 /** Loads the interpreter API, or returns null with the reason when it does not exist yet. */
 export async function loadInterpreterApi(): Promise<DifftestApi | string> {
@@ -115,7 +126,9 @@ export class InterpSide {
     for (let i = 0; i * PAGE_2M < GUEST_RAM; i++) {
       m.writeU64(PD + 8 * i, BigInt(i * PAGE_2M) | PTE_P | PTE_RW | PTE_US | PTE_PS);
     }
+    GDT_ENTRIES.forEach((d, i) => m.writeU64(GDT + 8 * i, d));
     const s = resetCpuState();
+    s.gdt = { base: BigInt(GDT), limit: 8 * GDT_ENTRIES.length - 1 };
     s.cs = userSegment(USER_CS, true);
     s.ss = userSegment(USER_DS, false);
     s.ds = userSegment(0, false);

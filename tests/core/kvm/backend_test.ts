@@ -503,11 +503,20 @@ Deno.test({
       Atomics.store(requests, CONTROL_REQUEST, REQUEST_STOP);
       // Repeat the kick until the vCPU takes the request, as a supervisor does.
       const timer = setInterval(() => kickVcpu(kick), 10);
+      let timeout: ReturnType<typeof setTimeout> | undefined;
       kickVcpu(kick);
       try {
-        while (messages.length < 2) await next();
+        await Promise.race([
+          (async () => {
+            while (messages.length < 2) await next();
+          })(),
+          new Promise((_, reject) => {
+            timeout = setTimeout(() => reject(new Error("the kicked vCPU never returned")), 5000);
+          }),
+        ]);
       } finally {
         clearInterval(timer);
+        clearTimeout(timeout);
       }
       assertEquals(messages[1]!.stop, { kind: "exit", status: 3 });
     } finally {
