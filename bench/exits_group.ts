@@ -13,10 +13,15 @@ import { createKvmBackend, kvmAvailable, type KvmOptions } from "../core/kvm/bac
 
 /** One row of a bench report: our value against a baseline measured in the same run. */
 export interface BenchRow {
+  /** What was measured, e.g. "exit pio". */
   name: string;
+  /** Unit of `value` and `baselineValue`, e.g. "µs". */
   unit: string;
+  /** Our measurement. */
   value: number;
+  /** What the baseline is. */
   baseline: string;
+  /** The baseline's measurement, in the same run. */
   baselineValue: number;
   /** value / baselineValue. */
   ratio: number;
@@ -63,7 +68,9 @@ export type ExitKind = keyof typeof EXIT_GUESTS;
 
 /** Exits per timed round and rounds per measurement (best round wins, on both sides). */
 export interface ExitBenchOptions {
+  /** Exits per timed round (default 100). */
   exits?: number;
+  /** Timed rounds per side (default 200). */
   rounds?: number;
 }
 
@@ -71,6 +78,7 @@ export interface ExitBenchOptions {
 export interface ExitLoop {
   /** Runs `exits` exits; returns the mean time per exit in microseconds. */
   round(exits: number): number;
+  /** Releases the VM. */
   close(): void;
 }
 
@@ -208,8 +216,8 @@ export function interleave(
   b: ExitLoop,
   options: ExitBenchOptions = {},
 ): [number, number] {
-  const exits = options.exits ?? 500;
-  const rounds = options.rounds ?? 40;
+  const exits = options.exits ?? 100;
+  const rounds = options.rounds ?? 200;
   a.round(exits); // warm-up: V8 optimizes the exit loop, caches and the host settle
   b.round(exits);
   let bestA = Infinity, bestB = Infinity;

@@ -11,7 +11,8 @@ import { InputRing } from "./serial_io.ts";
 import { parseSize } from "./size.ts";
 import { parseBackendChoice } from "./select_backend.ts";
 import type { VmConfig } from "./vm.ts";
-import type { DoneMessage, StartMessage } from "./vm_worker.ts";
+import type { StartMessage, WorkerMessage } from "./vm_worker.ts";
+import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "./kvm/backend.ts";
 import { parseDeviceSpec } from "../plugins/options.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
@@ -174,21 +175,37 @@ export async function main(argv: string[]): Promise<number> {
   const control = new SharedArrayBuffer(8);
   const requests = new Int32Array(control);
   const worker = new Worker(new URL("./vm_worker.ts", import.meta.url), { type: "module" });
-  const done = new Promise<DoneMessage>((resolve) => {
-    worker.onmessage = (e: MessageEvent<DoneMessage>) => resolve(e.data);
+  let kick: VcpuKickHandle | null = null;
+  let disableKicks: (() => void) | null = null;
+  let kicker: ReturnType<typeof setInterval> | undefined;
+  const done = new Promise<WorkerMessage & { kind: "done" }>((resolve) => {
+    worker.onmessage = (e: MessageEvent<WorkerMessage>) => {
+      if (e.data.kind === "kick") {
+        kick = e.data.handle;
+        disableKicks = enableVcpuKicks();
+      } else resolve(e.data);
+    };
     worker.onerror = (e) => {
       e.preventDefault();
-      resolve({ ok: false, message: e.message });
+      resolve({ kind: "done", ok: false, message: e.message });
     };
   });
   const quit = () => {
     Atomics.store(requests, CONTROL_STATUS, 0);
     Atomics.store(requests, CONTROL_REQUEST, REQUEST_STOP);
+    // A KVM guest spinning without exits only sees the request once kicked; repeat until taken.
+    if (kick !== null) {
+      const handle = kick;
+      kickVcpu(handle);
+      kicker = setInterval(() => kickVcpu(handle), 10);
+    }
   };
   const start: StartMessage = { config, input: input.buffer, control };
   worker.postMessage(start);
   relayInput(input, quit);
   const result = await done;
+  clearInterval(kicker);
+  (disableKicks as (() => void) | null)?.();
   restoreTerminal();
   worker.terminate();
   if (!result.ok) {

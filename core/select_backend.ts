@@ -64,7 +64,9 @@ export async function selectBackend(
     const b = createKvmBackend();
     if (pvmBlocks) {
       b.close();
-      throw new HostError(`Cannot run this guest with --backend kvm: ${PVM_LIMIT}. Use --backend interp`);
+      throw new HostError(
+        `Cannot run this guest with --backend kvm: ${PVM_LIMIT}. Use --backend interp`,
+      );
     }
     return b;
   }

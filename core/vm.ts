@@ -60,6 +60,8 @@ export interface VmIo {
   stdout?: ByteSink;
   /** VMM messages (defaults to stderr). */
   log?: (message: string) => void;
+  /** Called once the vCPU exists, before it first runs (the CLI takes KVM's kick handle). */
+  onVcpuReady?: (machine: Machine) => void;
 }
 
 function readFile(path: string, what: string): Uint8Array {
@@ -148,6 +150,7 @@ export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome>
     });
     trace?.sink(`loaded ${setup.description}`);
     machine.load(setup);
+    io.onVcpuReady?.(machine);
     const { reason, dump } = machine.run();
     const status = exitStatusOf(reason);
     if (reason.kind === "fault") return { status, message: reason.message, dump };

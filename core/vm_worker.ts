@@ -6,6 +6,7 @@
 
 import { RunControl } from "./backend.ts";
 import { InputRing } from "./serial_io.ts";
+import type { KvmVcpu, VcpuKickHandle } from "./kvm/backend.ts";
 import { runVm, type VmConfig, type VmOutcome } from "./vm.ts";
 
 /** The message the main thread sends to start the VM. */
@@ -15,28 +16,37 @@ export interface StartMessage {
   control: SharedArrayBuffer;
 }
 
-/** What the worker posts back. */
-export type DoneMessage =
-  | { ok: true; outcome: VmOutcome }
-  | { ok: false; message: string; stack?: string };
+/** What the worker posts back: the kick handle of a KVM vCPU, then the outcome. */
+export type WorkerMessage =
+  | { kind: "kick"; handle: VcpuKickHandle }
+  | { kind: "done"; ok: true; outcome: VmOutcome }
+  | { kind: "done"; ok: false; message: string; stack?: string };
 
 const scope = self as unknown as {
   onmessage: ((e: MessageEvent<StartMessage>) => void) | null;
-  postMessage(message: DoneMessage): void;
+  postMessage(message: WorkerMessage): void;
 };
 
 scope.onmessage = async (e) => {
   scope.onmessage = null;
   const { config, input, control } = e.data;
-  let done: DoneMessage;
+  let done: WorkerMessage;
   try {
     const outcome = await runVm(config, {
       input: new InputRing(input),
       control: new RunControl(new Int32Array(control)),
+      onVcpuReady(machine) {
+        // A KVM vCPU spinning in guest code makes no exits: the supervisor must kick it.
+        const vcpu = machine.vcpu as Partial<KvmVcpu>;
+        if (typeof vcpu.kickHandle === "function") {
+          scope.postMessage({ kind: "kick", handle: vcpu.kickHandle() });
+        }
+      },
     });
-    done = { ok: true, outcome };
+    done = { kind: "done", ok: true, outcome };
   } catch (err) {
     done = {
+      kind: "done",
       ok: false,
       message: String((err as Error)?.message ?? err),
       stack: (err as Error)?.stack,

@@ -86,7 +86,9 @@ Deno.test({
 });
 
 const onPvm = KVM_OK && hostKvmFlavor() === "kvm_pvm";
-if (KVM_OK && !onPvm) console.warn("note: not a kvm_pvm host: the nested-KVM limit test is skipped");
+if (KVM_OK && !onPvm) {
+  console.warn("note: not a kvm_pvm host: the nested-KVM limit test is skipped");
+}
 
 /** A file that `--format auto` takes for a Linux bzImage (the header signature, protocol 2.15). */
 async function fakeBzImage(): Promise<string> {

@@ -7,6 +7,7 @@
 import { assertEquals, assertIncludes, assertTrue } from "./_assert.ts";
 import { BACKENDS, ROOT, runCli } from "./_run.ts";
 import { crc32 } from "../plugins/examples/crc32_dma.ts";
+import { hostKvmFlavor } from "../core/select_backend.ts";
 
 interface ExpectedCase {
   name: string;
@@ -44,7 +45,13 @@ for (const backend of BACKENDS) {
   Deno.test(`[${backend}] a triple-faulting guest stops with status 1 and a register dump`, async () => {
     const r = await runCli([...b, "--kernel", "tests/guests/triple_fault.bin", "--format", "flat"]);
     assertEquals(r.status, 1);
-    assertIncludes(r.stderr.toLowerCase(), "triple fault");
+    if (backend === "kvm" && hostKvmFlavor() === "kvm_pvm") {
+      // The nested host cannot deliver the first exception at all, and says so.
+      assertIncludes(r.stderr, "kvm_pvm");
+      assertIncludes(r.stderr, "--backend interp");
+    } else {
+      assertIncludes(r.stderr.toLowerCase(), "triple fault");
+    }
     assertIncludes(r.stderr, "rip=");
     assertIncludes(r.stderr, "cr0=");
   });

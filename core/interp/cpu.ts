@@ -27,6 +27,7 @@ import {
 } from "../cpu_state.ts";
 import type { GuestMemory } from "../memory.ts";
 import { DecodeCache } from "./decode.ts";
+import { X87, x87FromFpuState, x87ToFpuState } from "./x87.ts";
 
 // ---- Constants ---------------------------------------------------------------------------------
 
@@ -177,6 +178,8 @@ export class Cpu {
   lastTsc = 0;
   msrs = defaultMsrs();
   fpu = resetFpuState();
+  /** The x87 register stack (the FXSAVE image in `fpu` is synced on save/restore). */
+  readonly x87 = new X87();
 
   halted = false;
   /** Interrupts are inhibited for one instruction (after STI, MOV SS, POP SS). */
@@ -1499,7 +1502,7 @@ export class Cpu {
       efer: this.efer,
       msrs,
       fpu: {
-        ...this.fpu,
+        ...(x87ToFpuState(this), this.fpu),
         st: this.fpu.st.slice(),
         xmm: this.fpu.xmm.slice(),
       },
@@ -1572,6 +1575,7 @@ export class Cpu {
       }
     }
     this.fpu = { ...s.fpu, st: s.fpu.st.slice(), xmm: s.fpu.xmm.slice() };
+    x87FromFpuState(this);
     this.halted = s.halted;
     this.shadow = false;
     this.updateMode();

@@ -28,8 +28,8 @@ export interface CpuidFeatures {
 
 /** Features implemented today. */
 export const FEATURES: CpuidFeatures = {
-  fpu: false,
-  sse2: false,
+  fpu: true,
+  sse2: true,
   cx8: true,
   cx16: true,
   apic: false,

@@ -98,54 +98,66 @@ function range(a: number, b: number): number[] {
   setOps(OP2, [0x70, 0x71, 0x72, 0x73, 0xa4, 0xac, 0xba, 0xc2, 0xc4, 0xc5, 0xc6], 1 | (IMM_B << 4));
 })();
 
-/** Per-CPU decoded-instruction cache (slot DC_SCRATCH holds uncached decodes). */
+/** Fields of a decoded instruction, at `slot * DC_STRIDE + F_*` in `DecodeCache.ent`. */
+export const DC_STRIDE = 16;
+/** RAM offset of the instruction (as int32), or -1. */
+export const F_TAG = 0;
+/** Mode key the slot was decoded in (0 16-bit, 1 32-bit, 2 64-bit). */
+export const F_MODE = 1;
+/** Instruction length. */
+export const F_LEN = 2;
+/** Opcode: 0x00..0xFF one-byte, 0x100 | b for 0F b, 0x200 | b for 0F 38 b, 0x300 | b for 0F 3A b. */
+export const F_OP = 3;
+/**
+ * Packed prefixes: bits 0-3 operand size, 4-7 address size, 8-11 segment override + 1,
+ * 12-19 REX, 20-27 last of 66/F2/F3, 28 operand-size prefix seen, 29-30 rep (1 F2, 2 F3).
+ */
+export const F_PFX = 4;
+/** ModRM byte, or -1 when the instruction has none. */
+export const F_MODRM = 5;
+/** reg field with REX.R. */
+export const F_REG = 6;
+/** r/m register with REX.B, or -1 for a memory operand. */
+export const F_RM = 7;
+/** Memory operand: base register or -1. */
+export const F_BASE = 8;
+/** Memory operand: index register or -1. */
+export const F_INDEX = 9;
+/** Memory operand: scale shift (0..3); bit 2 set = RIP-relative. */
+export const F_SCALE = 10;
+/** Memory operand: effective segment (override applied). */
+export const F_SEG = 11;
+/** Memory operand: displacement. */
+export const F_DISP = 12;
+/** First immediate (raw: bytes and words unsigned, dwords as int32). */
+export const F_IMM = 13;
+/** Second immediate (far selector, ENTER level, high half of imm64/moffs64). */
+export const F_IMM2 = 14;
+
+/**
+ * Per-CPU decoded-instruction cache: one Int32Array, DC_STRIDE ints per slot (one backing store
+ * for every field keeps the hot-path loads cheap). Slot DC_SCRATCH holds uncached decodes.
+ * Tags are RAM offsets as int32: guests with more than 4 GiB of RAM could alias two slots.
+ */
 export class DecodeCache {
-  /** RAM offset of the instruction in each slot, or -1. */
-  readonly tag = new Float64Array(DC_SIZE + 1).fill(-1);
-  /** Mode key the slot was decoded in (0 16-bit, 1 32-bit, 2 64-bit). */
-  readonly mode = new Int8Array(DC_SIZE + 1);
-  /** Instruction length. */
-  readonly len = new Int8Array(DC_SIZE + 1);
-  /** Opcode: 0x00..0xFF one-byte, 0x100 | b for 0F b. */
-  readonly op = new Int16Array(DC_SIZE + 1);
-  /**
-   * Packed prefixes: bits 0-3 operand size, 4-7 address size, 8-11 segment override + 1,
-   * 12-19 REX, 20-27 last of 66/F2/F3, 28 operand-size prefix seen, 29-30 rep (1 F2, 2 F3).
-   */
-  readonly pfx = new Int32Array(DC_SIZE + 1);
-  /** ModRM byte, or -1 when the instruction has none. */
-  readonly modrm = new Int16Array(DC_SIZE + 1);
-  /** reg field with REX.R. */
-  readonly reg = new Int8Array(DC_SIZE + 1);
-  /** r/m register with REX.B, or -1 for a memory operand. */
-  readonly rm = new Int8Array(DC_SIZE + 1);
-  /** Memory operand: base register or -1. */
-  readonly base = new Int8Array(DC_SIZE + 1);
-  /** Memory operand: index register or -1. */
-  readonly index = new Int8Array(DC_SIZE + 1);
-  /** Memory operand: scale shift (0..3); bit 2 set = RIP-relative. */
-  readonly scale = new Int8Array(DC_SIZE + 1);
-  /** Memory operand: effective segment (override applied). */
-  readonly seg = new Int8Array(DC_SIZE + 1);
-  /** Memory operand: displacement. */
-  readonly disp = new Int32Array(DC_SIZE + 1);
-  /** First immediate (raw: bytes and words unsigned, dwords as int32). */
-  readonly imm = new Int32Array(DC_SIZE + 1);
-  /** Second immediate (far selector, ENTER level, high half of imm64/moffs64). */
-  readonly imm2 = new Int32Array(DC_SIZE + 1);
+  readonly ent = new Int32Array((DC_SIZE + 1) * DC_STRIDE);
+
+  constructor() {
+    this.flush();
+  }
 
   /** Forgets every decoded instruction. */
   flush(): void {
-    this.tag.fill(-1);
+    for (let s = 0; s <= DC_SIZE; s++) this.ent[s * DC_STRIDE] = -1;
   }
 
   /** Forgets the decoded instructions of the RAM page `page` (RAM offset / 4096). */
   invalidatePage(page: number): void {
     const start = page * 4096;
     for (let k = 0; k < 4096; k++) {
-      const s = (start + k) & DC_MASK;
-      const t = this.tag[s]!;
-      if (t >= start && t < start + 4096) this.tag[s] = -1;
+      const b = ((start + k) & DC_MASK) * DC_STRIDE;
+      const t = this.ent[b]!;
+      if (t !== -1 && (t >>> 0) >= start && (t >>> 0) < start + 4096) this.ent[b] = -1;
     }
   }
 }
@@ -369,21 +381,23 @@ export function decode(c: Cpu, cache: DecodeCache, ip: number, off: number, avai
       break;
   }
   const s = crossed ? DC_SCRATCH : off & DC_MASK;
-  dc.tag[s] = crossed ? -1 : off;
-  dc.mode[s] = c.long64 ? 2 : c.code32 ? 1 : 0;
-  dc.len[s] = rdPos;
-  dc.op[s] = op;
-  dc.pfx[s] = osz | (asz << 4) | ((segOv + 1) << 8) | (rex << 12) | (last << 20) |
+  const e = dc.ent;
+  const b0 = s * DC_STRIDE;
+  e[b0 + F_TAG] = crossed ? -1 : off | 0;
+  e[b0 + F_MODE] = c.long64 ? 2 : c.code32 ? 1 : 0;
+  e[b0 + F_LEN] = rdPos;
+  e[b0 + F_OP] = op;
+  e[b0 + F_PFX] = osz | (asz << 4) | ((segOv + 1) << 8) | (rex << 12) | (last << 20) |
     (opsize16 ? 1 << 28 : 0) | (rep << 29);
-  dc.modrm[s] = modrm;
-  dc.reg[s] = reg;
-  dc.rm[s] = rm;
-  dc.base[s] = base;
-  dc.index[s] = index;
-  dc.scale[s] = scale;
-  dc.seg[s] = seg < 0 ? SEG_DS : seg;
-  dc.disp[s] = disp;
-  dc.imm[s] = imm;
-  dc.imm2[s] = imm2;
+  e[b0 + F_MODRM] = modrm;
+  e[b0 + F_REG] = reg;
+  e[b0 + F_RM] = rm;
+  e[b0 + F_BASE] = base;
+  e[b0 + F_INDEX] = index;
+  e[b0 + F_SCALE] = scale;
+  e[b0 + F_SEG] = seg < 0 ? SEG_DS : seg;
+  e[b0 + F_DISP] = disp;
+  e[b0 + F_IMM] = imm;
+  e[b0 + F_IMM2] = imm2;
   return s;
 }

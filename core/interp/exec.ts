@@ -61,8 +61,27 @@ import {
   shr64x,
 } from "./alu.ts";
 import { cpuid, cpuidOut } from "./cpuid.ts";
-import { execFpu, execSse, execSse3, fxrstor, fxsave } from "./fpu.ts";
-import { DC_SCRATCH, decode } from "./decode.ts";
+import { execFpu, execSse3, fxrstor, fxsave } from "./fpu.ts";
+import { execSse } from "./sse.ts";
+import {
+  DC_SCRATCH,
+  DC_STRIDE,
+  decode,
+  F_BASE,
+  F_DISP,
+  F_IMM,
+  F_IMM2,
+  F_INDEX,
+  F_LEN,
+  F_MODE,
+  F_MODRM,
+  F_OP,
+  F_PFX,
+  F_REG,
+  F_RM,
+  F_SCALE,
+  F_SEG,
+} from "./decode.ts";
 
 const DC_MASK = 0xffff;
 
@@ -92,6 +111,7 @@ var ea = 0;
 /** Effective (offset) address before the segment base, for LEA. */
 var eaOff = 0;
 
+export var decodes = 0;
 /** Immediates of the current instruction (see decode.ts for their encoding). */
 var imm = 0;
 var imm2 = 0;
@@ -113,17 +133,20 @@ export function step(cpu: Cpu): void {
     d = ip - c.fetchIpBase;
   }
   const off = c.fetchOff + d;
-  const dc = c.dc;
+  const ent = c.dc.ent;
   let s = off & DC_MASK;
+  let b = s * DC_STRIDE;
   // Hot path: one tag compare, then plain loads of the decoded fields (no allocation).
-  if (dc.tag[s] !== off || dc.mode[s] !== (c.long64 ? 2 : c.code32 ? 1 : 0)) {
-    s = decode(c, dc, ip, off, 4096 - d);
+  if (ent[b] !== (off | 0) || ent[b + F_MODE] !== (c.long64 ? 2 : c.code32 ? 1 : 0)) {
+    s = decode(c, c.dc, ip, off, 4096 - d);
+    decodes++;
+    b = s * DC_STRIDE;
     if (s !== DC_SCRATCH) {
       const page = Math.floor(off / 4096);
       if (c.codePages[page] === 0) c.markCodePage(page);
     }
   }
-  const p = dc.pfx[s]!;
+  const p = ent[b + F_PFX]!;
   osz = p & 15;
   asz = (p >> 4) & 15;
   segOv = ((p >> 8) & 15) - 1;
@@ -132,21 +155,21 @@ export function step(cpu: Cpu): void {
   opsize16 = (p & 0x1000_0000) !== 0;
   const r = (p >>> 29) & 3;
   rep = r === 0 ? 0 : r === 1 ? 0xf2 : 0xf3;
-  modrmByte = dc.modrm[s]!;
-  regf = dc.reg[s]!;
-  rmReg = dc.rm[s]!;
-  imm = dc.imm[s]!;
-  imm2 = dc.imm2[s]!;
-  c.ip = ip + dc.len[s]!;
+  modrmByte = ent[b + F_MODRM]!;
+  regf = ent[b + F_REG]!;
+  rmReg = ent[b + F_RM]!;
+  imm = ent[b + F_IMM]!;
+  imm2 = ent[b + F_IMM2]!;
+  c.ip = ip + ent[b + F_LEN]!;
   if (modrmByte >= 0 && rmReg < 0) {
-    eBase = dc.base[s]!;
-    eIndex = dc.index[s]!;
-    eScale = dc.scale[s]!;
-    eDisp = dc.disp[s]!;
-    eSeg = dc.seg[s]!;
+    eBase = ent[b + F_BASE]!;
+    eIndex = ent[b + F_INDEX]!;
+    eScale = ent[b + F_SCALE]!;
+    eDisp = ent[b + F_DISP]!;
+    eSeg = ent[b + F_SEG]!;
     computeEa();
   }
-  const op = dc.op[s]!;
+  const op = ent[b + F_OP]!;
   if (op < 0x100) exec1(op);
   else if (op < 0x200) exec0f(op & 0xff);
   else if (!execSse3(c, op, opPrefix, rex)) c.ud();
@@ -1877,7 +1900,7 @@ function exec0f(b: number): void {
       return;
     }
     default:
-      if (execSse(c, b, opPrefix, rex)) return;
+      if (execSse(c, b, opPrefix, modrmByte, regf, rmReg, ea, imm, osz)) return;
       c.ud();
   }
 }

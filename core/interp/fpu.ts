@@ -1,25 +1,21 @@
 /**
- * x87 and SSE for the interpreter. Step 1 holds only what the integer core needs to compile:
- * FXSAVE/FXRSTOR of the stored state; x87 and SSE instructions raise #UD until implemented
- * (CPUID does not advertise them yet).
+ * FPU glue for the interpreter: x87 escapes go to `x87.ts`, FXSAVE/FXRSTOR move the x87, MXCSR
+ * and XMM state to and from the 512-byte image (Intel SDM Vol. 1, 10.5.1).
  */
 
 import type { Cpu } from "./cpu.ts";
+import { execX87, x87FromFpuState, x87ToFpuState } from "./x87.ts";
 
-/** Executes an x87 escape (D8–DF). Not implemented yet: #UD. */
-export function execFpu(c: Cpu, _op: number, _modrm: number, _rmReg: number, _ea: number): void {
-  c.ud();
-}
-
-/** Executes an SSE instruction with 0F opcode `op`; returns false when it is not one we know. */
-export function execSse(_c: Cpu, _op: number, _prefix: number, _rex: number): boolean {
-  return false;
+/** Executes an x87 escape (D8–DF). */
+export function execFpu(c: Cpu, op: number, modrm: number, rmReg: number, ea: number): void {
+  execX87(c, op, modrm, rmReg, ea);
 }
 
 /** FXSAVE: stores the x87/SSE state image (512 bytes) at `lin`. */
 export function fxsave(c: Cpu, lin: number, _width: number): void {
   if (lin % 16 !== 0) c.gp(0);
   c.probeWrite(lin, 512);
+  x87ToFpuState(c);
   const f = c.fpu;
   c.wr16(lin, f.fcw);
   c.wr16(lin + 2, f.fsw);
@@ -45,6 +41,7 @@ export function fxrstor(c: Cpu, lin: number, _width: number): void {
   f.mxcsr = mx;
   for (let i = 0; i < 128; i++) f.st[i] = c.rd8(lin + 32 + i);
   for (let i = 0; i < 256; i++) f.xmm[i] = c.rd8(lin + 160 + i);
+  x87FromFpuState(c);
 }
 
 /** Executes a three-byte-map instruction (0F 38 xx as 0x2xx, 0F 3A xx as 0x3xx). */

@@ -150,7 +150,9 @@ const PAGE_SIZE = 4096;
 
 /** File descriptors and the RAM mapping of a VM, to re-attach it on another thread. */
 export interface KvmHandles {
+  /** The /dev/kvm file descriptor. */
   kvmFd: number;
+  /** The VM's file descriptor. */
   vmFd: number;
   /** Host address and size of guest RAM (absent before `createMemory`). */
   memory?: { address: bigint; size: number };
@@ -173,6 +175,7 @@ export interface KvmOptions {
 
 /** The KVM backend. */
 export interface KvmBackend extends Backend {
+  /** Always "kvm". */
   readonly name: "kvm";
   /** The handles another thread passes to `attachKvmBackend` to create vCPUs there. */
   handles(): KvmHandles;
@@ -461,6 +464,7 @@ interface VcpuSetup {
 
 /** A KVM vCPU. Create it with `KvmBackend.createVcpu`. */
 export class KvmVcpu implements Vcpu {
+  /** The vCPU index (its APIC id). */
   readonly id: number;
   /** Kernel id of the thread that created this vCPU, the one that must run it. */
   readonly threadId: number;
@@ -493,6 +497,7 @@ export class KvmVcpu implements Vcpu {
   #stateMsrs: number[] | null = null;
   #closed = false;
 
+  /** @internal Use `KvmBackend.createVcpu`. */
   constructor(id: number, env: VcpuEnv, setup: VcpuSetup) {
     this.id = id;
     this.threadId = sysGettid();
@@ -888,6 +893,7 @@ const KICK_SIGNAL_NUMBER = 12;
 
 /** Identifies a vCPU for `kickVcpu` from any thread (plain numbers: it can be posted). */
 export interface VcpuKickHandle {
+  /** Kernel id of the vCPU's thread. */
   threadId: number;
   /** Host address of the vCPU's kvm_run mapping. */
   runAddress: bigint;

@@ -12,7 +12,8 @@ export const PROT_READ = 0x1, PROT_WRITE = 0x2;
 /** mmap flags. */
 export const MAP_SHARED = 0x01, MAP_PRIVATE = 0x02, MAP_ANONYMOUS = 0x20, MAP_NORESERVE = 0x4000;
 
-const SYMBOLS = {
+/** The libc functions bound, with the FFI types each binding uses. */
+export const LIBC_SYMBOLS = {
   open: { parameters: ["buffer", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   // ioctl is variadic; each binding below fixes one argument type. The request is `u32`
@@ -35,14 +36,14 @@ const SYMBOLS = {
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The bound libc symbols. */
-export type LibcSymbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+export type LibcSymbols = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
 
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | null = null;
+let lib: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | null = null;
 let errnoView: Deno.UnsafePointerView | null = null;
 
 /** Opens libc on first use (throws Deno's error when FFI is not permitted). */
 export function libc(): LibcSymbols {
-  if (lib === null) lib = Deno.dlopen("libc.so.6", SYMBOLS);
+  if (lib === null) lib = Deno.dlopen("libc.so.6", LIBC_SYMBOLS);
   return lib.symbols;
 }
 

@@ -212,6 +212,7 @@ export function encodeSregs(s: SregsPart, apicBase: bigint, v: DataView, off = 0
 
 /** What `decodeSregs` returns: the CpuState part plus the fields CpuState keeps elsewhere. */
 export interface DecodedSregs extends SregsPart {
+  /** The APIC base MSR. */
   apicBase: bigint;
   /** The 256-bit pending-interrupt bitmap as 4 × u64. */
   interruptBitmap: bigint[];
@@ -328,12 +329,19 @@ export function decodeMsrs(buf: Uint8Array, count?: number): [number, bigint][] 
 
 /** One `struct kvm_cpuid_entry2`. */
 export interface CpuidEntry {
+  /** CPUID leaf (EAX input). */
   function: number;
+  /** Subleaf (ECX input). */
   index: number;
+  /** KVM_CPUID_FLAG_* bits. */
   flags: number;
+  /** Output EAX. */
   eax: number;
+  /** Output EBX. */
   ebx: number;
+  /** Output ECX. */
   ecx: number;
+  /** Output EDX. */
   edx: number;
 }
 
@@ -385,9 +393,13 @@ export function encodeCpuid2(entries: readonly CpuidEntry[]): Uint8Array {
 
 /** One memory slot as `KVM_SET_USER_MEMORY_REGION` takes it. */
 export interface UserMemoryRegion {
+  /** Slot number (0, 1, ...). */
   slot: number;
+  /** KVM_MEM_* flags. */
   flags: number;
+  /** First guest-physical address. */
   guestPhysAddr: number;
+  /** Size in bytes. */
   memorySize: number;
   /** Host virtual address of the first byte. */
   userspaceAddr: bigint;
@@ -484,17 +496,25 @@ export function msrEntriesOf(s: CpuState): [number, bigint][] {
 export interface IoExit {
   /** 0 = in, 1 = out. */
   direction: number;
+  /** Bytes per element: 1, 2 or 4. */
   size: number;
+  /** Port number. */
   port: number;
+  /** Elements (more than 1 for string instructions). */
   count: number;
+  /** Offset of the data from the start of kvm_run. */
   dataOffset: number;
 }
 
 /** `kvm_run.mmio`. */
 export interface MmioExit {
+  /** Guest-physical address. */
   physAddr: number;
+  /** The 8-byte data buffer (written value, or where a read's value goes). */
   data: Uint8Array;
+  /** Access size in bytes. */
   len: number;
+  /** True for a write. */
   isWrite: boolean;
 }
 
@@ -526,7 +546,9 @@ export function decodeMmioExit(run: DataView): MmioExit {
 
 /** `kvm_run.internal`. */
 export interface InternalErrorExit {
+  /** KVM_INTERNAL_ERROR_* value. */
   suberror: number;
+  /** Extra words KVM supplied (at most 16). */
   data: bigint[];
 }
 
@@ -540,7 +562,9 @@ export function decodeInternalError(run: DataView): InternalErrorExit {
 
 /** `kvm_run.fail_entry`. */
 export interface FailEntryExit {
+  /** The hardware's VM-entry failure reason. */
   hardwareEntryFailureReason: bigint;
+  /** Host CPU the entry failed on. */
   cpu: number;
 }
 

@@ -148,6 +148,14 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestSum
         const got = interp.run(c);
         const diffs = compareStates(c, after[i]!, got);
         if (diffs.length === 0) continue;
+        // Confirm the host's result by running the case alone once more.
+        const again = oracle.runOne(c);
+        if (compareStates(c, after[i]!, { state: again }, { x87: true }).length) {
+          log(
+            `difftest: note: case ${index + i} (${c.mnemonic}) gave a different host result ` +
+              `when run alone; the host side may have been disturbed (a signal?)`,
+          );
+        }
         count.failed++;
         summary.failures++;
         const report: DivergenceReport = {

@@ -352,6 +352,25 @@ export class NativeOracle {
     return out;
   }
 
+  /**
+   * Runs one case alone in its own slot (`c.slot`), leaving other slots untouched: used to
+   * confirm a divergence, since a signal delivered while a case runs could in principle disturb
+   * the host's result.
+   */
+  runOne(c: TestCase): UserState {
+    if (c.slot < 0 || c.slot >= SLOT_COUNT) {
+      throw new RangeError(`Case slot ${c.slot} is outside 0..${SLOT_COUNT - 1}`);
+    }
+    this.#placeCode(c.slot, c);
+    this.#placeState(c.slot, c.state);
+    const v = this.#view;
+    const start = CODE_BASE + c.slot * CODE_STRIDE;
+    v.setBigUint64(NEXT_SLOT - REGION_BASE, BigInt(start), true);
+    v.setBigUint64(END_SLOT - REGION_BASE, BigInt(start + CODE_STRIDE), true);
+    this.#entry.call();
+    return this.#readState(c.slot, c);
+  }
+
   /** `prepare` then `execute`: the states after each case, on the host CPU. */
   run(cases: readonly TestCase[]): NativeResults {
     this.prepare(cases);

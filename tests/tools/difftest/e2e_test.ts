@@ -10,6 +10,7 @@ import { runDifftest } from "../../../tools/difftest/main.ts";
  * sse_fp once it advertises SSE2, popcnt and lzcnt_tzcnt once it advertises them).
  */
 const IMPLEMENTED_CLASSES = [
+  "far",
   "alu",
   "test",
   "unary",

@@ -167,3 +167,26 @@ Deno.test({
     assertEquals(a!.mxcsr, 0x1f80 | 0x20);
   },
 });
+
+Deno.test({
+  name: "native oracle: running one case alone in its slot gives the batch's result",
+  ignore: !canRun,
+  fn() {
+    const cases = [0, 1, 2].map((i) =>
+      makeCase(i, [0x48, 0x0f, 0xc1, 0xd8], "xadd rax, rbx", (s) => {
+        s.gpr[RAX] = BigInt(100 + i);
+        s.gpr[RBX] = 7n;
+      })
+    );
+    const oracle = NativeOracle.open();
+    try {
+      const batch = oracle.run(cases);
+      const alone = oracle.runOne(cases[2]!);
+      assertEquals(alone.gpr, batch[2]!.gpr);
+      assertEquals(alone.gpr[RAX], 109n);
+      assertEquals(alone.gpr[RBX], 102n);
+    } finally {
+      oracle.close();
+    }
+  },
+});

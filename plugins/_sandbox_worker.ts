@@ -1,0 +1,476 @@
+/**
+ * The runtime inside a sandboxed device's Worker (no permissions at all). The Worker's entry
+ * module imports this file and the plugin statically, then calls `serve`. After the VMM attaches
+ * the device, the Worker answers requests from the channel in a synchronous loop: it runs the
+ * plugin's handlers, turns everything the plugin asks of its host into channel events, and
+ * reports failures (a throw, a wrong return type, a denied permission) as structured errors.
+ */
+
+import { GuestMemory } from "../core/memory.ts";
+import { GuestMemoryError } from "../core/errors.ts";
+import {
+  type Clock,
+  type Console,
+  type Device,
+  type DeviceHost,
+  type DmaMemory,
+  type IoRange,
+  isPlugin,
+  type IrqLine,
+  type Logger,
+  type Plugin,
+  type Power,
+  type Timer,
+} from "./mod.ts";
+import { makeOptions } from "./options.ts";
+import { decodeState, encodeState } from "./state.ts";
+import {
+  ANS_DATA,
+  ANS_ERROR,
+  CB_DMA_READ,
+  CB_DMA_WRITE,
+  CB_FLUSH,
+  Channel,
+  CTL_A0,
+  CTL_A1,
+  CTL_A2,
+  CTL_A3,
+  CTL_A4,
+  CTL_EVENTS_LEN,
+  CTL_KIND,
+  CTL_TO_HOST,
+  CTL_TO_WORKER,
+  DATA_OFFSET,
+  DATA_SIZE,
+  EV_CONSOLE_SUBSCRIBE,
+  EV_CONSOLE_WRITE,
+  EV_IRQ,
+  EV_LOG,
+  EV_POWER,
+  EV_TIMER_ARM,
+  EV_TIMER_CANCEL,
+  EVENTS_OFFSET,
+  EVENTS_SIZE,
+  F64_ARG,
+  F64_NOW,
+  IRQ_LOWER,
+  IRQ_PULSE,
+  IRQ_RAISE,
+  LOG_DEBUG,
+  LOG_INFO,
+  LOG_WARN,
+  POWER_EXIT,
+  POWER_OFF,
+  POWER_RESET,
+  REP_DONE,
+  REP_ERROR,
+  REQ_CLOSE,
+  REQ_CREATE,
+  REQ_INPUT,
+  REQ_READ,
+  REQ_RESET,
+  REQ_RESTORE,
+  REQ_SAVE,
+  REQ_TIMER,
+  REQ_WRITE,
+  SPACE_PORT,
+  utf8,
+  waitChange,
+  WORKER_SPIN_NS,
+} from "./_channel.ts";
+
+/** The first message from the host: the channel. */
+export interface InitMessage {
+  kind: "init";
+  channel: SharedArrayBuffer;
+}
+
+/** Sent just before REQ_CREATE: guest RAM, shared when the backend allows it. */
+export interface AttachMessage {
+  kind: "attach";
+  /** Guest RAM when it is a SharedArrayBuffer (the interpreter), else null (DMA by channel). */
+  memory: SharedArrayBuffer | null;
+  memSize: number;
+}
+
+/** What the worker tells the host once the plugin module has loaded. */
+export type ReadyMessage =
+  | { kind: "ready"; name: string; stateVersion: number; description?: string }
+  | { kind: "error"; message: string };
+
+/** A failure report in REP_ERROR's data area (JSON). */
+export interface ErrorReport {
+  message: string;
+  /** The permission the plugin was denied ("read", "net", ...), with what it asked for. */
+  permission?: string;
+  target?: string;
+  /** Set when a handler returned something that is not a number. */
+  returned?: string;
+}
+
+/** Ranges as REQ_CREATE reports them: [base, length] pairs. */
+export interface CreatedRanges {
+  ports: [number, number][];
+  mmio: [number, number][];
+}
+
+interface WorkerScope {
+  onmessage: ((e: MessageEvent) => void) | null;
+  postMessage(message: unknown): void;
+}
+
+const scope = globalThis as unknown as WorkerScope;
+
+/** Finds the permission a thrown value reports being denied, if any (following `cause`). */
+export function deniedPermission(err: unknown): { permission: string; target?: string } | null {
+  for (let e = err, depth = 0; e && depth < 5; e = (e as Error).cause, depth++) {
+    const msg = (e as Error).message;
+    if (typeof msg !== "string") continue;
+    const m = /Requires (\w+) access(?: to "?([^",]*)"?)?/.exec(msg);
+    if (m) return { permission: m[1]!, target: m[2] };
+    if ((e as Error).name === "NotCapable") return { permission: "unknown" };
+  }
+  return null;
+}
+
+function report(err: unknown): ErrorReport {
+  const message = err instanceof Error ? err.message : String(err);
+  const denied = deniedPermission(err);
+  return denied ? { message, ...denied } : { message };
+}
+
+function describeValue(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "number") return "NaN";
+  if (typeof v === "string") return `the string ${JSON.stringify(v.slice(0, 40))}`;
+  return typeof v === "object" ? "an object" : `a ${typeof v}`;
+}
+
+class WrongTypeError extends Error {
+  constructor(readonly returned: string) {
+    super(`it returned ${returned}, not a number`);
+  }
+}
+
+/** Serves `mod.default` (a plugin) over the channel the host sends. */
+export function serve(mod: Record<string, unknown>): void {
+  scope.onmessage = (e: MessageEvent) => {
+    const msg = e.data as InitMessage | AttachMessage;
+    if (msg.kind === "init") {
+      const plugin = mod.default;
+      if (!isPlugin(plugin)) {
+        scope.postMessage({
+          kind: "error",
+          message: "it does not export a device: its default export must be made with " +
+            "definePlugin() from denovisor's plugins/mod.ts",
+        } satisfies ReadyMessage);
+        return;
+      }
+      runtime = new SandboxRuntime(plugin, new Channel(msg.channel));
+      scope.postMessage({
+        kind: "ready",
+        name: plugin.name,
+        stateVersion: plugin.stateVersion,
+        description: plugin.description,
+      } satisfies ReadyMessage);
+    } else if (msg.kind === "attach" && runtime) {
+      scope.onmessage = null;
+      runtime.attach(msg);
+      runtime.loop(); // never returns: the host terminates the worker
+    }
+  };
+}
+
+let runtime: SandboxRuntime | null = null;
+
+class SandboxRuntime {
+  readonly #plugin: Plugin;
+  readonly #ch: Channel;
+  readonly #ctl: Int32Array;
+  #seen = 0; // last CTL_TO_WORKER value handled
+  #evLen = 0;
+  #memory: DmaMemory | null = null;
+  #device: Device | null = null;
+  #ports: IoRange[] = [];
+  #mmio: IoRange[] = [];
+  readonly #timers: (() => void)[] = [];
+  #input: ((byte: number) => void) | null = null;
+
+  constructor(plugin: Plugin, ch: Channel) {
+    this.#plugin = plugin;
+    this.#ch = ch;
+    this.#ctl = ch.ctl;
+  }
+
+  attach(msg: AttachMessage): void {
+    this.#memory = msg.memory ? new GuestMemory(msg.memory, msg.memSize) : this.#channelMemory(
+      msg.memSize,
+    );
+  }
+
+  loop(): never {
+    const ctl = this.#ctl;
+    for (;;) {
+      waitChange(ctl, CTL_TO_WORKER, this.#seen, WORKER_SPIN_NS, Infinity);
+      this.#seen = Atomics.load(ctl, CTL_TO_WORKER);
+      let kind = REP_DONE;
+      try {
+        ctl[CTL_A0] = this.#handle(ctl[CTL_KIND]!);
+      } catch (err) {
+        kind = REP_ERROR;
+        const r = err instanceof WrongTypeError
+          ? { message: err.message, returned: err.returned }
+          : report(err);
+        this.#ch.setText(JSON.stringify(r));
+      }
+      this.#handOff(kind);
+    }
+  }
+
+  /** Gives the turn to the host: the message is `kind` plus whatever was set; events go along. */
+  #handOff(kind: number): void {
+    const ctl = this.#ctl;
+    ctl[CTL_KIND] = kind;
+    ctl[CTL_EVENTS_LEN] = this.#evLen;
+    this.#evLen = 0;
+    Atomics.add(ctl, CTL_TO_HOST, 1);
+    Atomics.notify(ctl, CTL_TO_HOST);
+  }
+
+  /** A callback to the host in the middle of a request; returns the answer's kind. */
+  #callHost(kind: number): number {
+    this.#handOff(kind);
+    waitChange(this.#ctl, CTL_TO_WORKER, this.#seen, WORKER_SPIN_NS, Infinity);
+    this.#seen = Atomics.load(this.#ctl, CTL_TO_WORKER);
+    return this.#ctl[CTL_KIND]!;
+  }
+
+  #handle(kind: number): number {
+    const ctl = this.#ctl;
+    switch (kind) {
+      case REQ_READ: {
+        const ranges = ctl[CTL_A0] === SPACE_PORT ? this.#ports : this.#mmio;
+        const v: unknown = ranges[ctl[CTL_A1]!]!.read(ctl[CTL_A2]! >>> 0, ctl[CTL_A3]!);
+        if (typeof v !== "number" || Number.isNaN(v)) throw new WrongTypeError(describeValue(v));
+        return v | 0;
+      }
+      case REQ_WRITE: {
+        const ranges = ctl[CTL_A0] === SPACE_PORT ? this.#ports : this.#mmio;
+        ranges[ctl[CTL_A1]!]!.write(ctl[CTL_A2]! >>> 0, ctl[CTL_A3]!, ctl[CTL_A4]! >>> 0);
+        return 0;
+      }
+      case REQ_TIMER:
+        this.#timers[ctl[CTL_A0]!]?.();
+        return 0;
+      case REQ_INPUT:
+        this.#input?.(ctl[CTL_A0]! & 0xff);
+        return 0;
+      case REQ_CREATE:
+        return this.#create();
+      case REQ_RESET:
+        this.#device?.reset();
+        return 0;
+      case REQ_SAVE: {
+        const state = this.#device!.save();
+        const text = encodeState(state);
+        const bytes = utf8(text);
+        if (bytes.length > DATA_SIZE) {
+          throw new RangeError(
+            `its saved state is ${bytes.length} bytes; a sandboxed device's state must fit in ` +
+              `${DATA_SIZE} bytes`,
+          );
+        }
+        this.#ch.setData(bytes);
+        return 0;
+      }
+      case REQ_RESTORE:
+        this.#device!.restore(decodeState(this.#ch.text()));
+        return 0;
+      case REQ_CLOSE:
+        this.#device?.close?.();
+        return 0;
+      default:
+        throw new Error(`unknown sandbox request ${kind}`);
+    }
+  }
+
+  #create(): number {
+    const { name, options } = JSON.parse(this.#ch.text()) as {
+      name: string;
+      options: Record<string, string>;
+    };
+    const device = this.#plugin.create(this.#host(name, options));
+    if (typeof device !== "object" || device === null) {
+      throw new TypeError("create() must return a device object");
+    }
+    const check = (list: unknown, what: string): IoRange[] => {
+      if (list === undefined) return [];
+      if (!Array.isArray(list)) throw new TypeError(`create() returned ${what} that is not an array`);
+      for (const r of list as IoRange[]) {
+        if (
+          typeof r !== "object" || r === null || typeof r.read !== "function" ||
+          typeof r.write !== "function" || typeof r.base !== "number" ||
+          typeof r.length !== "number"
+        ) {
+          throw new TypeError(
+            `create() returned a ${what} range without numeric base/length and read/write handlers`,
+          );
+        }
+      }
+      return list as IoRange[];
+    };
+    this.#ports = check(device.ports, "ports");
+    this.#mmio = check(device.mmio, "mmio");
+    for (const fn of ["reset", "save", "restore"] as const) {
+      if (typeof device[fn] !== "function") {
+        throw new TypeError(`create() returned a device without ${fn}()`);
+      }
+    }
+    this.#device = device;
+    const ranges: CreatedRanges = {
+      ports: this.#ports.map((r) => [r.base, r.length]),
+      mmio: this.#mmio.map((r) => [r.base, r.length]),
+    };
+    this.#ch.setText(JSON.stringify(ranges));
+    return 0;
+  }
+
+  // ---- events ----
+
+  /** Room for `n` more event bytes; flushes queued events to the host when full. */
+  #reserve(n: number): number {
+    if (this.#evLen + n > EVENTS_SIZE) this.#callHost(CB_FLUSH);
+    const at = EVENTS_OFFSET + this.#evLen;
+    this.#evLen += n;
+    return at;
+  }
+
+  #event(kind: number, op: number, value: number): void {
+    const at = this.#reserve(6);
+    const v = this.#ch.view;
+    v.setUint8(at, kind);
+    v.setUint8(at + 1, op);
+    v.setInt32(at + 2, value, true);
+  }
+
+  #eventBytes(kind: number, op: number, bytes: Uint8Array): void {
+    const room = EVENTS_SIZE - 6;
+    for (let off = 0; off < bytes.length || off === 0; off += room) {
+      const part = bytes.subarray(off, Math.min(bytes.length, off + room));
+      const at = this.#reserve(6 + part.length);
+      const v = this.#ch.view;
+      v.setUint8(at, kind);
+      v.setUint8(at + 1, op);
+      v.setUint32(at + 2, part.length, true);
+      this.#ch.bytes.set(part, at + 6);
+      if (kind === EV_LOG) break; // a log line longer than the area is cut
+    }
+  }
+
+  #host(name: string, raw: Record<string, string>): DeviceHost {
+    const irq = (line: number): IrqLine => {
+      if (!Number.isInteger(line) || line < 0) {
+        throw new RangeError(`irq(${line}) is not an interrupt line number`);
+      }
+      return {
+        line,
+        raise: () => this.#event(EV_IRQ, IRQ_RAISE, line),
+        lower: () => this.#event(EV_IRQ, IRQ_LOWER, line),
+        pulse: () => this.#event(EV_IRQ, IRQ_PULSE, line),
+      };
+    };
+    const clock: Clock = {
+      now: () => this.#ch.f64[F64_NOW]!,
+      timer: (callback: () => void): Timer => {
+        const id = this.#timers.push(callback) - 1;
+        return {
+          arm: (delayNs: number) => {
+            const at = this.#reserve(13);
+            const v = this.#ch.view;
+            v.setUint8(at, EV_TIMER_ARM);
+            v.setInt32(at + 1, id, true);
+            v.setFloat64(at + 5, Number(delayNs) || 0, true);
+          },
+          cancel: () => this.#event(EV_TIMER_CANCEL, 0, id),
+        };
+      },
+    };
+    const log: Logger = {
+      info: (m) => this.#eventBytes(EV_LOG, LOG_INFO, utf8(String(m))),
+      warn: (m) => this.#eventBytes(EV_LOG, LOG_WARN, utf8(String(m))),
+      debug: (m) => this.#eventBytes(EV_LOG, LOG_DEBUG, utf8(String(m))),
+    };
+    const cons: Console = {
+      write: (bytes) => this.#eventBytes(EV_CONSOLE_WRITE, 0, bytes),
+      onInput: (receiver) => {
+        this.#input = receiver;
+        this.#event(EV_CONSOLE_SUBSCRIBE, 0, 0);
+      },
+    };
+    const power: Power = {
+      exit: (status) => this.#event(EV_POWER, POWER_EXIT, status | 0),
+      reset: () => this.#event(EV_POWER, POWER_RESET, 0),
+      off: () => this.#event(EV_POWER, POWER_OFF, 0),
+    };
+    return {
+      name,
+      options: makeOptions(raw, name),
+      memory: this.#memory!,
+      irq,
+      clock,
+      log,
+      console: cons,
+      power,
+    };
+  }
+
+  /** DMA through the host, for guest RAM the worker cannot share (KVM's mmap'd memory). */
+  #channelMemory(size: number): DmaMemory {
+    const ctl = this.#ctl;
+    const ch = this.#ch;
+    const check = (gpa: number, len: number) => {
+      if (!Number.isSafeInteger(gpa) || !Number.isSafeInteger(len) || len < 0 || gpa < 0) {
+        throw new GuestMemoryError(`Guest DMA at ${gpa} of ${len} bytes is not a valid range`);
+      }
+    };
+    const read = (gpa: number, len: number): Uint8Array => {
+      check(gpa, len);
+      const out = new Uint8Array(len);
+      for (let off = 0; off < len || off === 0; off += DATA_SIZE) {
+        const n = Math.min(DATA_SIZE, len - off);
+        ch.f64[F64_ARG] = gpa + off;
+        ctl[CTL_A0] = n;
+        ctl[CTL_A1] = off === 0 ? len : -1;
+        const answer = this.#callHost(CB_DMA_READ);
+        if (answer === ANS_ERROR) throw new GuestMemoryError(ch.text());
+        if (answer !== ANS_DATA) throw new Error("sandbox channel out of step");
+        out.set(ch.bytes.subarray(DATA_OFFSET, DATA_OFFSET + n), off);
+        if (len === 0) break;
+      }
+      return out;
+    };
+    const write = (gpa: number, data: Uint8Array): void => {
+      check(gpa, data.length);
+      for (let off = 0; off < data.length || off === 0; off += DATA_SIZE) {
+        const part = data.subarray(off, Math.min(data.length, off + DATA_SIZE));
+        ch.f64[F64_ARG] = gpa + off;
+        ctl[CTL_A1] = off === 0 ? data.length : -1;
+        ch.setData(part);
+        const answer = this.#callHost(CB_DMA_WRITE);
+        if (answer === ANS_ERROR) throw new GuestMemoryError(ch.text());
+        if (data.length === 0) break;
+      }
+    };
+    return {
+      size,
+      read,
+      write,
+      readU32: (gpa) => new DataView(read(gpa, 4).buffer).getUint32(0, true),
+      writeU32: (gpa, value) => {
+        const b = new Uint8Array(4);
+        new DataView(b.buffer).setUint32(0, value >>> 0, true);
+        write(gpa, b);
+      },
+    };
+  }
+}

@@ -1,0 +1,670 @@
+/**
+ * Runs an untrusted device plugin in its own Worker with no permissions (no files, network,
+ * FFI, subprocesses or environment) and gives the machine an ordinary {@link Plugin} whose
+ * device forwards every port and MMIO access to the Worker synchronously over a
+ * SharedArrayBuffer channel (see `_channel.ts`).
+ *
+ * How the plugin's code gets into a Worker that may not read files: a Worker's entry module and
+ * its static imports are loaded with the parent's permissions, while a dynamic `import()` inside
+ * it is checked against the Worker's own (none). So the entry is a `data:` module that statically
+ * imports the sandbox runtime and the plugin. Because that static graph could also pull in
+ * arbitrary host files (`import x from "/etc/hostname" with { type: "text" }`), the graph is
+ * checked first with `deno info --json`: a sandboxed plugin may import code modules only.
+ *
+ * Failures (a handler that throws, returns something that is not a number, runs past the time
+ * limit, or tries something it has no permission for) become a PluginError naming the device
+ * and what it tried; a bus turns that into a stop of the VM with status 1.
+ */
+
+import { PluginError } from "../core/errors.ts";
+import { GuestMemory, hex } from "../core/memory.ts";
+import {
+  API_VERSION,
+  definePlugin,
+  type Device,
+  type DeviceHost,
+  type DeviceState,
+  type IoRange,
+  type IrqLine,
+  type Plugin,
+  type Timer,
+} from "./mod.ts";
+import { resolvePluginUrl } from "./loader.ts";
+import { checkStateVersion, decodeState, encodeState } from "./state.ts";
+import {
+  ANS_ACK,
+  ANS_DATA,
+  ANS_ERROR,
+  CB_DMA_READ,
+  CB_DMA_WRITE,
+  CB_FLUSH,
+  Channel,
+  CTL_A0,
+  CTL_A1,
+  CTL_A2,
+  CTL_A3,
+  CTL_A4,
+  CTL_DATA_LEN,
+  CTL_EVENTS_LEN,
+  CTL_KIND,
+  CTL_TO_HOST,
+  CTL_TO_WORKER,
+  DATA_OFFSET,
+  EV_CONSOLE_SUBSCRIBE,
+  EV_CONSOLE_WRITE,
+  EV_IRQ,
+  EV_LOG,
+  EV_POWER,
+  EV_TIMER_ARM,
+  EV_TIMER_CANCEL,
+  EVENTS_OFFSET,
+  F64_ARG,
+  F64_NOW,
+  fromUtf8,
+  HOST_SPIN_NS,
+  IRQ_LOWER,
+  IRQ_RAISE,
+  LOG_DEBUG,
+  LOG_INFO,
+  POWER_EXIT,
+  POWER_RESET,
+  REP_DONE,
+  REP_ERROR,
+  REQ_CLOSE,
+  REQ_CREATE,
+  REQ_INPUT,
+  REQ_READ,
+  REQ_RESET,
+  REQ_RESTORE,
+  REQ_SAVE,
+  REQ_TIMER,
+  REQ_WRITE,
+  SPACE_MMIO,
+  SPACE_PORT,
+  waitChange,
+} from "./_channel.ts";
+import type {
+  AttachMessage,
+  CreatedRanges,
+  ErrorReport,
+  InitMessage,
+  ReadyMessage,
+} from "./_sandbox_worker.ts";
+
+/** Default time a handler may run before the device is stopped. */
+export const DEFAULT_CALL_TIMEOUT_MS = 1000;
+/** Default time the plugin module may take to load (remote imports included). */
+export const DEFAULT_LOAD_TIMEOUT_MS = 30_000;
+
+/** The one option the VMM reads from a sandboxed device's options: its handler time limit. */
+export const TIMEOUT_OPTION = "timeout_ms";
+
+/** The advice every denial message ends with. */
+const TRUSTED_HINT =
+  "plugins run with no permissions; use --device PATH,trusted to run it in-process";
+
+/**
+ * Limits for a sandboxed device.
+ *
+ * @example
+ * ```ts
+ * import type { SandboxLimits } from "./sandbox.ts";
+ * const limits: SandboxLimits = { callTimeoutMs: 250 };
+ * ```
+ */
+export interface SandboxLimits {
+  /** Longest a handler may run, in ms (default 1000; `timeout_ms=N` in the options overrides). */
+  callTimeoutMs?: number;
+  /** Longest the plugin module may take to load, in ms (default 30 s). */
+  loadTimeoutMs?: number;
+  /** Skip the `deno info` import check (only for hosts that cannot spawn deno; not advised). */
+  skipGraphCheck?: boolean;
+}
+
+/** What a denied permission means, in words for the message. */
+function describeAttempt(permission: string, target: string | undefined): string {
+  const on = target ? ` (${target})` : "";
+  switch (permission) {
+    case "read":
+      return `read a file${on}`;
+    case "write":
+      return `write a file${on}`;
+    case "net":
+      return `open a network connection${on}`;
+    case "env":
+      return `read the environment${on}`;
+    case "run":
+      return `spawn a process${on}`;
+    case "ffi":
+      return `call native code through FFI${on}`;
+    case "sys":
+      return `read system information${on}`;
+    case "import":
+      return `import a remote module${on}`;
+    default:
+      return `use a host permission${on}`;
+  }
+}
+
+function deniedFromText(text: string): { permission: string; target?: string } | null {
+  const m = /Requires (\w+) access(?: to "?([^",]*)"?)?/.exec(text);
+  return m ? { permission: m[1]!, target: m[2] } : null;
+}
+
+interface GraphModule {
+  specifier: string;
+  kind?: string;
+  mediaType?: string;
+  error?: string;
+  dependencies?: { specifier: string; assertionType?: string }[];
+}
+
+const CODE_MEDIA = new Set([
+  "JavaScript",
+  "Mjs",
+  "Cjs",
+  "JSX",
+  "TypeScript",
+  "Mts",
+  "Cts",
+  "Dts",
+  "Dmts",
+  "Dcts",
+  "TSX",
+]);
+
+/**
+ * Checks, with `deno info --json`, that the module graph of the plugin at `url` holds code only:
+ * the sandbox loads its static imports with the VMM's permissions, so a JSON, text or bytes
+ * import would read a host file on the plugin's behalf.
+ */
+export async function checkModuleGraph(url: URL, specifier: string): Promise<void> {
+  let out: Deno.CommandOutput;
+  try {
+    out = await new Deno.Command(Deno.execPath(), {
+      args: ["info", "--json", url.href],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).output();
+  } catch (err) {
+    throw new PluginError(
+      `Plugin "${specifier}" cannot be sandboxed: checking its imports with "deno info" ` +
+        `failed (${(err as Error).message}). Run denovisor with -A, or use --device PATH,trusted`,
+    );
+  }
+  const text = new TextDecoder().decode(out.stdout);
+  let graph: { modules?: GraphModule[] };
+  try {
+    graph = JSON.parse(text);
+  } catch {
+    const why = new TextDecoder().decode(out.stderr).trim().split("\n")[0];
+    throw new PluginError(`Plugin "${specifier}" failed to load: ${why || "deno info failed"}`);
+  }
+  for (const m of graph.modules ?? []) {
+    if (m.error) throw new PluginError(`Plugin "${specifier}" failed to load: ${m.error}`);
+    for (const d of m.dependencies ?? []) {
+      if (d.assertionType) {
+        throw new PluginError(
+          `Plugin "${specifier}" imports "${d.specifier}" as ${d.assertionType}: a sandboxed ` +
+            `plugin may import code modules only (their files are read before the sandbox ` +
+            `starts). Put the data in a .ts module, or use --device PATH,trusted`,
+        );
+      }
+    }
+    const code = (m.kind === "esm" && CODE_MEDIA.has(m.mediaType ?? "")) ||
+      m.kind === "node" || m.kind === "npm" || m.kind === "wasm";
+    if (!code) {
+      throw new PluginError(
+        `Plugin "${specifier}" imports "${m.specifier}", which is not a code module ` +
+          `(${m.mediaType ?? m.kind ?? "unknown"}): a sandboxed plugin may import code modules ` +
+          `only. Use --device PATH,trusted to run it in-process`,
+      );
+    }
+  }
+}
+
+const RUNTIME_URL = new URL("./_sandbox_worker.ts", import.meta.url).href;
+
+/**
+ * Loads the plugin at `specifier` into a new permission-less Worker and returns a Plugin that
+ * `Machine.attach` can use like any other: its synchronous `create(host)` builds the device in
+ * the Worker. Each sandboxed Plugin creates one device (load again for another).
+ *
+ * @example
+ * ```ts ignore
+ * import { loadSandboxedPlugin } from "./sandbox.ts";
+ * const plugin = await loadSandboxedPlugin("plugins/examples/hw_rng.ts");
+ * // machine.attach(plugin, { seed: "7" });
+ * ```
+ */
+export async function loadSandboxedPlugin(
+  specifier: string,
+  limits: SandboxLimits = {},
+): Promise<Plugin> {
+  const url = resolvePluginUrl(specifier);
+  if (url.protocol === "file:") {
+    let isFile = false;
+    try {
+      isFile = (await Deno.stat(url)).isFile;
+    } catch (err) {
+      throw new PluginError(
+        `Plugin "${specifier}" cannot be read: ${
+          (err as Error).message
+        }. Check the path given to --device`,
+      );
+    }
+    if (!isFile) {
+      throw new PluginError(
+        `Plugin "${specifier}" is not a file: give the path of a .ts or .js module`,
+      );
+    }
+  }
+  if (!limits.skipGraphCheck) await checkModuleGraph(url, specifier);
+
+  const entry = `import { serve } from ${JSON.stringify(RUNTIME_URL)};\n` +
+    `import * as plugin from ${JSON.stringify(url.href)};\nserve(plugin);\n`;
+  const worker = new Worker(`data:application/typescript;base64,${btoa(entry)}`, {
+    type: "module",
+    name: `denovisor sandbox: ${specifier}`,
+    deno: { permissions: "none" },
+  } as WorkerOptions);
+  const channel = new Channel();
+  let ready: ReadyMessage & { kind: "ready" };
+  try {
+    ready = await new Promise<ReadyMessage & { kind: "ready" }>((resolve, reject) => {
+      const timer = setTimeout(
+        () =>
+          reject(
+            new PluginError(
+              `Plugin "${specifier}" did not load within ${
+                limits.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS
+              } ms`,
+            ),
+          ),
+        limits.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS,
+      );
+      worker.onmessage = (e: MessageEvent<ReadyMessage>) => {
+        clearTimeout(timer);
+        if (e.data.kind === "ready") resolve(e.data);
+        else reject(new PluginError(`Module "${specifier}" ${e.data.message}`));
+      };
+      worker.onerror = (e: ErrorEvent) => {
+        e.preventDefault();
+        clearTimeout(timer);
+        const msg = String(e.message ?? e).replace(/^Uncaught (\(in promise\) )?/, "");
+        const denied = deniedFromText(msg);
+        reject(
+          new PluginError(
+            denied
+              ? `Plugin "${specifier}" tried to ${
+                describeAttempt(denied.permission, denied.target)
+              } while loading and was denied (${TRUSTED_HINT})`
+              : `Plugin "${specifier}" failed to load: ${msg.split("\n")[0]}`,
+          ),
+        );
+      };
+      worker.postMessage({ kind: "init", channel: channel.buffer } satisfies InitMessage);
+    });
+  } catch (err) {
+    worker.terminate();
+    throw err;
+  } finally {
+    worker.onmessage = null;
+  }
+  let created = false;
+  return definePlugin({
+    name: ready.name,
+    apiVersion: API_VERSION,
+    description: ready.description,
+    stateVersion: ready.stateVersion,
+    create(host: DeviceHost): Device {
+      if (created) {
+        throw new PluginError(
+          `Sandboxed plugin "${specifier}" already made its device: load it again for another`,
+        );
+      }
+      created = true;
+      const raw = host.options.raw[TIMEOUT_OPTION];
+      const timeoutMs = raw === undefined
+        ? limits.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS
+        : host.options.number(TIMEOUT_OPTION, DEFAULT_CALL_TIMEOUT_MS);
+      const proxy = new SandboxedDevice(worker, channel, host, {
+        timeoutMs,
+        stateVersion: ready.stateVersion,
+        pluginName: ready.name,
+      });
+      return proxy.create();
+    },
+  });
+}
+
+/**
+ * Loads `specifier` sandboxed and creates its device on `host` (for hosts other than a Machine,
+ * such as tests). The device's name is `options.name`, or the plugin's.
+ *
+ * @example
+ * ```ts ignore
+ * import { createSandboxedDevice } from "./sandbox.ts";
+ * // const { name, device } = await createSandboxedDevice("x.ts", {}, host);
+ * ```
+ */
+export async function createSandboxedDevice(
+  specifier: string,
+  host: DeviceHost,
+  limits: SandboxLimits = {},
+): Promise<{ name: string; device: Device; plugin: Plugin }> {
+  const plugin = await loadSandboxedPlugin(specifier, limits);
+  return { name: host.name, device: plugin.create(host), plugin };
+}
+
+interface ProxyOptions {
+  timeoutMs: number;
+  stateVersion: number;
+  pluginName: string;
+}
+
+/** The VMM's side of one sandboxed device. */
+class SandboxedDevice {
+  readonly #worker: Worker;
+  readonly #ch: Channel;
+  readonly #ctl: Int32Array;
+  readonly #host: DeviceHost;
+  readonly #name: string;
+  readonly #opts: ProxyOptions;
+  #seenHost = 0;
+  #busy = false;
+  /** Set once the worker is gone: every later call throws this message. */
+  #failed: string | null = null;
+  readonly #irqs = new Map<number, IrqLine>();
+  readonly #timers = new Map<number, Timer>();
+  #inputHooked = false;
+
+  constructor(worker: Worker, ch: Channel, host: DeviceHost, opts: ProxyOptions) {
+    this.#worker = worker;
+    this.#ch = ch;
+    this.#ctl = ch.ctl;
+    this.#host = host;
+    this.#name = host.name;
+    this.#opts = opts;
+  }
+
+  create(): Device {
+    const memory = this.#host.memory;
+    const shared = memory instanceof GuestMemory && memory.buffer instanceof SharedArrayBuffer;
+    this.#worker.postMessage(
+      {
+        kind: "attach",
+        memory: shared ? memory.buffer as SharedArrayBuffer : null,
+        memSize: memory.size,
+      } satisfies AttachMessage,
+    );
+    this.#ch.setText(JSON.stringify({ name: this.#name, options: this.#host.options.raw }));
+    this.#call(REQ_CREATE, "create");
+    const ranges = JSON.parse(this.#ch.text()) as CreatedRanges;
+    const range = (space: number, kind: string) => ([base, length]: [number, number], i: number) => {
+      const readWhat = `${kind} read handler`, writeWhat = `${kind} write handler`;
+      return {
+        base,
+        length,
+        read: (offset: number, size: number) =>
+          this.#access(REQ_READ, space, i, offset, size, 0, readWhat),
+        write: (offset: number, size: number, value: number) => {
+          this.#access(REQ_WRITE, space, i, offset, size, value, writeWhat);
+        },
+      } satisfies IoRange;
+    };
+    return {
+      ports: ranges.ports.map(range(SPACE_PORT, "port")),
+      mmio: ranges.mmio.map(range(SPACE_MMIO, "MMIO")),
+      reset: () => {
+        this.#call(REQ_RESET, "reset");
+      },
+      save: (): DeviceState => {
+        this.#call(REQ_SAVE, "save");
+        return decodeState(this.#ch.text());
+      },
+      restore: (state: DeviceState) => {
+        checkStateVersion(
+          { name: this.#opts.pluginName, stateVersion: this.#opts.stateVersion },
+          state,
+          this.#name,
+        );
+        this.#ch.setText(encodeState(state));
+        this.#call(REQ_RESTORE, "restore");
+      },
+      close: () => {
+        try {
+          if (this.#failed === null) this.#call(REQ_CLOSE, "close");
+        } finally {
+          this.#failed ??= `Device "${this.#name}" was closed`;
+          this.#worker.terminate();
+        }
+      },
+    };
+  }
+
+  /** A port or MMIO access. Hot path: no allocation when the device makes no events. */
+  #access(
+    request: number,
+    space: number,
+    index: number,
+    offset: number,
+    size: number,
+    value: number,
+    what: string,
+  ): number {
+    const ctl = this.#ctl;
+    ctl[CTL_A0] = space;
+    ctl[CTL_A1] = index;
+    ctl[CTL_A2] = offset;
+    ctl[CTL_A3] = size;
+    ctl[CTL_A4] = value;
+    return this.#call(request, what) >>> 0;
+  }
+
+  /**
+   * Sends request `kind` and services the worker's callbacks until it replies. Returns the
+   * reply's value; throws PluginError for a failure, naming `what` the device was doing.
+   */
+  #call(kind: number, what: string): number {
+    if (this.#failed !== null) throw new PluginError(this.#failed);
+    if (this.#busy) {
+      throw new PluginError(
+        `Device "${this.#name}" was called again while its ${what} was still running`,
+      );
+    }
+    this.#busy = true;
+    const ctl = this.#ctl;
+    try {
+      this.#ch.f64[F64_NOW] = this.#host.clock.now();
+      ctl[CTL_KIND] = kind;
+      const deadline = performance.now() + this.#opts.timeoutMs;
+      Atomics.add(ctl, CTL_TO_WORKER, 1);
+      Atomics.notify(ctl, CTL_TO_WORKER);
+      for (;;) {
+        if (!waitChange(ctl, CTL_TO_HOST, this.#seenHost, HOST_SPIN_NS, deadline)) {
+          this.#fail(
+            `Device "${this.#name}" did not return from its ${what} within ` +
+              `${this.#opts.timeoutMs} ms and was stopped (a handler must return promptly; ` +
+              `the limit is the ${TIMEOUT_OPTION}= device option)`,
+          );
+        }
+        this.#seenHost = Atomics.load(ctl, CTL_TO_HOST);
+        if (ctl[CTL_EVENTS_LEN]! > 0) this.#applyEvents();
+        const reply = ctl[CTL_KIND]!;
+        if (reply === REP_DONE) return ctl[CTL_A0]!;
+        if (reply === REP_ERROR) throw this.#error(what);
+        this.#answer(reply);
+        Atomics.add(ctl, CTL_TO_WORKER, 1);
+        Atomics.notify(ctl, CTL_TO_WORKER);
+      }
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  #fail(message: string): never {
+    this.#failed = message;
+    this.#worker.terminate();
+    throw new PluginError(message);
+  }
+
+  #error(what: string): PluginError {
+    let r: ErrorReport;
+    try {
+      r = JSON.parse(this.#ch.text());
+    } catch {
+      r = { message: this.#ch.text() };
+    }
+    const where = what === "create" ? "while starting" : `in its ${what}`;
+    if (r.permission) {
+      return new PluginError(
+        `Device "${this.#name}" tried to ${
+          describeAttempt(r.permission, r.target)
+        } ${where} and was denied (${TRUSTED_HINT})`,
+      );
+    }
+    if (r.returned) {
+      return new PluginError(
+        `Device "${this.#name}": its ${what} returned ${r.returned}, not a number`,
+      );
+    }
+    if (what === "create") {
+      return new PluginError(`Device "${this.#name}" failed to start: ${r.message}`);
+    }
+    return new PluginError(`Device "${this.#name}" failed in its ${what}: ${r.message}`);
+  }
+
+  /** Serves a callback the worker made in the middle of a request. */
+  #answer(kind: number): void {
+    const ch = this.#ch;
+    const ctl = this.#ctl;
+    switch (kind) {
+      case CB_FLUSH:
+        ctl[CTL_KIND] = ANS_ACK;
+        return;
+      case CB_DMA_READ:
+      case CB_DMA_WRITE: {
+        const gpa = ch.f64[F64_ARG]!;
+        const total = ctl[CTL_A1]!;
+        try {
+          const mem = this.#host.memory;
+          if (total >= 0 && mem instanceof GuestMemory && !mem.isRam(gpa, total)) {
+            // Check the whole transfer before its first chunk, so a refused DMA writes nothing.
+            mem.read(gpa, total);
+          }
+          if (kind === CB_DMA_READ) {
+            ch.setData(mem.read(gpa, ctl[CTL_A0]!));
+            ctl[CTL_KIND] = ANS_DATA;
+          } else {
+            mem.write(gpa, ch.bytes.subarray(DATA_OFFSET, DATA_OFFSET + ctl[CTL_DATA_LEN]!));
+            ctl[CTL_KIND] = ANS_ACK;
+          }
+        } catch (err) {
+          ch.setText(err instanceof Error ? err.message : String(err));
+          ctl[CTL_KIND] = ANS_ERROR;
+        }
+        return;
+      }
+      default:
+        this.#fail(`Device "${this.#name}": sandbox channel out of step (message ${kind})`);
+    }
+  }
+
+  /** Applies the events the worker queued: interrupts, logs, power, timers, console. */
+  #applyEvents(): void {
+    const v = this.#ch.view;
+    const bytes = this.#ch.bytes;
+    const end = EVENTS_OFFSET + this.#ctl[CTL_EVENTS_LEN]!;
+    let at = EVENTS_OFFSET;
+    while (at < end) {
+      const kind = v.getUint8(at);
+      switch (kind) {
+        case EV_IRQ: {
+          const op = v.getUint8(at + 1);
+          const line = this.#irq(v.getInt32(at + 2, true));
+          if (op === IRQ_RAISE) line.raise();
+          else if (op === IRQ_LOWER) line.lower();
+          else line.pulse();
+          at += 6;
+          break;
+        }
+        case EV_POWER: {
+          const op = v.getUint8(at + 1);
+          const status = v.getInt32(at + 2, true);
+          if (op === POWER_EXIT) this.#host.power.exit(status);
+          else if (op === POWER_RESET) this.#host.power.reset();
+          else this.#host.power.off();
+          at += 6;
+          break;
+        }
+        case EV_TIMER_ARM: {
+          const id = v.getInt32(at + 1, true);
+          this.#timer(id).arm(v.getFloat64(at + 5, true));
+          at += 13;
+          break;
+        }
+        case EV_TIMER_CANCEL:
+          this.#timer(v.getInt32(at + 2, true)).cancel();
+          at += 6;
+          break;
+        case EV_CONSOLE_SUBSCRIBE:
+          if (!this.#inputHooked) {
+            this.#inputHooked = true;
+            this.#host.console.onInput((byte) => {
+              this.#ctl[CTL_A0] = byte;
+              this.#call(REQ_INPUT, "console input receiver");
+            });
+          }
+          at += 6;
+          break;
+        case EV_LOG:
+        case EV_CONSOLE_WRITE: {
+          const op = v.getUint8(at + 1);
+          const len = v.getUint32(at + 2, true);
+          const data = bytes.slice(at + 6, at + 6 + len);
+          if (kind === EV_CONSOLE_WRITE) this.#host.console.write(data);
+          else {
+            const text = fromUtf8(data);
+            if (op === LOG_INFO) this.#host.log.info(text);
+            else if (op === LOG_DEBUG) this.#host.log.debug(text);
+            else this.#host.log.warn(text);
+          }
+          at += 6 + len;
+          break;
+        }
+        default:
+          this.#fail(
+            `Device "${this.#name}": sandbox channel out of step (event ${kind} at ${
+              hex(at - EVENTS_OFFSET)
+            })`,
+          );
+      }
+    }
+    this.#ctl[CTL_EVENTS_LEN] = 0;
+  }
+
+  #irq(line: number): IrqLine {
+    let l = this.#irqs.get(line);
+    if (!l) {
+      l = this.#host.irq(line);
+      this.#irqs.set(line, l);
+    }
+    return l;
+  }
+
+  #timer(id: number): Timer {
+    let t = this.#timers.get(id);
+    if (!t) {
+      t = this.#host.clock.timer(() => {
+        this.#ctl[CTL_A0] = id;
+        this.#call(REQ_TIMER, "timer callback");
+      });
+      this.#timers.set(id, t);
+    }
+    return t;
+  }
+}
+
