@@ -34,6 +34,9 @@ Options:
   --backend NAME         auto (default: kvm when /dev/kvm works, else interp), kvm or interp
   --device SPEC          load a device plugin: PATH_OR_URL[,key=value...] (repeatable)
   --serial TARGET        stdio (default), none or file:PATH
+  --linux                boot the Debian kernel and busybox initramfs that
+                         \`deno task guests\` fetched into .cache/guests/ (defaults:
+                         --mem 256M, --cmdline console=ttyS0); other flags still apply
   --trace                log exits, unclaimed I/O, POST codes and instructions to stderr
   -h, --help             show this help
   -V, --version          show the version
@@ -56,13 +59,14 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
       options: {
         kernel: { type: "string" },
         format: { type: "string", default: "auto" },
-        mem: { type: "string", default: "128M" },
-        cmdline: { type: "string", default: "" },
+        mem: { type: "string" },
+        cmdline: { type: "string" },
         initrd: { type: "string" },
         backend: { type: "string", default: "auto" },
         device: { type: "string", multiple: true, default: [] },
         serial: { type: "string", default: "stdio" },
         trace: { type: "boolean", default: false },
+        linux: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
         version: { type: "boolean", short: "V", default: false },
       },
@@ -77,7 +81,15 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
   if (!FORMATS.includes(format)) {
     throw new UsageError(`Unknown --format "${v.format}": use ${FORMATS.join(", ")}`);
   }
-  const memSize = parseSize(v.mem!);
+  if (v.linux) {
+    if (v.kernel !== undefined) throw new UsageError("--linux and --kernel cannot be combined");
+    const guest = linuxGuestPaths();
+    v.kernel = guest.kernel;
+    v.initrd ??= guest.initrd;
+    v.mem ??= "256M";
+    v.cmdline ??= "console=ttyS0";
+  }
+  const memSize = parseSize(v.mem ?? "128M");
   if (memSize < 1 << 20) {
     throw new UsageError(`--mem ${v.mem} is too small: give at least 1M`);
   }
@@ -96,12 +108,31 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
     memSize,
     kernel: v.kernel ?? null,
     format,
-    cmdline: v.cmdline!,
+    cmdline: v.cmdline ?? "",
     initrd: v.initrd ?? null,
     devices: v.device!.map(parseDeviceSpec),
     serial,
     trace: v.trace!,
   };
+}
+
+/** Where `deno task guests` caches the Linux guest. */
+export const GUEST_CACHE_DIR: string = new URL("../.cache/guests/", import.meta.url).pathname;
+
+/** The kernel and initramfs `--linux` boots; a clear error when they were not fetched. */
+export function linuxGuestPaths(dir = GUEST_CACHE_DIR): { kernel: string; initrd: string } {
+  const kernel = `${dir}bzImage`, initrd = `${dir}initramfs.cpio.gz`;
+  for (const path of [kernel, initrd]) {
+    try {
+      Deno.statSync(path);
+    } catch {
+      throw new UsageError(
+        `--linux needs ${path}, which is not there: run \`deno task guests\` first to fetch ` +
+          `Debian's kernel and build the busybox initramfs`,
+      );
+    }
+  }
+  return { kernel, initrd };
 }
 
 const CTRL_A = 0x01;

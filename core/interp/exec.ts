@@ -111,7 +111,6 @@ var ea = 0;
 /** Effective (offset) address before the segment base, for LEA. */
 var eaOff = 0;
 
-export var decodes = 0;
 /** Immediates of the current instruction (see decode.ts for their encoding). */
 var imm = 0;
 var imm2 = 0;
@@ -139,7 +138,6 @@ export function step(cpu: Cpu): void {
   // Hot path: one tag compare, then plain loads of the decoded fields (no allocation).
   if (ent[b] !== (off | 0) || ent[b + F_MODE] !== (c.long64 ? 2 : c.code32 ? 1 : 0)) {
     s = decode(c, c.dc, ip, off, 4096 - d);
-    decodes++;
     b = s * DC_STRIDE;
     if (s !== DC_SCRATCH) {
       const page = Math.floor(off / 4096);
@@ -2206,7 +2204,10 @@ function shiftDouble(b: number): void {
   const src = getReg(regf, osz), srch = c.rh;
   const cnt = (b & 1 ? c.lo[1]! : imm) & (osz === 8 ? 63 : 31);
   const d = readEW(osz), dh = c.rh;
-  if (cnt === 0) return;
+  if (cnt === 0) {
+    writeE(osz, d, dh); // a 32-bit destination is still zero-extended
+    return;
+  }
   c.materialize();
   let r: number, rh = 0, cf: number;
   if (osz === 8) {

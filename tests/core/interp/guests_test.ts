@@ -9,6 +9,18 @@ Deno.test("a real-mode guest prints hello through port 0x3F8 and exits", () => {
   assertEquals(r.stop, { kind: "exit", status: 0 });
 });
 
+Deno.test("real mode: INT and #DE through the IVT, far calls, PUSHA, ENTER, REP string ops, BCD", () => {
+  const r = runGuest(guest("real_misc"));
+  assertEquals(r.out, "ABCDEF\n");
+  assertEquals(r.stop, { kind: "exit", status: 0 });
+});
+
+Deno.test("32-bit protected mode: ring 3 faults to ring 0 on the TSS stack and comes back", () => {
+  const r = runGuest(guest("pm_user"));
+  assertEquals(r.out, "GS\n");
+  assertEquals(r.stop, { kind: "exit", status: 0 });
+});
+
 Deno.test("a guest switches real -> protected -> long -> compatibility -> 64-bit mode", () => {
   const r = runGuest(guest("modes"));
   assertEquals(r.out, "RM PM LM CM OK\n");
