@@ -11,21 +11,8 @@ import { MmioBus, PortBus } from "../core/bus.ts";
 import { resetCpuState } from "../core/cpu_state.ts";
 import { createKvmBackend, kvmAvailable, type KvmOptions } from "../core/kvm/backend.ts";
 
-/** One row of a bench report: our value against a baseline measured in the same run. */
-export interface BenchRow {
-  /** What was measured, e.g. "exit pio". */
-  name: string;
-  /** Unit of `value` and `baselineValue`, e.g. "µs". */
-  unit: string;
-  /** Our measurement. */
-  value: number;
-  /** What the baseline is. */
-  baseline: string;
-  /** The baseline's measurement, in the same run. */
-  baselineValue: number;
-  /** value / baselineValue. */
-  ratio: number;
-}
+import type { BenchRow } from "./report.ts";
+export type { BenchRow };
 
 /** Guest RAM of the bench VM: 512 KiB, so 0xa0000 is outside RAM (MMIO). */
 const MEM_SIZE = 0x80000;

@@ -22,6 +22,7 @@ export type BenchGroup = () => Promise<BenchRow[] | string>;
 
 const GROUPS: Record<string, () => Promise<BenchGroup>> = {
   exits: async () => (await import("./exits_group.ts")).runExitsGroup,
+  boot: async () => (await import("./boot_group.ts")).runBootGroup,
 };
 
 /** Formats rows as a markdown table. */

@@ -9,7 +9,7 @@ import type { Backend, StopReason, Vcpu, VcpuEnv } from "../backend.ts";
 import { type CpuState, formatCpuState } from "../cpu_state.ts";
 import { GuestMemory } from "../memory.ts";
 import { Cpu, ExecOutsideRamError, F_IF, FAULT, TRIPLE, UnsupportedError } from "./cpu.ts";
-import { step } from "./exec.ts";
+import { runSlice } from "./exec.ts";
 
 /** Instructions per slice between interrupt checks and `control.service()` calls. */
 const SLICE = 4096;
@@ -83,10 +83,7 @@ export class InterpVcpu implements Vcpu {
       if (trace !== null) {
         trace(`rip=0x${cpu.ip.toString(16)} cpl=${cpu.cpl}`);
       }
-      for (let i = 0; i < n; i++) {
-        step(cpu);
-        if (cpu.breakLoop) break;
-      }
+      runSlice(cpu, n);
     } catch (e) {
       const r = this.#onThrow(e);
       if (r !== null) return r;

@@ -124,6 +124,24 @@ var eSeg = DS;
 /** Executes one instruction on `cpu`. Throws FAULT for guest exceptions. */
 export function step(cpu: Cpu): void {
   c = cpu;
+  stepOne();
+}
+
+/**
+ * Executes up to `n` instructions on `cpu`, stopping early when an instruction sets
+ * `breakLoop` (I/O stop, HLT, IF enabled, mode change). Throws FAULT for guest exceptions;
+ * `cpu.startIp` then holds the faulting instruction.
+ */
+export function runSlice(cpu: Cpu, n: number): void {
+  c = cpu;
+  for (let i = 0; i < n; i++) {
+    stepOne();
+    if (c.breakLoop) return;
+  }
+}
+
+/** Executes one instruction on the current CPU `c`. */
+function stepOne(): void {
   const ip = c.ip;
   c.startIp = ip;
   let d = ip - c.fetchIpBase;
