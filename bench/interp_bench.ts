@@ -25,6 +25,7 @@ const REPS_ADDR = 0x500;
  */
 export function runWorkload(
   reps: number,
+  jit = true,
 ): { instructions: number; seconds: number; cpuSeconds: number } {
   const backend = createInterpBackend();
   const memory = backend.createMemory(16 << 20);
@@ -46,6 +47,7 @@ export function runWorkload(
     interrupts: NO_INTERRUPTS,
     trace: null,
   }) as InterpVcpu;
+  vcpu.jit = jit;
   const s = resetCpuState();
   s.rip = BigInt(LOAD_ADDR);
   vcpu.setState(s);
@@ -62,18 +64,27 @@ export function runWorkload(
 }
 
 Deno.bench({
-  name: "interp: workload guest, 1 repetition (~6M instructions)",
+  name: "interp: workload guest, 1 repetition (~4M instructions), plain interpreter",
   group: "interp",
-  fn: () => void runWorkload(1),
+  baseline: true,
+  fn: () => void runWorkload(1, false),
+});
+
+Deno.bench({
+  name: "interp: workload guest, 1 repetition (~4M instructions), with the block compiler",
+  group: "interp",
+  fn: () => void runWorkload(1, true),
 });
 
 if (import.meta.main) {
   const reps = Number(Deno.args[0] ?? 5);
-  runWorkload(1); // warm-up
-  const { instructions, seconds, cpuSeconds } = runWorkload(reps);
-  console.log(
-    `interp: ${(instructions / 1e6).toFixed(1)}M instructions in ${seconds.toFixed(3)} s wall ` +
-      `(${(instructions / seconds / 1e6).toFixed(1)} MIPS), ${cpuSeconds.toFixed(3)} s CPU ` +
-      `(${(instructions / cpuSeconds / 1e6).toFixed(1)} MIPS)`,
-  );
+  for (const jit of [false, true]) {
+    runWorkload(1, jit); // warm-up
+    const { instructions, seconds, cpuSeconds } = runWorkload(reps, jit);
+    console.log(
+      `interp${jit ? " + block compiler" : ""}: ${(instructions / 1e6).toFixed(1)}M instructions ` +
+        `in ${seconds.toFixed(3)} s wall (${(instructions / seconds / 1e6).toFixed(1)} MIPS), ` +
+        `${cpuSeconds.toFixed(3)} s CPU (${(instructions / cpuSeconds / 1e6).toFixed(1)} MIPS)`,
+    );
+  }
 }

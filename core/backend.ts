@@ -44,6 +44,8 @@ export class RunControl {
   service: () => void = () => {};
   /** Earliest timer deadline in VM-clock ns (Infinity when none), for backends that sleep. */
   nextDeadline: () => number = () => Infinity;
+  /** The VM clock in ns, the time base of `nextDeadline`; installed by the machine. */
+  now: () => number = () => performance.now() * 1e6;
 
   constructor(requests: Int32Array = new Int32Array(new SharedArrayBuffer(8))) {
     this.requests = requests;

@@ -32,7 +32,10 @@ Options:
   --cmdline STR          kernel command line (Multiboot, Linux)
   --initrd PATH          initial ramdisk (Linux) or Multiboot module
   --backend NAME         auto (default: kvm when /dev/kvm works, else interp), kvm or interp
-  --device SPEC          load a device plugin: PATH_OR_URL[,key=value...] (repeatable)
+  --device SPEC          load a device plugin: PATH_OR_URL[,key=value...] (repeatable);
+                         it runs sandboxed with no host permissions unless the options
+                         say \`trusted\` (in-process, faster); \`timeout_ms=N\` bounds a
+                         sandboxed handler (default 1000)
   --serial TARGET        stdio (default), none or file:PATH
   --linux                boot the Debian kernel and busybox initramfs that
                          \`deno task guests\` fetched into .cache/guests/ (defaults:

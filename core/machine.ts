@@ -106,6 +106,7 @@ export class Machine {
       this.console.flush();
     };
     this.control.nextDeadline = () => this.clock.nextDeadline;
+    this.control.now = () => this.clock.now();
     if (this.#trace) {
       const trace = this.#trace;
       const hex = (v: number) => "0x" + v.toString(16);
@@ -142,7 +143,7 @@ export class Machine {
   attach(
     plugin: Plugin,
     options: Record<string, string> = {},
-    name = options.name ?? plugin.name,
+    name: string = options.name ?? plugin.name,
   ): AttachedDevice {
     const host = this.#hostFor(name, options);
     let device: Device;

@@ -14,6 +14,7 @@ import { ImageError, VmmError } from "./errors.ts";
 import { exitStatusOf, Machine } from "./machine.ts";
 import type { ByteSink, InputRing } from "./serial_io.ts";
 import { loadPlugin } from "../plugins/loader.ts";
+import { loadSandboxedPlugin } from "../plugins/sandbox.ts";
 import type { DeviceSpec } from "../plugins/options.ts";
 import { DEFAULT_GUEST } from "../guests/default.ts";
 
@@ -137,8 +138,13 @@ export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome>
       const plugin = await loadPlugin(new URL(path, import.meta.url).href);
       machine.attach(plugin, plugin.name === "vmm-info" ? { backend: backend.name } : {});
     }
+    // Plugins run sandboxed (a Worker with no permissions) unless the user says `trusted`.
     for (const spec of config.devices) {
-      machine.attach(await loadPlugin(spec.specifier), spec.options);
+      const { trusted, ...options } = spec.options;
+      const plugin = trusted === "true"
+        ? await loadPlugin(spec.specifier)
+        : await loadSandboxedPlugin(spec.specifier);
+      machine.attach(plugin, options);
     }
     const { rsdpAddr } = writeAcpiTables(machine.memory);
     const setup = loadImage(format, image, machine.memory, {

@@ -18,6 +18,7 @@ export const CTL_A3 = 6;
 export const CTL_A4 = 7;
 export const CTL_DATA_LEN = 8; // bytes used in the data area
 export const CTL_EVENTS_LEN = 9; // bytes used in the events area
+export const CTL_SPIN = 10; // polls the worker makes before blocking (the host's current choice)
 const CTL_CELLS = 16;
 
 /** Float64 cells (after the Int32 block). */
@@ -55,6 +56,10 @@ export const REP_ERROR = 31;
 export const CB_FLUSH = 32;
 export const CB_DMA_READ = 33;
 export const CB_DMA_WRITE = 34;
+export const CB_FILE_OPEN = 35;
+export const CB_FILE_READ = 36;
+export const CB_FILE_WRITE = 37;
+export const CB_FILE_CLOSE = 38;
 
 /** Address spaces in REQ_READ / REQ_WRITE (CTL_A0). */
 export const SPACE_PORT = 0;
@@ -80,13 +85,77 @@ export const POWER_RESET = 1;
 export const POWER_OFF = 2;
 
 /**
- * How long a side spins on the counter before blocking in `Atomics.wait`. A futex wake-up costs
- * tens of microseconds on these hosts, a spin hand-off well under one; a vCPU's port accesses
- * come in bursts, so the worker keeps spinning a little after each reply.
+ * How many times a side polls the counter before blocking in `Atomics.wait`, when spinning. A
+ * spin hand-off costs well under a microsecond when both threads have a core of their own; a
+ * futex wake-up costs about ten. On a busy host (fewer free cores than runnable threads) spinning
+ * keeps the other side off the core it needs and costs far more than it saves (measured here:
+ * 11 µs per access blocking, 45-240 µs spinning, under a load of 2 on 2 cores). So the host
+ * measures both ways now and then and uses the faster (see `SpinChooser`). Counted in polls, not
+ * clock reads: a clock read costs more than a poll.
  */
-export const HOST_SPIN_NS = 200_000;
-/** How long the worker spins for the next request after a reply. */
-export const WORKER_SPIN_NS = 200_000;
+export const DEFAULT_SPIN = 20_000;
+
+/** How a channel waits: measure and choose, always spin first, or always block. */
+export type SpinMode = "adaptive" | "always" | "never";
+
+/** Accesses between two measurements of spinning against blocking (doubled, up to the maximum,
+ * each time blocking wins again, since a spinning probe on a busy host is expensive). */
+const RUN_CALLS = 8192;
+const MAX_RUN_CALLS = 1 << 20;
+/** Accesses timed in each way per measurement. */
+const PROBE_CALLS = 128;
+
+/**
+ * Chooses, by measurement, whether the channel's two sides spin or block while they wait: every
+ * `RUN_CALLS` accesses it times `PROBE_CALLS` of each and keeps the faster. `spin` is the polls
+ * to use now (0 or the maximum); `timing` says whether the current call is being timed.
+ */
+export class SpinChooser {
+  readonly #max: number;
+  spin: number;
+  timing = true;
+  #phase = 0; // 0 run, 1 timing spin, 2 timing block
+  #left = PROBE_CALLS;
+  #spinTime = 0;
+  #blockTime = 0;
+  #runCalls = RUN_CALLS;
+
+  /** `mode` "always" spins `max` polls every time, "never" always blocks. */
+  constructor(max: number, mode: SpinMode = "adaptive") {
+    const adaptive = mode === "adaptive" && max > 0;
+    this.#max = max;
+    this.spin = mode === "never" ? 0 : max;
+    this.#phase = adaptive ? 1 : 0;
+    this.timing = adaptive;
+    this.#left = adaptive ? PROBE_CALLS : Infinity;
+  }
+
+  /** Records one access (with its duration in ms when timed); moves between phases. */
+  record(ms: number): void {
+    if (this.#phase === 1) this.#spinTime += ms;
+    else if (this.#phase === 2) this.#blockTime += ms;
+    if (--this.#left > 0) return;
+    if (this.#phase === 0) {
+      this.#phase = 1;
+      this.#spinTime = 0;
+      this.spin = this.#max;
+      this.timing = true;
+      this.#left = PROBE_CALLS;
+    } else if (this.#phase === 1) {
+      this.#phase = 2;
+      this.#blockTime = 0;
+      this.spin = 0;
+      this.#left = PROBE_CALLS;
+    } else {
+      this.#phase = 0;
+      const spinWins = this.#spinTime < this.#blockTime;
+      this.spin = spinWins ? this.#max : 0;
+      this.#runCalls = spinWins ? RUN_CALLS : Math.min(MAX_RUN_CALLS, this.#runCalls * 2);
+      this.timing = false;
+      this.#left = this.#runCalls;
+    }
+  }
+}
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -134,22 +203,18 @@ export class Channel {
 }
 
 /**
- * Waits until `ctl[index]` differs from `seen`: spins for `spinNs`, then blocks. Returns false
+ * Waits until `ctl[index]` differs from `seen`: polls `spins` times, then blocks. Returns false
  * when `deadline` (a `performance.now()` time in ms) passes first. Allocates nothing.
  */
 export function waitChange(
   ctl: Int32Array,
   index: number,
   seen: number,
-  spinNs: number,
+  spins: number,
   deadline: number,
 ): boolean {
-  if (Atomics.load(ctl, index) !== seen) return true;
-  const spinUntil = performance.now() + spinNs / 1e6;
-  for (let i = 1;; i++) {
+  for (let i = 0; i < spins; i++) {
     if (Atomics.load(ctl, index) !== seen) return true;
-    // Reading the clock costs more than a load: look at it every 64 spins.
-    if ((i & 63) === 0 && performance.now() >= spinUntil) break;
   }
   while (Atomics.load(ctl, index) === seen) {
     const left = deadline - performance.now();

@@ -14,9 +14,11 @@ import {
   type Device,
   type DeviceHost,
   type DmaMemory,
+  HOST_FILES,
+  type HostFile,
   type IoRange,
-  isPlugin,
   type IrqLine,
+  isPlugin,
   type Logger,
   type Plugin,
   type Power,
@@ -29,6 +31,10 @@ import {
   ANS_ERROR,
   CB_DMA_READ,
   CB_DMA_WRITE,
+  CB_FILE_CLOSE,
+  CB_FILE_OPEN,
+  CB_FILE_READ,
+  CB_FILE_WRITE,
   CB_FLUSH,
   Channel,
   CTL_A0,
@@ -38,6 +44,7 @@ import {
   CTL_A4,
   CTL_EVENTS_LEN,
   CTL_KIND,
+  CTL_SPIN,
   CTL_TO_HOST,
   CTL_TO_WORKER,
   DATA_OFFSET,
@@ -76,7 +83,6 @@ import {
   SPACE_PORT,
   utf8,
   waitChange,
-  WORKER_SPIN_NS,
 } from "./_channel.ts";
 
 /** The first message from the host: the channel. */
@@ -159,24 +165,28 @@ export function serve(mod: Record<string, unknown>): void {
     if (msg.kind === "init") {
       const plugin = mod.default;
       if (!isPlugin(plugin)) {
-        scope.postMessage({
-          kind: "error",
-          message: "it does not export a device: its default export must be made with " +
-            "definePlugin() from denovisor's plugins/mod.ts",
-        } satisfies ReadyMessage);
+        scope.postMessage(
+          {
+            kind: "error",
+            message: "it does not export a device: its default export must be made with " +
+              "definePlugin() from denovisor's plugins/mod.ts",
+          } satisfies ReadyMessage,
+        );
         return;
       }
       runtime = new SandboxRuntime(plugin, new Channel(msg.channel));
-      scope.postMessage({
-        kind: "ready",
-        name: plugin.name,
-        stateVersion: plugin.stateVersion,
-        description: plugin.description,
-      } satisfies ReadyMessage);
+      scope.postMessage(
+        {
+          kind: "ready",
+          name: plugin.name,
+          stateVersion: plugin.stateVersion,
+          description: plugin.description,
+        } satisfies ReadyMessage,
+      );
     } else if (msg.kind === "attach" && runtime) {
       scope.onmessage = null;
       runtime.attach(msg);
-      runtime.loop(); // never returns: the host terminates the worker
+      runtime.loop();
     }
   };
 }
@@ -208,14 +218,17 @@ class SandboxRuntime {
     );
   }
 
-  loop(): never {
+  /** Serves requests until REQ_CLOSE, then returns to the event loop so the host can terminate
+   * the worker (Deno's terminate() does not stop a worker blocked in synchronous code). */
+  loop(): void {
     const ctl = this.#ctl;
     for (;;) {
-      waitChange(ctl, CTL_TO_WORKER, this.#seen, WORKER_SPIN_NS, Infinity);
+      waitChange(ctl, CTL_TO_WORKER, this.#seen, ctl[CTL_SPIN]!, Infinity);
       this.#seen = Atomics.load(ctl, CTL_TO_WORKER);
       let kind = REP_DONE;
+      const request = ctl[CTL_KIND]!;
       try {
-        ctl[CTL_A0] = this.#handle(ctl[CTL_KIND]!);
+        ctl[CTL_A0] = this.#handle(request);
       } catch (err) {
         kind = REP_ERROR;
         const r = err instanceof WrongTypeError
@@ -224,6 +237,7 @@ class SandboxRuntime {
         this.#ch.setText(JSON.stringify(r));
       }
       this.#handOff(kind);
+      if (request === REQ_CLOSE) return;
     }
   }
 
@@ -240,7 +254,7 @@ class SandboxRuntime {
   /** A callback to the host in the middle of a request; returns the answer's kind. */
   #callHost(kind: number): number {
     this.#handOff(kind);
-    waitChange(this.#ctl, CTL_TO_WORKER, this.#seen, WORKER_SPIN_NS, Infinity);
+    waitChange(this.#ctl, CTL_TO_WORKER, this.#seen, this.#ctl[CTL_SPIN]!, Infinity);
     this.#seen = Atomics.load(this.#ctl, CTL_TO_WORKER);
     return this.#ctl[CTL_KIND]!;
   }
@@ -287,7 +301,7 @@ class SandboxRuntime {
         this.#device!.restore(decodeState(this.#ch.text()));
         return 0;
       case REQ_CLOSE:
-        this.#device?.close?.();
+        if (ctl[CTL_A0] === 1) this.#device?.close?.();
         return 0;
       default:
         throw new Error(`unknown sandbox request ${kind}`);
@@ -305,7 +319,9 @@ class SandboxRuntime {
     }
     const check = (list: unknown, what: string): IoRange[] => {
       if (list === undefined) return [];
-      if (!Array.isArray(list)) throw new TypeError(`create() returned ${what} that is not an array`);
+      if (!Array.isArray(list)) {
+        throw new TypeError(`create() returned ${what} that is not an array`);
+      }
       for (const r of list as IoRange[]) {
         if (
           typeof r !== "object" || r === null || typeof r.read !== "function" ||
@@ -421,6 +437,55 @@ class SandboxRuntime {
       log,
       console: cons,
       power,
+      [HOST_FILES]: (key: string, writable: boolean) => this.#openFile(key, writable),
+    } as DeviceHost;
+  }
+
+  /** A host file the VMM opened for the device (reads and writes go through the channel). */
+  #openFile(key: string, writable: boolean): HostFile {
+    const ch = this.#ch;
+    const ctl = this.#ctl;
+    ch.setText(key);
+    ctl[CTL_A0] = writable ? 1 : 0;
+    if (this.#callHost(CB_FILE_OPEN) === ANS_ERROR) throw new Error(ch.text());
+    const info = JSON.parse(ch.text()) as { id: number; path: string; size: number; w: boolean };
+    return {
+      path: info.path,
+      size: info.size,
+      writable: info.w,
+      read: (offset: number, length: number): Uint8Array => {
+        const parts: Uint8Array[] = [];
+        let total = 0;
+        while (total < length) {
+          ctl[CTL_A0] = info.id;
+          ctl[CTL_A1] = Math.min(DATA_SIZE, length - total);
+          ch.f64[F64_ARG] = offset + total;
+          if (this.#callHost(CB_FILE_READ) === ANS_ERROR) throw new Error(ch.text());
+          const part = ch.data();
+          parts.push(part);
+          total += part.length;
+          if (part.length < ctl[CTL_A1]!) break; // end of file
+        }
+        const out = new Uint8Array(total);
+        let at = 0;
+        for (const p of parts) {
+          out.set(p, at);
+          at += p.length;
+        }
+        return out;
+      },
+      write: (offset: number, data: Uint8Array): void => {
+        for (let off = 0; off < data.length; off += DATA_SIZE) {
+          ctl[CTL_A0] = info.id;
+          ch.f64[F64_ARG] = offset + off;
+          ch.setData(data.subarray(off, off + DATA_SIZE));
+          if (this.#callHost(CB_FILE_WRITE) === ANS_ERROR) throw new Error(ch.text());
+        }
+      },
+      close: () => {
+        ctl[CTL_A0] = info.id;
+        this.#callHost(CB_FILE_CLOSE);
+      },
     };
   }
 

@@ -35,7 +35,16 @@
  * @module
  */
 
-/** The plugin API version this build of denovisor implements. */
+/**
+ * The plugin API version this build of denovisor implements. A plugin states the version it was
+ * written for, and the loader refuses one written for another.
+ *
+ * @example
+ * ```ts
+ * import { API_VERSION } from "./mod.ts";
+ * console.log(`plugin API v${API_VERSION}`);
+ * ```
+ */
 export const API_VERSION = 1;
 
 /**
@@ -315,6 +324,137 @@ export interface DeviceHost {
 }
 
 /**
+ * A host file the user gave a device in one of its options (`--device disk.ts,file=disk.img`).
+ * The VMM opens it on the device's behalf, so the same code works in-process and sandboxed: a
+ * sandboxed device never names a path itself, it only asks for "the file in option `file`".
+ *
+ * @example
+ * ```ts
+ * import type { HostFile } from "./mod.ts";
+ * function firstSector(f: HostFile): Uint8Array {
+ *   return f.read(0, Math.min(512, f.size));
+ * }
+ * ```
+ */
+export interface HostFile {
+  /** The path as the user gave it. */
+  readonly path: string;
+  /** Size in bytes when opened. */
+  readonly size: number;
+  /** True when opened for writing (the user's options must say `writable=true`). */
+  readonly writable: boolean;
+  /** Reads up to `length` bytes at `offset` (fewer at the end of the file). */
+  read(offset: number, length: number): Uint8Array;
+  /** Writes `data` at `offset`; throws when the file is read-only. */
+  write(offset: number, data: Uint8Array): void;
+  /** Closes the file. */
+  close(): void;
+}
+
+/**
+ * The key under which a host that opens files for its devices (the sandbox) keeps its opener;
+ * {@link openHostFile} looks for it.
+ *
+ * @example
+ * ```ts
+ * import { HOST_FILES } from "./mod.ts";
+ * console.log(HOST_FILES.description); // "denovisor.hostFiles"
+ * ```
+ */
+export const HOST_FILES: unique symbol = Symbol.for("denovisor.hostFiles");
+
+/**
+ * A host that opens option-named files for its device. The sandbox's host has one; an
+ * in-process device without one opens the file itself.
+ *
+ * @example
+ * ```ts
+ * import { HOST_FILES, type HostFileOpener } from "./mod.ts";
+ * function canOpen(host: object): boolean {
+ *   return (host as Partial<HostFileOpener>)[HOST_FILES] !== undefined;
+ * }
+ * ```
+ */
+export interface HostFileOpener {
+  /** Opens the file named by option `key`; writable only when asked and allowed. */
+  [HOST_FILES](key: string, writable: boolean): HostFile;
+}
+
+/**
+ * Opens the host file named by option `key` of the device (read-only unless `writable` and the
+ * user's options say `writable=true`). Throws when the option is missing or the file cannot be
+ * opened. Works the same in-process and sandboxed.
+ *
+ * @example
+ * ```ts ignore
+ * import { openHostFile } from "./mod.ts";
+ * // inside create(host):
+ * // const disk = openHostFile(host, "file", { writable: host.options.boolean("writable", false) });
+ * ```
+ */
+export function openHostFile(
+  host: DeviceHost,
+  key: string,
+  opts: { writable?: boolean } = {},
+): HostFile {
+  const writable = opts.writable === true && host.options.boolean("writable", false);
+  const opener = (host as unknown as Partial<HostFileOpener>)[HOST_FILES];
+  if (opener) return opener(key, writable);
+  const path = host.options.raw[key];
+  if (path === undefined) {
+    throw new TypeError(`Device "${host.name}" needs a file: give it as ${key}=PATH`);
+  }
+  return openLocalFile(path, writable);
+}
+
+/**
+ * Opens `path` with Deno's file API as a {@link HostFile} (what an in-process device gets, and
+ * what the sandbox's host side uses on a device's behalf).
+ *
+ * @example
+ * ```ts ignore
+ * import { openLocalFile } from "./mod.ts";
+ * const f = openLocalFile("disk.img", false);
+ * console.log(f.size);
+ * f.close();
+ * ```
+ */
+export function openLocalFile(path: string, writable: boolean): HostFile {
+  let file: Deno.FsFile;
+  try {
+    file = Deno.openSync(path, { read: true, write: writable });
+  } catch (err) {
+    throw new Error(
+      `Cannot open "${path}"${writable ? " for writing" : ""}: ${(err as Error).message}`,
+    );
+  }
+  const size = file.statSync().size;
+  return {
+    path,
+    size,
+    writable,
+    read(offset, length) {
+      const buf = new Uint8Array(Math.max(0, Math.min(length, size - offset)));
+      file.seekSync(offset, Deno.SeekMode.Start);
+      let got = 0;
+      while (got < buf.length) {
+        const n = file.readSync(buf.subarray(got));
+        if (n === null || n === 0) break;
+        got += n;
+      }
+      return buf.subarray(0, got);
+    },
+    write(offset, data) {
+      if (!writable) throw new Error(`"${path}" is open read-only`);
+      file.seekSync(offset, Deno.SeekMode.Start);
+      let put = 0;
+      while (put < data.length) put += file.writeSync(data.subarray(put));
+    },
+    close: () => file.close(),
+  };
+}
+
+/**
  * What a plugin module's default export describes.
  *
  * @example
@@ -340,7 +480,20 @@ export interface PluginDefinition {
   create(host: DeviceHost): Device;
 }
 
-/** Marks objects made by definePlugin, so the loader can tell a device module from any other. */
+/**
+ * Marks objects made by definePlugin, so the loader can tell a device module from any other.
+ *
+ * @example
+ * ```ts
+ * import { API_VERSION, definePlugin, PLUGIN_BRAND } from "./mod.ts";
+ * const p = definePlugin({
+ *   name: "nothing",
+ *   apiVersion: API_VERSION,
+ *   create: () => ({ reset() {}, save: () => ({ version: 1, fields: {} }), restore() {} }),
+ * });
+ * console.log(p[PLUGIN_BRAND]); // true
+ * ```
+ */
 export const PLUGIN_BRAND: unique symbol = Symbol.for("denovisor.plugin");
 
 /**

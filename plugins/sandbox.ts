@@ -24,8 +24,10 @@ import {
   type Device,
   type DeviceHost,
   type DeviceState,
+  type HostFile,
   type IoRange,
   type IrqLine,
+  openLocalFile,
   type Plugin,
   type Timer,
 } from "./mod.ts";
@@ -37,6 +39,10 @@ import {
   ANS_ERROR,
   CB_DMA_READ,
   CB_DMA_WRITE,
+  CB_FILE_CLOSE,
+  CB_FILE_OPEN,
+  CB_FILE_READ,
+  CB_FILE_WRITE,
   CB_FLUSH,
   Channel,
   CTL_A0,
@@ -47,9 +53,11 @@ import {
   CTL_DATA_LEN,
   CTL_EVENTS_LEN,
   CTL_KIND,
+  CTL_SPIN,
   CTL_TO_HOST,
   CTL_TO_WORKER,
   DATA_OFFSET,
+  DEFAULT_SPIN,
   EV_CONSOLE_SUBSCRIBE,
   EV_CONSOLE_WRITE,
   EV_IRQ,
@@ -61,7 +69,6 @@ import {
   F64_ARG,
   F64_NOW,
   fromUtf8,
-  HOST_SPIN_NS,
   IRQ_LOWER,
   IRQ_RAISE,
   LOG_DEBUG,
@@ -81,6 +88,8 @@ import {
   REQ_WRITE,
   SPACE_MMIO,
   SPACE_PORT,
+  SpinChooser,
+  type SpinMode,
   waitChange,
 } from "./_channel.ts";
 import type {
@@ -90,6 +99,8 @@ import type {
   InitMessage,
   ReadyMessage,
 } from "./_sandbox_worker.ts";
+
+export type { SpinMode };
 
 /** Default time a handler may run before the device is stopped. */
 export const DEFAULT_CALL_TIMEOUT_MS = 1000;
@@ -117,13 +128,20 @@ export interface SandboxLimits {
   callTimeoutMs?: number;
   /** Longest the plugin module may take to load, in ms (default 30 s). */
   loadTimeoutMs?: number;
+  /** Polls of the channel before blocking in `Atomics.wait`, on each side (default 20,000). */
+  spin?: number;
+  /**
+   * Whether to spin before blocking: "adaptive" (default) measures both now and then and keeps
+   * the faster, "always" and "never" fix the choice (for benchmarks).
+   */
+  spinMode?: SpinMode;
   /** Skip the `deno info` import check (only for hosts that cannot spawn deno; not advised). */
   skipGraphCheck?: boolean;
 }
 
 /** What a denied permission means, in words for the message. */
 function describeAttempt(permission: string, target: string | undefined): string {
-  const on = target ? ` (${target})` : "";
+  const on = target ? ` (${JSON.stringify(target)})` : "";
   switch (permission) {
     case "read":
       return `read a file${on}`;
@@ -202,8 +220,11 @@ export async function checkModuleGraph(url: URL, specifier: string): Promise<voi
     const why = new TextDecoder().decode(out.stderr).trim().split("\n")[0];
     throw new PluginError(`Plugin "${specifier}" failed to load: ${why || "deno info failed"}`);
   }
-  for (const m of graph.modules ?? []) {
+  const modules = graph.modules ?? [];
+  for (const m of modules) {
     if (m.error) throw new PluginError(`Plugin "${specifier}" failed to load: ${m.error}`);
+  }
+  for (const m of modules) {
     for (const d of m.dependencies ?? []) {
       if (d.assertionType) {
         throw new PluginError(
@@ -213,6 +234,8 @@ export async function checkModuleGraph(url: URL, specifier: string): Promise<voi
         );
       }
     }
+  }
+  for (const m of modules) {
     const code = (m.kind === "esm" && CODE_MEDIA.has(m.mediaType ?? "")) ||
       m.kind === "node" || m.kind === "npm" || m.kind === "wasm";
     if (!code) {
@@ -265,12 +288,13 @@ export async function loadSandboxedPlugin(
 
   const entry = `import { serve } from ${JSON.stringify(RUNTIME_URL)};\n` +
     `import * as plugin from ${JSON.stringify(url.href)};\nserve(plugin);\n`;
-  const worker = new Worker(`data:application/typescript;base64,${btoa(entry)}`, {
+  const worker = new Worker(`data:application/javascript;base64,${btoa(entry)}`, {
     type: "module",
     name: `denovisor sandbox: ${specifier}`,
     deno: { permissions: "none" },
   } as WorkerOptions);
   const channel = new Channel();
+  const spin = limits.spin ?? DEFAULT_SPIN;
   let ready: ReadyMessage & { kind: "ready" };
   try {
     ready = await new Promise<ReadyMessage & { kind: "ready" }>((resolve, reject) => {
@@ -305,7 +329,9 @@ export async function loadSandboxedPlugin(
           ),
         );
       };
-      worker.postMessage({ kind: "init", channel: channel.buffer } satisfies InitMessage);
+      worker.postMessage(
+        { kind: "init", channel: channel.buffer } satisfies InitMessage,
+      );
     });
   } catch (err) {
     worker.terminate();
@@ -334,8 +360,15 @@ export async function loadSandboxedPlugin(
         timeoutMs,
         stateVersion: ready.stateVersion,
         pluginName: ready.name,
+        spin,
+        spinMode: limits.spinMode ?? "adaptive",
       });
-      return proxy.create();
+      try {
+        return proxy.create();
+      } catch (err) {
+        proxy.dispose();
+        throw err;
+      }
     },
   });
 }
@@ -361,6 +394,8 @@ export async function createSandboxedDevice(
 
 interface ProxyOptions {
   timeoutMs: number;
+  spin: number;
+  spinMode: SpinMode;
   stateVersion: number;
   pluginName: string;
 }
@@ -375,11 +410,13 @@ class SandboxedDevice {
   readonly #opts: ProxyOptions;
   #seenHost = 0;
   #busy = false;
+  readonly #chooser: SpinChooser;
   /** Set once the worker is gone: every later call throws this message. */
   #failed: string | null = null;
   readonly #irqs = new Map<number, IrqLine>();
   readonly #timers = new Map<number, Timer>();
   #inputHooked = false;
+  readonly #files: (HostFile | null)[] = [];
 
   constructor(worker: Worker, ch: Channel, host: DeviceHost, opts: ProxyOptions) {
     this.#worker = worker;
@@ -388,6 +425,7 @@ class SandboxedDevice {
     this.#host = host;
     this.#name = host.name;
     this.#opts = opts;
+    this.#chooser = new SpinChooser(opts.spin, opts.spinMode);
   }
 
   create(): Device {
@@ -403,18 +441,19 @@ class SandboxedDevice {
     this.#ch.setText(JSON.stringify({ name: this.#name, options: this.#host.options.raw }));
     this.#call(REQ_CREATE, "create");
     const ranges = JSON.parse(this.#ch.text()) as CreatedRanges;
-    const range = (space: number, kind: string) => ([base, length]: [number, number], i: number) => {
-      const readWhat = `${kind} read handler`, writeWhat = `${kind} write handler`;
-      return {
-        base,
-        length,
-        read: (offset: number, size: number) =>
-          this.#access(REQ_READ, space, i, offset, size, 0, readWhat),
-        write: (offset: number, size: number, value: number) => {
-          this.#access(REQ_WRITE, space, i, offset, size, value, writeWhat);
-        },
-      } satisfies IoRange;
-    };
+    const range =
+      (space: number, kind: string) => ([base, length]: [number, number], i: number) => {
+        const readWhat = `${kind} read handler`, writeWhat = `${kind} write handler`;
+        return {
+          base,
+          length,
+          read: (offset: number, size: number) =>
+            this.#access(REQ_READ, space, i, offset, size, 0, readWhat),
+          write: (offset: number, size: number, value: number) => {
+            this.#access(REQ_WRITE, space, i, offset, size, value, writeWhat);
+          },
+        } satisfies IoRange;
+      };
     return {
       ports: ranges.ports.map(range(SPACE_PORT, "port")),
       mmio: ranges.mmio.map(range(SPACE_MMIO, "MMIO")),
@@ -434,15 +473,31 @@ class SandboxedDevice {
         this.#ch.setText(encodeState(state));
         this.#call(REQ_RESTORE, "restore");
       },
-      close: () => {
-        try {
-          if (this.#failed === null) this.#call(REQ_CLOSE, "close");
-        } finally {
-          this.#failed ??= `Device "${this.#name}" was closed`;
-          this.#worker.terminate();
-        }
-      },
+      close: () => this.dispose(true),
     };
+  }
+
+  /** Ends the worker: runs the plugin's close (when asked and it can), then terminates it. */
+  dispose(runClose = false): void {
+    try {
+      if (this.#failed === null && !this.#busy) {
+        this.#ctl[CTL_A0] = runClose ? 1 : 0;
+        this.#call(REQ_CLOSE, runClose ? "close" : "shutdown");
+      }
+    } catch (err) {
+      if (runClose) throw err;
+    } finally {
+      this.#failed ??= `Device "${this.#name}" was closed`;
+      this.#worker.terminate();
+      for (const f of this.#files) {
+        try {
+          f?.close();
+        } catch {
+          // Already closed.
+        }
+      }
+      this.#files.length = 0;
+    }
   }
 
   /** A port or MMIO access. Hot path: no allocation when the device makes no events. */
@@ -461,7 +516,16 @@ class SandboxedDevice {
     ctl[CTL_A2] = offset;
     ctl[CTL_A3] = size;
     ctl[CTL_A4] = value;
-    return this.#call(request, what) >>> 0;
+    const chooser = this.#chooser;
+    if (!chooser.timing) {
+      const v = this.#call(request, what) >>> 0;
+      chooser.record(0);
+      return v;
+    }
+    const t0 = performance.now();
+    const v = this.#call(request, what) >>> 0;
+    chooser.record(performance.now() - t0);
+    return v;
   }
 
   /**
@@ -480,11 +544,13 @@ class SandboxedDevice {
     try {
       this.#ch.f64[F64_NOW] = this.#host.clock.now();
       ctl[CTL_KIND] = kind;
+      const spin = this.#chooser.spin;
+      ctl[CTL_SPIN] = spin;
       const deadline = performance.now() + this.#opts.timeoutMs;
       Atomics.add(ctl, CTL_TO_WORKER, 1);
       Atomics.notify(ctl, CTL_TO_WORKER);
       for (;;) {
-        if (!waitChange(ctl, CTL_TO_HOST, this.#seenHost, HOST_SPIN_NS, deadline)) {
+        if (!waitChange(ctl, CTL_TO_HOST, this.#seenHost, spin, deadline)) {
           this.#fail(
             `Device "${this.#name}" did not return from its ${what} within ` +
               `${this.#opts.timeoutMs} ms and was stopped (a handler must return promptly; ` +
@@ -568,8 +634,54 @@ class SandboxedDevice {
         }
         return;
       }
+      case CB_FILE_OPEN:
+      case CB_FILE_READ:
+      case CB_FILE_WRITE:
+      case CB_FILE_CLOSE:
+        try {
+          this.#fileRequest(kind);
+        } catch (err) {
+          ch.setText(err instanceof Error ? err.message : String(err));
+          ctl[CTL_KIND] = ANS_ERROR;
+        }
+        return;
       default:
         this.#fail(`Device "${this.#name}": sandbox channel out of step (message ${kind})`);
+    }
+  }
+
+  /**
+   * Files for the device: it names an option, the VMM opens the path the user put there (for
+   * writing only when the options say `writable=true`), so a device never picks a path.
+   */
+  #fileRequest(kind: number): void {
+    const ch = this.#ch;
+    const ctl = this.#ctl;
+    if (kind === CB_FILE_OPEN) {
+      const key = ch.text();
+      const path = this.#host.options.raw[key];
+      if (path === undefined) {
+        throw new Error(`Device "${this.#name}" needs a file: give it as ${key}=PATH`);
+      }
+      const writable = ctl[CTL_A0] === 1 && this.#host.options.boolean("writable", false);
+      const file = openLocalFile(path, writable);
+      const id = this.#files.push(file) - 1;
+      ch.setText(JSON.stringify({ id, path, size: file.size, w: writable }));
+      ctl[CTL_KIND] = ANS_DATA;
+      return;
+    }
+    const file = this.#files[ctl[CTL_A0]!];
+    if (!file) throw new Error("that file is closed");
+    if (kind === CB_FILE_READ) {
+      ch.setData(file.read(ch.f64[F64_ARG]!, ctl[CTL_A1]!));
+      ctl[CTL_KIND] = ANS_DATA;
+    } else if (kind === CB_FILE_WRITE) {
+      file.write(ch.f64[F64_ARG]!, ch.data());
+      ctl[CTL_KIND] = ANS_ACK;
+    } else {
+      file.close();
+      this.#files[ctl[CTL_A0]!] = null;
+      ctl[CTL_KIND] = ANS_ACK;
     }
   }
 
@@ -667,4 +779,3 @@ class SandboxedDevice {
     return t;
   }
 }
-

@@ -149,6 +149,12 @@ export interface TestDeviceOptions {
   options?: Record<string, string>;
   /** Guest RAM size (default 1 MiB). */
   memSize?: number;
+  /**
+   * Guest RAM to use instead of allocating `memSize` bytes: for example a GuestMemory over a
+   * plain ArrayBuffer, which is what a sandboxed device sees on KVM (its DMA then goes through
+   * the sandbox channel).
+   */
+  memory?: GuestMemory;
 }
 
 /**
@@ -164,7 +170,7 @@ export interface TestDeviceOptions {
  * ```
  */
 export function testDevice(plugin: Plugin, opts: TestDeviceOptions = {}): DeviceUnderTest {
-  const memory = GuestMemory.allocate(opts.memSize ?? 1 << 20);
+  const memory = opts.memory ?? GuestMemory.allocate(opts.memSize ?? 1 << 20);
   const clock = new ManualClock();
   const irqs: IrqEvent[] = [];
   const levels = new Map<number, boolean>();

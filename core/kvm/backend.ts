@@ -725,7 +725,7 @@ export class KvmVcpu implements Vcpu {
       c.service();
       if (c.checkRequests()) return this.#take(c);
       if (irq.hasInterrupt()) continue;
-      const wait = (c.nextDeadline() - performance.now() * 1e6) / 1e6;
+      const wait = (c.nextDeadline() - c.now()) / 1e6;
       const ms = wait > HALT_POLL_MS ? HALT_POLL_MS : wait;
       if (ms > 0) Atomics.wait(this.#sleeper, 0, 0, ms);
     }
@@ -754,6 +754,9 @@ export class KvmVcpu implements Vcpu {
       if (r !== null) return r;
     }
     for (;;) {
+      // Device timers (PIT, APIC timer, plugins) fire between exits, before interrupts are
+      // offered to the guest: one compare per exit while none is due.
+      if (c.nextDeadline() <= c.now()) c.service();
       // Interrupt injection without an in-kernel irqchip: KVM_INTERRUPT when the guest can take
       // one, otherwise ask KVM to exit as soon as it can (KVM_EXIT_IRQ_WINDOW_OPEN).
       const irq = env.interrupts;
