@@ -283,7 +283,9 @@ export function shift(c: Cpu, op: number, a: number, cnt: number, sz: number): n
   a = mask(a, sz);
   if (cnt === 0) return a;
   const bits = sz * 8;
-  c.materialize();
+  // Rotates keep SF/ZF/PF/AF, so they need the current flags; shifts overwrite them all.
+  if (op < 4) c.materialize();
+  else c.lop = 0;
   let f = c.flags;
   let r: number, cf: number, of: number;
   switch (op) {
@@ -389,7 +391,8 @@ export function shift64(c: Cpu, op: number, l: number, h: number, cnt: number): 
     c.rh = h;
     return l;
   }
-  c.materialize();
+  if (op < 4) c.materialize();
+  else c.lop = 0;
   const f = c.flags;
   let rl: number, rh: number, cf: number, of: number;
   switch (op) {

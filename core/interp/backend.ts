@@ -10,11 +10,22 @@ import { type CpuState, formatCpuState } from "../cpu_state.ts";
 import { GuestMemory } from "../memory.ts";
 import { Cpu, ExecOutsideRamError, F_IF, FAULT, TRIPLE, UnsupportedError } from "./cpu.ts";
 import { runSlice } from "./exec.ts";
+import { runSliceJit } from "./jit.ts";
 
 /** Instructions per slice between interrupt checks and `control.service()` calls. */
 const SLICE = 4096;
 /** Longest HLT sleep before looking at requests again (ms). */
 const MAX_HALT_WAIT_MS = 1;
+
+/** Reads a boolean environment flag ("0" is false), or `dflt` when unset or not permitted. */
+function envFlag(name: string, dflt: boolean): boolean {
+  try {
+    const v = Deno.env.get(name);
+    return v === undefined ? dflt : v !== "0";
+  } catch {
+    return dflt;
+  }
+}
 
 /** One interpreted vCPU. */
 export class InterpVcpu implements Vcpu {
@@ -22,6 +33,11 @@ export class InterpVcpu implements Vcpu {
   readonly cpu: Cpu;
   readonly #env: VcpuEnv;
   readonly #sleeper = new Int32Array(new SharedArrayBuffer(4));
+  /**
+   * Compile hot basic blocks to JavaScript (jit.ts); false runs the plain interpreter. The
+   * environment variable DENOVISOR_INTERP_JIT=0 turns it off (for bisecting a guest problem).
+   */
+  jit = envFlag("DENOVISOR_INTERP_JIT", true);
 
   constructor(id: number, env: VcpuEnv) {
     this.id = id;
@@ -83,7 +99,8 @@ export class InterpVcpu implements Vcpu {
       if (trace !== null) {
         trace(`rip=0x${cpu.ip.toString(16)} cpl=${cpu.cpl}`);
       }
-      runSlice(cpu, n);
+      if (this.jit && trace === null) runSliceJit(cpu, n);
+      else runSlice(cpu, n);
     } catch (e) {
       const r = this.#onThrow(e);
       if (r !== null) return r;

@@ -68,7 +68,6 @@ const PTE_P = 1, PTE_W = 2, PTE_U = 4, PTE_A = 0x20, PTE_D = 0x40, PTE_PS = 0x80
 export const ACC_READ = 0, ACC_WRITE = 1, ACC_FETCH = 2;
 
 const TWO32 = 4294967296;
-const DEBUG_FAULTS = false;
 
 /** Thrown (never allocated per fault) when the guest raises an exception; details are on the Cpu. */
 export const FAULT = { fault: true } as const;
@@ -103,10 +102,9 @@ function defaultMsrs(): Map<number, bigint> {
   for (const i of [0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f]) {
     m.set(i, 0x0606_0606_0606_0606n); // fixed MTRRs: write-back
   }
-  m.set(0x179, 0n); // MCG_CAP: no banks
-  m.set(0x17a, 0n); // MCG_STATUS
   m.set(0xc000_0103, 0n); // TSC_AUX
   m.set(0xc001_0015, 0n); // AMD HWCR
+  m.set(0xc001_0010, 0n); // AMD SYSCFG: no MTRR DRAM extensions (Linux reads it unchecked)
   m.set(0x8b, 0n); // microcode revision
   return m;
 }
@@ -201,7 +199,11 @@ export class Cpu {
   readonly tlbWriteS = new Float64Array(TLB_SIZE).fill(TLB_INVALID);
   readonly tlbReadU = new Float64Array(TLB_SIZE).fill(TLB_INVALID);
   readonly tlbWriteU = new Float64Array(TLB_SIZE).fill(TLB_INVALID);
-  readonly tlbOff = new Float64Array(TLB_SIZE);
+  /** RAM offset of each entry's page, one array per privilege set (they fill independently). */
+  readonly tlbOffS = new Float64Array(TLB_SIZE);
+  readonly tlbOffU = new Float64Array(TLB_SIZE);
+  /** The offset array for the current CPL (pairs with tlbRead/tlbWrite). */
+  tlbOff: Float64Array;
   /** The tag arrays for the current CPL. */
   tlbRead: Float64Array;
   tlbWrite: Float64Array;
@@ -229,6 +231,7 @@ export class Cpu {
     this.codePages = new Uint8Array(Math.ceil(mem.bytes.length / 4096) + 1);
     this.tlbRead = this.tlbReadS;
     this.tlbWrite = this.tlbWriteS;
+    this.tlbOff = this.tlbOffS;
     this.resetSegments();
   }
 
@@ -396,6 +399,48 @@ export class Cpu {
 
   /** Jcc/SETcc/CMOVcc condition `cc` (0..15). */
   cond(cc: number): boolean {
+    // Fast paths: 32-bit CMP/SUB and TEST/AND/OR/XOR results, the common producers of Jcc.
+    if (this.lsz === 4) {
+      if (this.lop === LF_SUB) {
+        const a = this.la, b = this.lb;
+        switch (cc) {
+          case 2:
+            return (a >>> 0) < (b >>> 0);
+          case 3:
+            return (a >>> 0) >= (b >>> 0);
+          case 4:
+            return a === b;
+          case 5:
+            return a !== b;
+          case 6:
+            return (a >>> 0) <= (b >>> 0);
+          case 7:
+            return (a >>> 0) > (b >>> 0);
+          case 12:
+            return a < b;
+          case 13:
+            return a >= b;
+          case 14:
+            return a <= b;
+          case 15:
+            return a > b;
+        }
+      } else if (this.lop === LF_LOGIC) {
+        const r = this.lres;
+        switch (cc) {
+          case 4:
+            return r === 0;
+          case 5:
+            return r !== 0;
+          case 8:
+          case 12:
+            return r < 0;
+          case 9:
+          case 13:
+            return r >= 0;
+        }
+      }
+    }
     let r: number;
     switch (cc >> 1) {
       case 0:
@@ -433,7 +478,6 @@ export class Cpu {
     this.excVec = vec;
     this.excHasCode = code >= 0;
     this.excCode = code >= 0 ? code : 0;
-    if (DEBUG_FAULTS) console.error(new Error(`exception ${vec}`).stack);
     throw FAULT;
   }
 
@@ -457,6 +501,7 @@ export class Cpu {
     const user = this.cpl === 3;
     this.tlbRead = user ? this.tlbReadU : this.tlbReadS;
     this.tlbWrite = user ? this.tlbWriteU : this.tlbWriteS;
+    this.tlbOff = user ? this.tlbOffU : this.tlbOffS;
     this.fetchIpBase = NaN;
   }
 
@@ -673,13 +718,14 @@ export class Cpu {
     if (pageOff < 0) return -1;
     const i = (lin >>> 12) & TLB_MASK;
     const tag = lin - (lin & 0xfff);
-    this.tlbOff[i] = pageOff;
     // Writes to pages holding decoded code must take the slow path (see decode.ts).
     const wtag = kind === ACC_WRITE && this.codePages[pageOff / 4096] === 0 ? tag : TLB_INVALID;
     if (user) {
+      this.tlbOffU[i] = pageOff;
       this.tlbReadU[i] = tag;
       this.tlbWriteU[i] = wtag;
     } else {
+      this.tlbOffS[i] = pageOff;
       this.tlbReadS[i] = tag;
       this.tlbWriteS[i] = wtag;
     }
@@ -882,17 +928,21 @@ export class Cpu {
   codeWritten(page: number): void {
     this.codePages[page] = 0;
     this.dc.invalidatePage(page);
+    if (this.onCodeWrite !== null) this.onCodeWrite(page);
   }
+
+  /** Called when a code page is written (the block compiler drops its blocks there). */
+  onCodeWrite: ((page: number) => void) | null = null;
+  /** Called when all decoded code is forgotten. */
+  onFlushDecoded: (() => void) | null = null;
 
   /** Marks RAM page `page` as holding decoded code: drops write-TLB entries that map it. */
   markCodePage(page: number): void {
     this.codePages[page] = 1;
     const off = page * 4096;
     for (let i = 0; i < TLB_SIZE; i++) {
-      if (this.tlbOff[i] === off) {
-        this.tlbWriteS[i] = TLB_INVALID;
-        this.tlbWriteU[i] = TLB_INVALID;
-      }
+      if (this.tlbOffS[i] === off) this.tlbWriteS[i] = TLB_INVALID;
+      if (this.tlbOffU[i] === off) this.tlbWriteU[i] = TLB_INVALID;
     }
   }
 
@@ -900,6 +950,7 @@ export class Cpu {
   flushDecoded(): void {
     this.dc.flush();
     this.codePages.fill(0);
+    if (this.onFlushDecoded !== null) this.onFlushDecoded();
   }
 
   /** Fetches the byte at `ip` through the code segment and paging (slow path, page crossings). */
@@ -1635,12 +1686,6 @@ export class UnsupportedError extends Error {
   constructor(what: string) {
     super(`The interpreter does not implement ${what}`);
   }
-}
-
-/** Segment attribute helper for tests: packs a `Segment` as the Cpu stores it. */
-export function packAttr(s: Segment): number {
-  return (s.type & 0xf) | ((s.s & 1) << 4) | ((s.dpl & 3) << 5) | ((s.present & 1) << 7) |
-    ((s.avl & 1) << 12) | ((s.l & 1) << 13) | ((s.db & 1) << 14) | ((s.g & 1) << 15);
 }
 
 export { CR0_PE, CR0_PG, EFER_LMA, EFER_LME, EFER_NXE, EFER_SCE };

@@ -10,7 +10,7 @@ const L1_EDX_FPU = 1 << 0, L1_EDX_DE = 1 << 2, L1_EDX_PSE = 1 << 3, L1_EDX_TSC =
 const L1_EDX_MSR = 1 << 5, L1_EDX_PAE = 1 << 6, L1_EDX_CX8 = 1 << 8, L1_EDX_APIC = 1 << 9;
 const L1_EDX_PGE = 1 << 13, L1_EDX_CMOV = 1 << 15, L1_EDX_PAT = 1 << 16;
 const L1_EDX_CLFSH = 1 << 19, L1_EDX_FXSR = 1 << 24, L1_EDX_SSE = 1 << 25;
-const L1_EDX_SSE2 = 1 << 26, L1_EDX_MTRR = 1 << 12, L1_EDX_MCE = 1 << 7;
+const L1_EDX_SSE2 = 1 << 26, L1_EDX_MTRR = 1 << 12;
 /** Leaf 1 ECX bits. */
 const L1_ECX_SSE3 = 1 << 0, L1_ECX_CX16 = 1 << 13, L1_ECX_HYPERVISOR = 1 << 31;
 /** Extended leaf 0x80000001 EDX / ECX bits. */
@@ -63,7 +63,7 @@ export function cpuid(leaf: number, sub: number, apicId: number): void {
       a = 0x00060fb1;
       b = (apicId << 24) | (1 << 16) | (8 << 8); // CLFLUSH line size 8*8 = 64 bytes
       d = L1_EDX_DE | L1_EDX_PSE | L1_EDX_TSC | L1_EDX_MSR | L1_EDX_PAE | L1_EDX_PGE |
-        L1_EDX_CMOV | L1_EDX_PAT | L1_EDX_MTRR | L1_EDX_MCE;
+        L1_EDX_CMOV | L1_EDX_PAT | L1_EDX_MTRR; // no MCE/MCA: machine checks are not modelled
       if (FEATURES.fpu) d |= L1_EDX_FPU;
       if (FEATURES.cx8) d |= L1_EDX_CX8;
       if (FEATURES.apic) d |= L1_EDX_APIC;

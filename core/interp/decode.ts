@@ -262,8 +262,6 @@ export function decode(c: Cpu, cache: DecodeCache, ip: number, off: number, avai
       props = 1 | (b2 === 0x3a ? IMM_B << 4 : 0);
     }
   } else props = OP1[b]!;
-  const slot = 0; // placeholder, final slot chosen after decoding
-  void slot;
   let modrm = -1, reg = 0, rm = -1, base = -1, index = -1, scale = 0, disp = 0;
   let seg = segOv;
   if (props & 1) {

@@ -50,6 +50,7 @@ import type { CpuState } from "../cpu_state.ts";
 import type { GuestMemory } from "../memory.ts";
 import { Cpu, FAULT } from "./cpu.ts";
 import { step } from "./exec.ts";
+import { stepJit } from "./jit.ts";
 
 /** The outcome of one instruction. */
 export type StepResult =
@@ -70,6 +71,11 @@ export interface UserModeCpu {
 export interface UserModeCpuOptions {
   /** Linear addresses are physical even with paging on (see the module documentation). */
   identityPaging?: boolean;
+  /**
+   * Execute each instruction through the block compiler's template when it has one (a
+   * one-instruction block), to check the templates against the host CPU.
+   */
+  jit?: boolean;
 }
 
 /**
@@ -93,6 +99,7 @@ export function createUserModeCpu(
     control: new RunControl(),
   });
   cpu.identityPaging = options.identityPaging ?? false;
+  const jit = options.jit ?? false;
   return {
     setState(state: CpuState): void {
       cpu.setState(state);
@@ -102,7 +109,8 @@ export function createUserModeCpu(
     },
     step(): StepResult {
       try {
-        step(cpu);
+        if (jit) stepJit(cpu);
+        else step(cpu);
         return { kind: "ok" };
       } catch (e) {
         if (e !== FAULT) throw e;

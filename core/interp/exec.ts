@@ -10,7 +10,6 @@
 // deno-lint-ignore-file no-var
 
 import {
-  ACC_WRITE,
   Cpu,
   CR0_PE,
   CS,
@@ -34,7 +33,6 @@ import {
   FS,
   GS,
   LDTR,
-  LF_LOGIC,
   NM,
   SS,
   TR,
@@ -108,6 +106,9 @@ var rmReg = -1;
 var modrmByte = 0;
 /** Linear address of the memory operand. */
 var ea = 0;
+/** The effective address as exact 64-bit halves (LEA). */
+var eaLo = 0;
+var eaHi = 0;
 /** Effective (offset) address before the segment base, for LEA. */
 var eaOff = 0;
 
@@ -218,7 +219,9 @@ function computeEa(): void {
       h += carry;
     }
     h |= 0;
-    eaOff = h * TWO32 + l;
+    eaLo = l | 0;
+    eaHi = h;
+    eaOff = h * TWO32 + l; // exact for canonical addresses; LEA uses eaLo/eaHi
     if (eSeg >= FS) {
       l += c.segBase[eSeg]!;
       const carry2 = Math.floor(l / TWO32);
@@ -236,6 +239,8 @@ function computeEa(): void {
     o >>>= 0;
   } else o &= 0xffff;
   eaOff = o;
+  eaLo = o | 0;
+  eaHi = 0;
   if (c.long64) ea = eSeg >= FS ? c.segBase[eSeg]! + o : o;
   else ea = (c.segBase[eSeg]! + o) >>> 0;
 }
@@ -304,6 +309,12 @@ function writeMem(lin: number, sz: number, v: number, vh: number): void {
     default:
       c.wr64(lin, v, vh);
   }
+}
+
+/** `readMemW` for callers outside this module (the block compiler): selects `cpu` first. */
+export function readMemWFor(cpu: Cpu, lin: number, sz: number): number {
+  c = cpu;
+  return readMemW(lin, sz);
 }
 
 /** Reads memory for a read-modify-write: faults as a write would, so the write cannot fail. */
@@ -652,8 +663,7 @@ function exec1(b: number): void {
     }
     case 0x8d: // LEA
       if (rmReg >= 0) c.ud();
-      if (osz === 8) setReg(regf, 8, eaOff | 0, Math.floor(eaOff / TWO32) | 0);
-      else setReg(regf, osz, eaOff | 0, 0);
+      setReg(regf, osz, eaLo, eaHi);
       return;
     case 0x8e: { // MOV Sreg, Ew
       const s = regf & 7;
@@ -1677,6 +1687,11 @@ function exec0f(b: number): void {
     case 0x0b:
       c.ud();
       return;
+    case 0x77: // EMMS: the x87 tags all become empty (Linux uses it in its AMD FXSAVE-leak fix)
+      if (c.cr0 & 4) c.ud();
+      if (c.cr0 & 8) c.raise(NM);
+      c.x87.valid = 0;
+      return;
     case 0x0d: // PREFETCHW (hint)
     case 0x18:
     case 0x19:
@@ -2343,10 +2358,3 @@ function grp15(): void {
       c.ud();
   }
 }
-
-/** For the tests: the ModRM-decoded linear address of the last memory operand. */
-export function lastEa(): number {
-  return ea;
-}
-
-export { ACC_WRITE, F_OF, LF_LOGIC };

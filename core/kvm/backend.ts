@@ -902,21 +902,22 @@ export interface VcpuKickHandle {
   runAddress: bigint;
 }
 
-let kickListeners = 0;
+let kicksEnabled = false;
 function ignoreKick(): void {}
 
 /**
  * Installs a do-nothing handler for KICK_SIGNAL, so that a kick interrupts KVM_RUN instead of
- * killing the process. Call once (any thread) before kicking; the returned function removes it.
+ * killing the process. Call (any thread) before kicking. The handler stays for the life of the
+ * process: a kick still in flight after its vCPU stopped (or one whose thread id was reused)
+ * must never meet the default action, which ends the process. It does not keep the process
+ * alive. The returned function is kept for callers that pair setup with teardown; it does nothing.
  */
 export function enableVcpuKicks(): () => void {
-  if (kickListeners++ === 0) Deno.addSignalListener(KICK_SIGNAL, ignoreKick);
-  let done = false;
-  return () => {
-    if (done) return;
-    done = true;
-    if (--kickListeners === 0) Deno.removeSignalListener(KICK_SIGNAL, ignoreKick);
-  };
+  if (!kicksEnabled) {
+    kicksEnabled = true;
+    Deno.addSignalListener(KICK_SIGNAL, ignoreKick);
+  }
+  return () => {};
 }
 
 /**

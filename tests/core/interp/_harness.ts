@@ -37,6 +37,8 @@ export interface RunOptions {
   interrupts?: InterruptController;
   /** Runs after the image is loaded, before the vCPU starts (poke parameters into RAM). */
   before?: (memory: GuestMemory) => void;
+  /** Compile hot blocks (default true, as the backend does). */
+  jit?: boolean;
   /** One MMIO device to attach. */
   mmio?: { base: number; length: number } & IoHandler;
 }
@@ -84,6 +86,7 @@ export function runGuest(image: Uint8Array, opts: RunOptions = {}): GuestRun {
     interrupts: opts.interrupts ?? NO_INTERRUPTS,
     trace: null,
   }) as InterpVcpu;
+  vcpu.jit = opts.jit ?? true;
   const s = resetCpuState();
   s.rip = BigInt(LOAD_ADDR);
   opts.state?.(s);

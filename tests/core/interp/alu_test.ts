@@ -214,3 +214,9 @@ Deno.test("IMUL r32, r/m32, imm8 sign-extends the immediate; CQO fills RDX with 
   r = run("4899", { [RAX]: 1n << 63n });
   assertEquals(r.gpr[RDX], M64);
 });
+
+Deno.test("LEA computes exact 64-bit results even far outside the canonical range", () => {
+  const x = 0xfd15_0e7b_3daf_dc00n;
+  const r = run("4f8d7c7f01", { 15: x }); // lea r15, [r15 + r15*2 + 1]
+  assertEquals(r.gpr[15], (x * 3n + 1n) & M64);
+});

@@ -136,3 +136,29 @@ Deno.test("HLT sleeps until an interrupt, the IDT handler runs, MMIO reaches the
   assertEquals(r.stop.kind, "fault");
   assertIncludes((r.stop as { message: string }).message, "halted with interrupts disabled");
 });
+
+Deno.test("code rewritten by the guest is re-decoded (interpreter and block compiler)", () => {
+  for (const jit of [false, true]) {
+    const r = runGuest(guest("smc"), { jit });
+    assertEquals(r.out, "SMC OK\n", `jit=${jit}`);
+  }
+});
+
+Deno.test("the block compiler ends every guest in the same state as the plain interpreter", () => {
+  for (const name of ["workload", "branches", "user", "pf", "modes", "real_misc", "pm_user"]) {
+    const a = runGuest(guest(name), { jit: false });
+    const b = runGuest(guest(name), { jit: true });
+    assertEquals(b.out, a.out, name);
+    const sa = a.vcpu.getState(), sb = b.vcpu.getState();
+    assertEquals([sb.gpr, sb.rip, sb.rflags], [sa.gpr, sa.rip, sa.rflags], name);
+    assertEquals(b.vcpu.cpu.icount, a.vcpu.cpu.icount, `${name}: instruction count`);
+  }
+});
+
+Deno.test("user and kernel pages sharing a software-TLB slot stay apart", () => {
+  for (const jit of [false, true]) {
+    const r = runGuest(guest("tlb_alias"), { memSize: 32 << 20, jit });
+    assertEquals(r.out, "TLB OK\n", `jit=${jit}`);
+    assertEquals(r.stop, { kind: "exit", status: 0 });
+  }
+});

@@ -1,0 +1,724 @@
+/**
+ * Basic-block compiler for the interpreter (the last rung of ARCHITECTURE.md's ladder): a hot
+ * straight-line run of instructions is translated once into JavaScript source and compiled with
+ * `new Function`, so V8 optimizes it like ordinary code: no per-instruction decode, dispatch or
+ * operand-size switches. Common integer instructions get templates; every other instruction is
+ * executed through the interpreter (`step`) from inside the block, and the block exits as soon
+ * as such an instruction leaves the straight line (branch, fault delivery, I/O stop, mode switch).
+ *
+ * Blocks are keyed by the RAM offset of their first instruction plus the linear RIP and mode;
+ * they never cross a page, and writes to a page holding compiled code drop its blocks (the same
+ * code-page tracking as the decode cache). Guest exceptions propagate as `FAULT` with
+ * `c.startIp` at the faulting instruction, exactly as in the interpreter.
+ */
+
+import { type Cpu, FS } from "./cpu.ts";
+import { alu, alu64, incdec, incdec64, shift, shift64 } from "./alu.ts";
+import {
+  DC_SCRATCH,
+  DC_STRIDE,
+  decode,
+  F_BASE,
+  F_DISP,
+  F_IMM,
+  F_IMM2,
+  F_INDEX,
+  F_LEN,
+  F_MODRM,
+  F_OP,
+  F_PFX,
+  F_REG,
+  F_RM,
+  F_SCALE,
+  F_SEG,
+} from "./decode.ts";
+import { readMemWFor, step } from "./exec.ts";
+
+/** Block table slots (direct mapped by RAM offset). */
+const BT_SIZE = 1 << 14;
+const BT_MASK = BT_SIZE - 1;
+/** Executions of a block start before it is compiled. */
+const HOT_THRESHOLD = 40;
+/** Longest block, in instructions. */
+const MAX_BLOCK = 48;
+/** Instructions a self-looping block runs before returning to the dispatcher. */
+const LOOP_BUDGET = 2048;
+
+type BlockFn = (c: Cpu, x: typeof X) => void;
+
+/** Helpers the generated code calls. */
+const X = {
+  alu,
+  alu64,
+  incdec,
+  incdec64,
+  shift,
+  shift64,
+  rmw: readMemWFor,
+  step,
+  /** Exact 64-bit linear address of base + index * s + disp (+ FS/GS base when seg >= 0). */
+  ea64(c: Cpu, b: number, i: number, s: number, disp: number, seg: number): number {
+    let l = disp + (c.lo[i]! >>> 0) * s, h = c.hi[i]! * s;
+    if (b >= 0) {
+      l += c.lo[b]! >>> 0;
+      h += c.hi[b]!;
+    }
+    if (seg >= 0) l += c.segBase[seg]!;
+    const carry = Math.floor(l / 4294967296);
+    return ((h + carry) | 0) * 4294967296 + (l - carry * 4294967296);
+  },
+  /** Exact 64-bit LEA from halves (no BigInt): returns low half, high half in `c.rh`. */
+  lea64(c: Cpu, b: number, i: number, s: number, disp: number, next: number): number {
+    let l = disp, h = 0;
+    if (next !== 0) {
+      l += next >>> 0;
+      h = Math.floor(next / 4294967296);
+    }
+    if (b >= 0) {
+      l += c.lo[b]! >>> 0;
+      h += c.hi[b]!;
+    }
+    if (i >= 0) {
+      l += (c.lo[i]! >>> 0) * s;
+      h += c.hi[i]! * s;
+    }
+    const carry = Math.floor(l / 4294967296);
+    c.rh = (h + carry) | 0;
+    return (l - carry * 4294967296) | 0;
+  },
+};
+
+/** Per-CPU compiled blocks. */
+class BlockCache {
+  readonly tag = new Float64Array(BT_SIZE).fill(-1);
+  readonly ip = new Float64Array(BT_SIZE);
+  readonly mode = new Int8Array(BT_SIZE);
+  readonly len = new Int32Array(BT_SIZE);
+  readonly hot = new Int32Array(BT_SIZE);
+  readonly fn: (BlockFn | null)[] = new Array(BT_SIZE).fill(null);
+
+  invalidatePage(page: number): void {
+    const start = page * 4096;
+    for (let k = 0; k < 4096; k++) {
+      const s = (start + k) & BT_MASK;
+      const t = this.tag[s]!;
+      if (t >= start && t < start + 4096) {
+        this.tag[s] = -1;
+        this.fn[s] = null;
+      }
+    }
+  }
+}
+
+const caches = new WeakMap<Cpu, BlockCache>();
+
+function cacheFor(c: Cpu): BlockCache {
+  let bc = caches.get(c);
+  if (!bc) {
+    const made = new BlockCache();
+    bc = made;
+    caches.set(c, made);
+    const prev = c.onCodeWrite;
+    c.onCodeWrite = (page: number) => {
+      prev?.(page);
+      made.invalidatePage(page);
+    };
+    const prevFlush = c.onFlushDecoded;
+    c.onFlushDecoded = () => {
+      prevFlush?.();
+      made.tag.fill(-1);
+      made.fn.fill(null);
+      made.hot.fill(0);
+    };
+  }
+  return bc;
+}
+
+/**
+ * Executes about `n` instructions on `cpu`, running compiled blocks where they exist and
+ * compiling blocks that become hot. Same contract as `runSlice` in exec.ts.
+ */
+export function runSliceJit(cpu: Cpu, n: number): void {
+  const bc = cacheFor(cpu);
+  const start = cpu.icount;
+  while (cpu.icount - start < n) {
+    const ip = cpu.ip;
+    let d = ip - cpu.fetchIpBase;
+    if (!(d >= 0 && d < 4096)) {
+      cpu.startIp = ip; // a fetch fault belongs to the instruction at `ip`
+      cpu.fetchRefill();
+      d = ip - cpu.fetchIpBase;
+    }
+    const off = cpu.fetchOff + d;
+    const s = off & BT_MASK;
+    const mode = cpu.long64 ? 2 : cpu.code32 ? 1 : 0;
+    if (bc.tag[s] === off && bc.ip[s] === ip && bc.mode[s] === mode) {
+      const fn = bc.fn[s] ?? null;
+      if (fn !== null) {
+        fn(cpu, X);
+        if (cpu.breakLoop) return;
+        continue;
+      }
+      if (++bc.hot[s]! >= HOT_THRESHOLD) {
+        const compiled = compileBlock(cpu, ip, off, d);
+        bc.fn[s] = compiled.fn;
+        bc.len[s] = compiled.len;
+        if (compiled.fn === null) bc.hot[s] = -1_000_000; // not worth compiling: stay cold
+      }
+    } else {
+      bc.tag[s] = off;
+      bc.ip[s] = ip;
+      bc.mode[s] = mode;
+      bc.fn[s] = null;
+      bc.hot[s] = 1;
+    }
+    step(cpu);
+    if (cpu.breakLoop) return;
+  }
+}
+
+/** Source text of the linear address of the decoded memory operand, or null if not templated. */
+function eaExpr(c: Cpu, e: Int32Array, b0: number, asz: number, next: number): string | null {
+  const base = e[b0 + F_BASE]!, index = e[b0 + F_INDEX]!, scale = e[b0 + F_SCALE]!;
+  const disp = e[b0 + F_DISP]!, seg = e[b0 + F_SEG]!;
+  if (c.long64) {
+    let expr: string;
+    if (asz === 8) {
+      if (scale & 4) expr = String(next + disp);
+      else if (index >= 0) {
+        // A scaled index can wrap modulo 2^64: compute exactly on halves.
+        return `X.ea64(c, ${base}, ${index}, ${1 << (scale & 3)}, ${disp}, ${
+          seg >= FS ? seg : -1
+        })`;
+      } else {
+        const t: string[] = [];
+        if (disp !== 0) t.push(String(disp));
+        if (base >= 0) t.push(`((L[${base}] >>> 0) + H[${base}] * 4294967296)`);
+        if (index >= 0) {
+          t.push(`((L[${index}] >>> 0) + H[${index}] * 4294967296) * ${1 << (scale & 3)}`);
+        }
+        expr = t.length ? t.join(" + ") : "0";
+      }
+    } else if (asz === 4) {
+      const t: string[] = [String(disp)];
+      if (scale & 4) t.push(String(next));
+      if (base >= 0) t.push(`L[${base}]`);
+      if (index >= 0) t.push(`(L[${index}] << ${scale & 3})`);
+      expr = `((${t.join(" + ")}) >>> 0)`;
+    } else return null;
+    return seg >= FS ? `(c.segBase[${seg}] + ${expr})` : expr;
+  }
+  if (asz !== 4) return null;
+  const t: string[] = [String(disp)];
+  if (base >= 0) t.push(`L[${base}]`);
+  if (index >= 0) t.push(`(L[${index}] << ${scale & 3})`);
+  return `((c.segBase[${seg}] + ((${t.join(" + ")}) >>> 0)) >>> 0)`;
+}
+
+/** Kind of the last flag-producing template in a block, for fusing it with a following Jcc. */
+type Producer = { kind: "sub" | "logic" | "add" | "eager"; w: 4 | 8 } | null;
+
+/**
+ * Inline code for ALU op `aop` (0 add .. 7 cmp) on 32- or 64-bit operands given as JS
+ * expressions; the result is left in `fr` (and `frh`), operands in `fa`/`fb` (`fah`/`fbh`), and
+ * the lazy-flag fields of `c` are set as `alu`/`alu64` would set them.
+ */
+function aluCode(
+  aop: number,
+  w: boolean,
+  a: string,
+  ah: string,
+  b: string,
+  bh: string,
+): { code: string; prod: Producer } {
+  if (w) {
+    const kind = aop === 5 || aop === 7
+      ? "sub"
+      : aop === 0
+      ? "add"
+      : aop === 2 || aop === 3
+      ? null
+      : "logic";
+    return {
+      code: `fa = ${a}; fah = ${ah}; fb = ${b}; fbh = ${bh}; ` +
+        `fr = X.alu64(c, ${aop}, fa, fah, fb, fbh); frh = c.rh;`,
+      prod: kind === null ? null : { kind, w: 8 },
+    };
+  }
+  if (aop === 2 || aop === 3) return { code: `fr = X.alu(c, ${aop}, ${a}, ${b}, 4);`, prod: null };
+  let expr: string, lop: number, kind: "sub" | "logic" | "add";
+  switch (aop) {
+    case 0:
+      expr = "(fa + fb) | 0";
+      lop = 1;
+      kind = "add";
+      break;
+    case 1:
+      expr = "fa | fb";
+      lop = 5;
+      kind = "logic";
+      break;
+    case 4:
+      expr = "fa & fb";
+      lop = 5;
+      kind = "logic";
+      break;
+    case 6:
+      expr = "fa ^ fb";
+      lop = 5;
+      kind = "logic";
+      break;
+    default: // 5 sub, 7 cmp
+      expr = "(fa - fb) | 0";
+      lop = 3;
+      kind = "sub";
+  }
+  return {
+    code: `fa = ${a} | 0; fb = ${b} | 0; fr = ${expr}; c.lop = ${lop}; c.lsz = 4; c.lres = fr; ` +
+      `c.la = fa; c.lb = fb;`,
+    prod: { kind, w: 4 },
+  };
+}
+
+const SUB32: Record<number, string> = {
+  2: "(fa >>> 0) < (fb >>> 0)",
+  3: "(fa >>> 0) >= (fb >>> 0)",
+  4: "fa === fb",
+  5: "fa !== fb",
+  6: "(fa >>> 0) <= (fb >>> 0)",
+  7: "(fa >>> 0) > (fb >>> 0)",
+  12: "fa < fb",
+  13: "fa >= fb",
+  14: "fa <= fb",
+  15: "fa > fb",
+};
+const LOGIC32: Record<number, string> = {
+  4: "fr === 0",
+  5: "fr !== 0",
+  8: "fr < 0",
+  9: "fr >= 0",
+  12: "fr < 0",
+  13: "fr >= 0",
+  14: "fr <= 0",
+  15: "fr > 0",
+};
+const ADD32: Record<number, string> = { 4: "fr === 0", 5: "fr !== 0", 8: "fr < 0", 9: "fr >= 0" };
+const B64 = "((fah >>> 0) < (fbh >>> 0) || (fah === fbh && (fa >>> 0) < (fb >>> 0)))";
+const BE64 = "((fah >>> 0) < (fbh >>> 0) || (fah === fbh && (fa >>> 0) <= (fb >>> 0)))";
+const L64 = "(fah < fbh || (fah === fbh && (fa >>> 0) < (fb >>> 0)))";
+const LE64 = "(fah < fbh || (fah === fbh && (fa >>> 0) <= (fb >>> 0)))";
+const EQ64 = "(fa === fb && fah === fbh)";
+const SUB64: Record<number, string> = {
+  2: B64,
+  3: `!${B64}`,
+  4: EQ64,
+  5: `!${EQ64}`,
+  6: BE64,
+  7: `!${BE64}`,
+  12: L64,
+  13: `!${L64}`,
+  14: LE64,
+  15: `!${LE64}`,
+};
+const Z64 = "((fr | frh) === 0)";
+const LOGIC64: Record<number, string> = {
+  4: Z64,
+  5: `!${Z64}`,
+  8: "frh < 0",
+  9: "frh >= 0",
+  12: "frh < 0",
+  13: "frh >= 0",
+  14: `(frh < 0 || ${Z64})`,
+  15: `!(frh < 0 || ${Z64})`,
+};
+const ADD64: Record<number, string> = { 4: Z64, 5: `!${Z64}`, 8: "frh < 0", 9: "frh >= 0" };
+
+/** Templated opcodes that leave the arithmetic flags alone (a fused producer survives them). */
+function preservesFlags(op: number): boolean {
+  return op === 0x89 || op === 0x8b || op === 0x8d || op === 0xc7 || op === 0xc6 || op === 0x88 ||
+    op === 0x8a || op === 0x90 || op === 0x1b6 || op === 0x1b7 || op === 0x1be || op === 0x1bf ||
+    op === 0x63 || op === 0x68 || op === 0x6a || (op >= 0xb8 && op <= 0xbf) ||
+    (op >= 0x50 && op <= 0x5f) || (op >= 0x140 && op <= 0x14f) || (op >= 0x190 && op <= 0x19f);
+}
+
+const SOF = "(((c.flags >> 7) ^ (c.flags >> 11)) & 1)";
+/** Conditions on flags already evaluated into `c.flags` (after shifts and rotates). */
+const EAGER: Record<number, string> = {
+  0: "(c.flags & 0x800) !== 0",
+  1: "(c.flags & 0x800) === 0",
+  2: "(c.flags & 1) !== 0",
+  3: "(c.flags & 1) === 0",
+  4: "(c.flags & 0x40) !== 0",
+  5: "(c.flags & 0x40) === 0",
+  6: "(c.flags & 0x41) !== 0",
+  7: "(c.flags & 0x41) === 0",
+  8: "(c.flags & 0x80) !== 0",
+  9: "(c.flags & 0x80) === 0",
+  10: "(c.flags & 4) !== 0",
+  11: "(c.flags & 4) === 0",
+  12: `${SOF} !== 0`,
+  13: `${SOF} === 0`,
+  14: `((c.flags & 0x40) !== 0 || ${SOF} !== 0)`,
+  15: `((c.flags & 0x40) === 0 && ${SOF} === 0)`,
+};
+
+/** A Jcc condition computed from the fused producer's operands, or null. */
+function fusedCond(p: Producer, cc: number): string | null {
+  if (p === null) return null;
+  if (p.kind === "eager") return EAGER[cc] ?? null;
+  const t = p.w === 4
+    ? (p.kind === "sub" ? SUB32 : p.kind === "logic" ? LOGIC32 : ADD32)
+    : (p.kind === "sub" ? SUB64 : p.kind === "logic" ? LOGIC64 : ADD64);
+  return t[cc] ?? null;
+}
+
+/** Translates the instructions at `ip` into a block function; null when nothing is templated. */
+function compileBlock(
+  c: Cpu,
+  ip: number,
+  off: number,
+  d: number,
+  maxLen = MAX_BLOCK,
+): { fn: BlockFn | null; len: number } {
+  const e = c.dc.ent;
+  // The body runs inside `for (;;)`: a branch back to the block start loops without returning to
+  // the dispatcher (n counts the instructions of completed iterations).
+  const lines: string[] = [
+    "const L = c.lo, H = c.hi;",
+    "let n = 0, fa = 0, fb = 0, fr = 0, fah = 0, fbh = 0, frh = 0;",
+    "for (;;) {",
+  ];
+  let prod: Producer = null;
+  let count = 0; // instructions in the block
+  let templated = 0;
+  let pos = 0; // byte offset from the block start
+  let done = false;
+  const exit = (k: number) => `c.icount += n + ${k}; return;`;
+  const again = (k: number) =>
+    `n += ${k}; if (n < ${LOOP_BUDGET} && !c.breakLoop) continue; c.ip = ${ip}; ` +
+    `c.icount += n; return;`;
+  while (!done && count < maxLen) {
+    const avail = 4096 - (d + pos);
+    if (avail < 15) break; // keep every instruction inside this page
+    const cur = ip + pos;
+    const slot = decode(c, c.dc, cur, off + pos, avail);
+    if (slot === DC_SCRATCH) break;
+    const b0 = slot * DC_STRIDE;
+    const len = e[b0 + F_LEN]!;
+    const next = cur + len;
+    const op = e[b0 + F_OP]!;
+    const pfx = e[b0 + F_PFX]!;
+    const osz = pfx & 15, asz = (pfx >> 4) & 15, rex = (pfx >> 12) & 0xff;
+    const repPfx = (pfx >>> 29) & 3;
+    const modrm = e[b0 + F_MODRM]!, reg = e[b0 + F_REG]!, rm = e[b0 + F_RM]!;
+    const imm = e[b0 + F_IMM]!, imm2 = e[b0 + F_IMM2]!;
+    const wide = c.long64 || c.code32;
+    let code: string | null = null;
+    let newProd: Producer = null;
+    let keepProd = false;
+    const templ = templated; // instructions templated before this one (for icount at exits)
+    const mem = modrm >= 0 && rm < 0 ? eaExpr(c, e, b0, asz, next) : null;
+    const canMem = modrm >= 0 && rm < 0 && mem !== null;
+    if (wide && repPfx === 0 && (osz === 4 || osz === 8)) {
+      const w = osz === 8;
+      if (op < 0x40 && (op & 7) < 4 && (op & 1) === 1) {
+        // ALU Ev,Gv (01..39) and Gv,Ev (03..3B)
+        const aop = op >> 3;
+        const toReg = (op & 2) !== 0;
+        const write = aop !== 7;
+        if (rm >= 0) {
+          const dst = toReg ? reg : rm, s = toReg ? rm : reg;
+          const g = aluCode(aop, w, `L[${dst}]`, `H[${dst}]`, `L[${s}]`, `H[${s}]`);
+          code = `{ ${g.code}` + (write ? ` L[${dst}] = fr; H[${dst}] = ${w ? "frh" : "0"};` : "") +
+            " }";
+          newProd = g.prod;
+        } else if (canMem && toReg) {
+          const g = aluCode(aop, w, `L[${reg}]`, `H[${reg}]`, "v", "vh");
+          code = `{ const v = ${w ? `c.rd64(${mem})` : `c.rd32(${mem})`}, vh = c.rh; ${g.code}` +
+            (write ? ` L[${reg}] = fr; H[${reg}] = ${w ? "frh" : "0"};` : "") + " }";
+          newProd = g.prod;
+        } else if (canMem) {
+          const g = aluCode(aop, w, "v", "vh", `L[${reg}]`, `H[${reg}]`);
+          const rd = write ? `X.rmw(c, a, ${osz})` : w ? "c.rd64(a)" : "c.rd32(a)";
+          code = `{ const a = ${mem}; const v = ${rd}, vh = c.rh; ${g.code}` +
+            (write ? (w ? " c.wr64(a, fr, frh);" : " c.wr32(a, fr);") : "") + " }";
+          newProd = g.prod;
+        }
+      } else if ((op === 0x81 || op === 0x83) && (rm >= 0 || canMem)) {
+        const aop = (modrm >> 3) & 7;
+        const iv = op === 0x83 ? (imm << 24) >> 24 : imm;
+        const ih = iv >> 31;
+        const write = aop !== 7;
+        if (rm >= 0) {
+          const g = aluCode(aop, w, `L[${rm}]`, `H[${rm}]`, String(iv), String(ih));
+          code = `{ ${g.code}` + (write ? ` L[${rm}] = fr; H[${rm}] = ${w ? "frh" : "0"};` : "") +
+            " }";
+          newProd = g.prod;
+        } else {
+          const g = aluCode(aop, w, "v", "vh", String(iv), String(ih));
+          const rd = write ? `X.rmw(c, a, ${osz})` : w ? "c.rd64(a)" : "c.rd32(a)";
+          code = `{ const a = ${mem}; const v = ${rd}, vh = c.rh; ${g.code}` +
+            (write ? (w ? " c.wr64(a, fr, frh);" : " c.wr32(a, fr);") : "") + " }";
+          newProd = g.prod;
+        }
+      } else if (op < 0x40 && (op & 7) === 5) { // ALU eAX, imm32
+        const aop = op >> 3;
+        const write = aop !== 7;
+        const g = aluCode(aop, w, "L[0]", "H[0]", String(imm), String(imm >> 31));
+        code = `{ ${g.code}` + (write ? ` L[0] = fr; H[0] = ${w ? "frh" : "0"};` : "") + " }";
+        newProd = g.prod;
+      } else if (op === 0x85 && rm >= 0) { // TEST r, r
+        const g = aluCode(4, w, `L[${rm}]`, `H[${rm}]`, `L[${reg}]`, `H[${reg}]`);
+        code = g.code;
+        newProd = g.prod;
+      } else if ((op === 0xd1 || op === 0xd3) && rm >= 0) { // shift/rotate r, 1 / CL
+        const sop = (modrm >> 3) & 7;
+        const cnt = op === 0xd1 ? "1" : `(L[1] & ${w ? 0x3f : 0x1f})`;
+        code = w
+          ? `{ const r = X.shift64(c, ${sop}, L[${rm}], H[${rm}], ${cnt}); L[${rm}] = r; ` +
+            `H[${rm}] = c.rh; }`
+          : `{ L[${rm}] = X.shift(c, ${sop}, L[${rm}], ${cnt}, 4); H[${rm}] = 0; }`;
+        if (op === 0xd1) newProd = { kind: "eager", w: 4 };
+      } else if (op >= 0x140 && op <= 0x14f && rm >= 0) { // CMOVcc r, r
+        code =
+          `if (c.cond(${op & 15})) { L[${reg}] = L[${rm}]; H[${reg}] = ${w ? `H[${rm}]` : "0"}; }` +
+          (w ? "" : ` else H[${reg}] = 0;`);
+      } else if (op === 0x89 || op === 0x8b) { // MOV
+        const toReg = op === 0x8b;
+        if (rm >= 0) {
+          const dst = toReg ? reg : rm, s = toReg ? rm : reg;
+          code = `L[${dst}] = L[${s}]; H[${dst}] = ${w ? `H[${s}]` : "0"};`;
+        } else if (canMem) {
+          code = toReg
+            ? (w
+              ? `{ const v = c.rd64(${mem}); L[${reg}] = v; H[${reg}] = c.rh; }`
+              : `{ const v = c.rd32(${mem}); L[${reg}] = v; H[${reg}] = 0; }`)
+            : (w ? `c.wr64(${mem}, L[${reg}], H[${reg}]);` : `c.wr32(${mem}, L[${reg}]);`);
+        }
+      } else if (op >= 0xb8 && op <= 0xbf) {
+        const r = (op & 7) | ((rex & 1) << 3);
+        code = `L[${r}] = ${imm}; H[${r}] = ${w ? imm2 : 0};`;
+      } else if (op === 0xc7 && ((modrm >> 3) & 7) === 0 && (rm >= 0 || canMem)) {
+        code = rm >= 0
+          ? `L[${rm}] = ${imm}; H[${rm}] = ${w ? imm >> 31 : 0};`
+          : (w ? `c.wr64(${mem}, ${imm}, ${imm >> 31});` : `c.wr32(${mem}, ${imm});`);
+      } else if (op === 0x8d && rm < 0 && mem !== null && c.long64 && asz === 8) { // LEA
+        const bs = e[b0 + F_BASE]!, ix = e[b0 + F_INDEX]!, sc = e[b0 + F_SCALE]!;
+        const dsp = e[b0 + F_DISP]!;
+        code = `{ const l = X.lea64(c, ${bs}, ${ix}, ${1 << (sc & 3)}, ${dsp}, ${
+          sc & 4 ? next : 0
+        }); L[${reg}] = l; H[${reg}] = ${w ? "c.rh" : "0"}; }`;
+      } else if (op === 0xff && rm >= 0 && ((modrm >> 3) & 7) < 2) { // INC/DEC r
+        const dec = ((modrm >> 3) & 7) === 1;
+        if (w) {
+          code = `{ const r = X.incdec64(c, ${dec}, L[${rm}], H[${rm}]); L[${rm}] = r; ` +
+            `H[${rm}] = c.rh; }`;
+        } else {
+          // Inline INC/DEC (CF preserved through lcf); ZF/SF fuse with a following Jcc.
+          code = `{ const cf = c.cf(); fa = L[${rm}]; fr = (fa ${dec ? "-" : "+"} 1) | 0; ` +
+            `c.lop = ${dec ? 7 : 6}; c.lsz = 4; c.lres = fr; c.la = fa; c.lb = 1; c.lcf = cf; ` +
+            `L[${rm}] = fr; H[${rm}] = 0; }`;
+          newProd = { kind: "add", w: 4 };
+        }
+      } else if (op === 0xc1 && rm >= 0) { // shift/rotate r, imm8
+        const sop = (modrm >> 3) & 7;
+        code = w
+          ? `{ const r = X.shift64(c, ${sop}, L[${rm}], H[${rm}], ${imm & 0x3f}); L[${rm}] = r; ` +
+            `H[${rm}] = c.rh; }`
+          : `{ L[${rm}] = X.shift(c, ${sop}, L[${rm}], ${imm & 0x1f}, 4); H[${rm}] = 0; }`;
+        // A nonzero count leaves the flags eager in c.flags; a zero count leaves them alone.
+        if ((imm & (w ? 0x3f : 0x1f)) !== 0) newProd = { kind: "eager", w: 4 };
+        else keepProd = true;
+      } else if (
+        (op === 0x1b6 || op === 0x1b7) &&
+        (canMem || (rm >= 0 && (op === 0x1b7 || rex !== 0 || rm < 4)))
+      ) {
+        const src = op === 0x1b6
+          ? (rm >= 0 ? `(L[${rm}] & 0xff)` : `c.rd8(${mem})`)
+          : (rm >= 0 ? `(L[${rm}] & 0xffff)` : `c.rd16(${mem})`);
+        code = `L[${reg}] = ${src}; H[${reg}] = 0;`;
+      } else if (
+        (op === 0x1be || op === 0x1bf) &&
+        (canMem || (rm >= 0 && (op === 0x1bf || rex !== 0 || rm < 4)))
+      ) { // MOVSX
+        const src = op === 0x1be
+          ? (rm >= 0 ? `((L[${rm}] << 24) >> 24)` : `((c.rd8(${mem}) << 24) >> 24)`)
+          : (rm >= 0 ? `((L[${rm}] << 16) >> 16)` : `((c.rd16(${mem}) << 16) >> 16)`);
+        code = `{ const v = ${src}; L[${reg}] = v; H[${reg}] = ${w ? "v >> 31" : "0"}; }`;
+      } else if (op === 0x63 && c.long64 && (rm >= 0 || canMem)) { // MOVSXD
+        const src = rm >= 0 ? `L[${rm}]` : `c.rd32(${mem})`;
+        code = `{ const v = ${src}; L[${reg}] = v; H[${reg}] = ${w ? "v >> 31" : "0"}; }`;
+      } else if (op === 0xf7 && rm >= 0 && ((modrm >> 3) & 7) >= 2 && ((modrm >> 3) & 7) <= 3) {
+        if (((modrm >> 3) & 7) === 2) { // NOT
+          code = `L[${rm}] = ~L[${rm}]; H[${rm}] = ${w ? `~H[${rm}]` : "0"};`;
+        } else { // NEG
+          const g = aluCode(5, w, "0", "0", `L[${rm}]`, `H[${rm}]`);
+          code = `{ ${g.code} L[${rm}] = fr; H[${rm}] = ${w ? "frh" : "0"}; }`;
+          newProd = g.prod;
+        }
+      } else if (op === 0xf7 && ((modrm >> 3) & 7) === 0 && (rm >= 0 || canMem)) { // TEST imm
+        const src = rm >= 0 ? null : w ? `c.rd64(${mem})` : `c.rd32(${mem})`;
+        const g = src === null
+          ? aluCode(4, w, `L[${rm}]`, `H[${rm}]`, String(imm), String(imm >> 31))
+          : aluCode(4, w, "v", "vh", String(imm), String(imm >> 31));
+        code = src === null ? g.code : `{ const v = ${src}, vh = c.rh; ${g.code} }`;
+        newProd = g.prod;
+      }
+    }
+    if (code === null && wide && repPfx === 0 && (op === 0x80 || op === 0x38 || op === 0x3a)) {
+      // Byte compares (CMP r/m8, imm8 and CMP r/m8, r8 / r8, r/m8) through the ALU helper.
+      const byteReg = (r: number) => rex !== 0 || r < 4;
+      const rd8 = (r: number) => `(L[${r}] & 0xff)`;
+      if (op === 0x80 && ((modrm >> 3) & 7) === 7) {
+        if (canMem) code = `X.alu(c, 7, c.rd8(${mem}), ${imm & 0xff}, 1);`;
+        else if (rm >= 0 && byteReg(rm)) code = `X.alu(c, 7, ${rd8(rm)}, ${imm & 0xff}, 1);`;
+      } else if (op !== 0x80 && byteReg(reg) && (canMem || (rm >= 0 && byteReg(rm)))) {
+        const e8 = rm >= 0 ? rd8(rm) : `c.rd8(${mem})`;
+        code = op === 0x38
+          ? `X.alu(c, 7, ${e8}, ${rd8(reg)}, 1);`
+          : `X.alu(c, 7, ${rd8(reg)}, ${e8}, 1);`;
+      }
+    }
+    if (code === null && wide && repPfx === 0) {
+      // Byte operations and NOP (any operand size).
+      const byteReg = (r: number) => rex !== 0 || r < 4;
+      if (op === 0x90 && (rex & 1) === 0 && pfx === ((pfx & 0xff) | ((pfx >> 8 & 15) << 8))) {
+        code = "";
+      } else if (op === 0xc6 && ((modrm >> 3) & 7) === 0) {
+        if (rm >= 0 && byteReg(rm)) code = `L[${rm}] = (L[${rm}] & ~0xff) | ${imm & 0xff};`;
+        else if (canMem) code = `c.wr8(${mem}, ${imm & 0xff});`;
+      } else if (op === 0x88 && byteReg(reg) && canMem) {
+        code = `c.wr8(${mem}, L[${reg}] & 0xff);`;
+      } else if (op === 0x8a && byteReg(reg) && canMem) {
+        code = `L[${reg}] = (L[${reg}] & ~0xff) | c.rd8(${mem});`;
+      } else if (op >= 0x190 && op <= 0x19f && rm >= 0 && byteReg(rm)) {
+        code = `L[${rm}] = (L[${rm}] & ~0xff) | (c.cond(${op & 15}) ? 1 : 0);`;
+      }
+    }
+    if (code === null && c.long64 && repPfx === 0 && op === 0xe2 && asz === 8) { // LOOP
+      lines.push(`c.startIp = ${cur};`);
+      lines.push(
+        `{ const l = (L[1] >>> 0) - 1; L[1] = l | 0; if (l < 0) H[1] = (H[1] - 1) | 0; ` +
+          `if ((L[1] | H[1]) !== 0) { ${
+            next + ((imm << 24) >> 24) === ip
+              ? again(templated + 1)
+              : `c.ip = ${next + ((imm << 24) >> 24)}; ${exit(templated + 1)}`
+          } } c.ip = ${next}; } ` + exit(templated + 1),
+      );
+      templated++;
+      count++;
+      done = true;
+      continue;
+    }
+    if (code === null && c.long64 && repPfx === 0) {
+      // Control flow and stack in 64-bit mode.
+      if ((op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f)) {
+        const rel = op < 0x100 ? (imm << 24) >> 24 : imm;
+        if (op < 0x100 || osz !== 2) {
+          // Taken: leave the block; not taken: keep going (a superblock through the fall-through).
+          const cond = fusedCond(prod, op & 15) ?? `c.cond(${op & 15})`;
+          lines.push(
+            `if (${cond}) { ${
+              next + rel === ip ? again(templ + 1) : `c.ip = ${next + rel}; ${exit(templ + 1)}`
+            } }`,
+          );
+          templated++;
+          count++;
+          pos += len;
+          continue;
+        }
+      } else if ((op === 0xeb || op === 0xe9) && osz !== 2) {
+        const rel = op === 0xeb ? (imm << 24) >> 24 : imm;
+        lines.push(
+          next + rel === ip ? again(templ + 1) : `c.ip = ${next + rel}; ${exit(templ + 1)}`,
+        );
+        templated++;
+        count++;
+        done = true;
+        continue;
+      } else if (op === 0xe8 && osz !== 2) {
+        lines.push(`c.startIp = ${cur};`);
+        lines.push(`c.pushNum64(${next}); c.ip = ${next + imm}; ${exit(templ + 1)}`);
+        templated++;
+        count++;
+        done = true;
+        continue;
+      } else if (op === 0xc3 && osz !== 2) {
+        lines.push(`c.startIp = ${cur};`);
+        lines.push(
+          `{ const v = c.peek(0, 8), vh = c.rh; if (((vh << 16) >> 16) !== vh) c.gp(0); ` +
+            `c.ip = vh * 4294967296 + (v >>> 0); c.adjSp(8); } ${exit(templ + 1)}`,
+        );
+        templated++;
+        count++;
+        done = true;
+        continue;
+      } else if (op >= 0x50 && op <= 0x57 && osz !== 2) {
+        const r = (op & 7) | ((rex & 1) << 3);
+        code = `c.push64(L[${r}], H[${r}]);`;
+      } else if ((op === 0x68 || op === 0x6a) && osz !== 2) { // PUSH imm
+        const v = op === 0x6a ? (imm << 24) >> 24 : imm;
+        code = `c.push64(${v}, ${v >> 31});`;
+      } else if (
+        op === 0xff && osz !== 2 && (((modrm >> 3) & 7) === 2 || ((modrm >> 3) & 7) === 4) &&
+        (rm >= 0 || canMem)
+      ) { // CALL / JMP near indirect
+        const call = ((modrm >> 3) & 7) === 2;
+        const load = rm >= 0
+          ? `const v = L[${rm}], vh = H[${rm}];`
+          : `const v = c.rd64(${mem}), vh = c.rh;`;
+        lines.push(`c.startIp = ${cur};`);
+        lines.push(
+          `{ ${load} if (((vh << 16) >> 16) !== vh) c.gp(0); ` +
+            (call ? `c.pushNum64(${next}); ` : "") +
+            `c.ip = vh * 4294967296 + (v >>> 0); } ${exit(templ + 1)}`,
+        );
+        templated++;
+        count++;
+        done = true;
+        continue;
+      } else if (op >= 0x58 && op <= 0x5f && osz !== 2) {
+        const r = (op & 7) | ((rex & 1) << 3);
+        code = `{ const v = c.pop(8); L[${r}] = v; H[${r}] = c.rh; }`;
+      }
+    }
+    if (code !== null) {
+      lines.push(`c.startIp = ${cur}; ${code}`);
+      templated++;
+      prod = newProd ?? (keepProd || preservesFlags(op) ? prod : null);
+    } else {
+      prod = null;
+      // Through the interpreter; leave the block if it did not fall through.
+      lines.push(
+        `c.ip = ${cur}; X.step(c); if (c.ip !== ${next} || c.breakLoop) { ${exit(templ)} }`,
+      );
+    }
+    count++;
+    pos += len;
+  }
+  if (templated === 0 || count === 0) return { fn: null, len: 0 };
+  if (!done) lines.push(`c.ip = ${ip + pos}; ${exit(templated)}`);
+  lines.push("}");
+  const page = Math.floor(off / 4096);
+  if (c.codePages[page] === 0) c.markCodePage(page);
+  // deno-lint-ignore no-explicit-any
+  const fn = new Function("c", "X", lines.join("\n")) as any as BlockFn;
+  return { fn, len: count };
+}
+
+/**
+ * Executes exactly one instruction through the block compiler when it has a template for it
+ * (otherwise through the interpreter). For testing the templates one instruction at a time.
+ */
+export function stepJit(cpu: Cpu): void {
+  const ip = cpu.ip;
+  cpu.startIp = ip;
+  let d = ip - cpu.fetchIpBase;
+  if (!(d >= 0 && d < 4096)) {
+    cpu.fetchRefill();
+    d = ip - cpu.fetchIpBase;
+  }
+  const { fn } = compileBlock(cpu, ip, cpu.fetchOff + d, d, 1);
+  if (fn !== null) fn(cpu, X);
+  else step(cpu);
+}
