@@ -10,6 +10,8 @@
 // deno-lint-ignore-file no-var
 
 import {
+  ACC_READ,
+  ACC_WRITE,
   Cpu,
   CR0_PE,
   CS,
@@ -1288,8 +1290,10 @@ function stringOp(b: number): void {
     return;
   }
   // REP: iterate; registers are updated every iteration so a fault restarts correctly.
+  const bulk = delta > 0 && asz !== 2 && (b === 0xa4 || b === 0xa5 || b === 0xaa || b === 0xab);
   for (;;) {
     if (getAReg(1) === 0) return;
+    if (bulk && repChunk(b, sz, srcSeg)) continue;
     stringOnce(b, sz, delta, srcSeg);
     addAReg(1, -1);
     if (b === 0xa6 || b === 0xa7 || b === 0xae || b === 0xaf) {
@@ -1302,6 +1306,55 @@ function stringOp(b: number): void {
       return;
     }
   }
+}
+
+/**
+ * REP MOVS/STOS fast path: copies or fills as many elements as fit in the current source and
+ * destination pages with one `copyWithin`/`fill`, then advances the registers as the elements
+ * would have. Returns false (do one element the slow way) for MMIO, page-straddling elements,
+ * overlapping forward copies (whose element-wise result differs from memmove), or short runs.
+ */
+function repChunk(b: number, sz: number, srcSeg: number): boolean {
+  const user = c.cpl === 3;
+  const dLin = linOf(ES, getAReg(7));
+  const dPage = dLin & 0xfff;
+  if (dPage + sz > 4096) return false;
+  let n = Math.min(getAReg(1), Math.floor((4096 - dPage) / sz));
+  const movs = b < 0xa6;
+  let sOff = 0;
+  if (movs) {
+    const sLin = linOf(srcSeg, getAReg(6));
+    const sPage = sLin & 0xfff;
+    if (sPage + sz > 4096) return false;
+    n = Math.min(n, Math.floor((4096 - sPage) / sz));
+    if (n < 2) return false;
+    sOff = c.tlbFill(sLin, ACC_READ, user);
+    if (sOff < 0) return false;
+  } else if (n < 2) return false;
+  const dOff = c.tlbFill(dLin, ACC_WRITE, user);
+  if (dOff < 0) return false;
+  const len = n * sz;
+  const page = Math.floor(dOff / 4096);
+  if (c.codePages[page] !== 0) c.codeWritten(page);
+  if (movs) {
+    if (sOff < dOff && dOff < sOff + len) return false;
+    c.bytes.copyWithin(dOff, sOff, sOff + len);
+    addAReg(6, len);
+  } else if (sz === 1) {
+    c.bytes.fill(c.lo[0]! & 0xff, dOff, dOff + len);
+  } else {
+    const v = c.lo[0]!, vh = c.hi[0]!;
+    for (let p = dOff; p < dOff + len; p += sz) {
+      if (sz === 2) c.dv.setUint16(p, v, true);
+      else {
+        c.dv.setInt32(p, v, true);
+        if (sz === 8) c.dv.setInt32(p + 4, vh, true);
+      }
+    }
+  }
+  addAReg(7, len);
+  addAReg(1, -n);
+  return true;
 }
 
 function stringOnce(b: number, sz: number, delta: number, srcSeg: number): void {

@@ -7,7 +7,12 @@
  */
 
 import { decompressBzImage, parseSetupHeader } from "../../core/boot/linux.ts";
-import { busyboxInitramfs, INTERACTIVE_INIT, testInitramfs } from "./initramfs.ts";
+import {
+  busyboxInitramfs,
+  INTERACTIVE_INIT,
+  INTERACTIVE_INITTAB,
+  testInitramfs,
+} from "./initramfs.ts";
 
 /** Default cache folder: `.cache/guests/` at the repository root. */
 export const DEFAULT_CACHE_DIR = new URL("../../.cache/guests/", import.meta.url).pathname;
@@ -220,22 +225,20 @@ export async function fetchGuests(cacheDir = DEFAULT_CACHE_DIR): Promise<GuestFi
     log(`busybox: cached`);
   }
   const busybox = await Deno.readFile(files.busybox);
-  if (!await exists(files.initramfs)) {
-    const applets = await busyboxApplets(files.busybox);
-    await Deno.writeFile(
-      files.initramfs,
-      await busyboxInitramfs(busybox, { init: INTERACTIVE_INIT, applets }),
-    );
-    log(`initramfs: ${files.initramfs} (${applets?.length ?? "default"} applets)`);
-  } else {
-    log(`initramfs: cached`);
-  }
-  if (!await exists(files.testInitramfs)) {
-    await Deno.writeFile(files.testInitramfs, await testInitramfs(busybox));
-    log(`test initramfs: ${files.testInitramfs}`);
-  } else {
-    log(`test initramfs: cached`);
-  }
+  // The initramfs images are cheap to make, so they are always rebuilt: a changed /init
+  // never hides behind a stale cache.
+  const applets = await busyboxApplets(files.busybox);
+  await Deno.writeFile(
+    files.initramfs,
+    await busyboxInitramfs(busybox, {
+      init: INTERACTIVE_INIT,
+      applets,
+      files: [{ path: "etc/inittab", data: new TextEncoder().encode(INTERACTIVE_INITTAB) }],
+    }),
+  );
+  log(`initramfs: ${files.initramfs} (${applets?.length ?? "default"} applets)`);
+  await Deno.writeFile(files.testInitramfs, await testInitramfs(busybox));
+  log(`test initramfs: ${files.testInitramfs}`);
   return files;
 }
 

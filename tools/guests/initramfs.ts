@@ -31,6 +31,7 @@ export const DEFAULT_APPLETS: readonly string[] = [
   "sbin/poweroff",
   "sbin/reboot",
   "sbin/halt",
+  "sbin/init",
   "usr/bin/awk",
   "usr/bin/free",
   "usr/bin/head",
@@ -49,20 +50,26 @@ export interface BusyboxInitramfsOptions {
   init: string;
   /** Applet paths relative to `/` (as `busybox --list-full` prints them) to link to busybox. */
   applets?: readonly string[];
+  /** More regular files (e.g. `etc/inittab`), mode 0644; their directories are created. */
+  files?: readonly { path: string; data: Uint8Array }[];
 }
 
 /**
  * The `/init` of the interactive guest: mounts proc, sys and devtmpfs, prints SHELL_MARKER and
- * starts a shell with the console as its controlling terminal (so job control works on ttyS0).
+ * hands PID 1 to busybox init, which starts a shell on the console (with job control, through
+ * cttyhack) and, like a real machine's init, turns `poweroff` and `reboot` into a clean shutdown.
  */
 export const INTERACTIVE_INIT = `#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo "${SHELL_MARKER} $(uname -r) on $(nproc) CPU(s); 'poweroff -f' ends the VM"
-while true; do
-  setsid cttyhack sh
-done
+echo "${SHELL_MARKER} $(uname -r) on $(nproc) CPU(s); 'poweroff' ends the VM"
+exec /sbin/init
+`;
+
+/** busybox init's table for the interactive guest: a respawning console shell, clean shutdown. */
+export const INTERACTIVE_INITTAB = `::respawn:-/bin/cttyhack /bin/sh
+::ctrlaltdel:/sbin/reboot
 `;
 
 /**
@@ -96,6 +103,13 @@ export function busyboxEntries(busybox: Uint8Array, opts: BusyboxInitramfsOption
     if (seen.has(path) || path === "") continue;
     seen.add(path);
     entries.push({ kind: "symlink", path, target: "/bin/busybox" });
+  }
+  for (const f of opts.files ?? []) {
+    const dir = f.path.split("/").slice(0, -1).join("/");
+    if (dir !== "" && !entries.some((e) => e.path === dir)) {
+      entries.push({ kind: "dir", path: dir, mode: 0o755 });
+    }
+    entries.push({ kind: "file", path: f.path, data: f.data, mode: 0o644 });
   }
   entries.push({ kind: "file", path: "init", data: opts.init, mode: 0o755 });
   return entries;

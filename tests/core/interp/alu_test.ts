@@ -220,3 +220,34 @@ Deno.test("LEA computes exact 64-bit results even far outside the canonical rang
   const r = run("4f8d7c7f01", { 15: x }); // lea r15, [r15 + r15*2 + 1]
   assertEquals(r.gpr[15], (x * 3n + 1n) & M64);
 });
+
+Deno.test("REP MOVSB/STOSQ across pages match element-by-element semantics, overlap included", () => {
+  const RSI = 6;
+  const src = Uint8Array.from({ length: 10000 }, (_, i) => (i * 7 + 3) & 0xff);
+  // Plain copy of 10000 bytes from 0x10ff0 to 0x30ffd (both straddle several pages).
+  let r = run(
+    "f3a4",
+    { [RSI]: 0x10ff0n, [RDI]: 0x30ffdn, [RCX]: 10000n },
+    2,
+    (m) => m.write(0x10ff0, src),
+  );
+  assertEquals([...r.memory.read(0x30ffd, 10000)], [...src]);
+  assertEquals([r.gpr[RSI], r.gpr[RDI], r.gpr[RCX]], [0x10ff0n + 10000n, 0x30ffdn + 10000n, 0n]);
+  // Overlapping forward copy (dst = src + 3) replicates the first 3 bytes, as element-wise MOVSB does.
+  r = run(
+    "f3a4",
+    { [RSI]: 0x20000n, [RDI]: 0x20003n, [RCX]: 6000n },
+    2,
+    (m) => m.write(0x20000, src),
+  );
+  const want = Array.from({ length: 6003 }, (_, i) => src[i % 3]!);
+  assertEquals([...r.memory.read(0x20000, 6003)], want);
+  // STOSQ of a 64-bit pattern over 3000 qwords.
+  r = run("f348ab", { [RAX]: 0x1122_3344_5566_7788n, [RDI]: 0x40ff8n, [RCX]: 3000n });
+  const got = r.memory.read(0x40ff8, 24000);
+  const v = new DataView(got.buffer);
+  let ok = true;
+  for (let i = 0; i < 3000; i++) ok &&= v.getBigUint64(i * 8, true) === 0x1122_3344_5566_7788n;
+  assertEquals(ok, true);
+  assertEquals(r.gpr[RDI], 0x40ff8n + 24000n);
+});
