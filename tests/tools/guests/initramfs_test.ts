@@ -4,6 +4,7 @@ import {
   busyboxInitramfs,
   DEFAULT_APPLETS,
   INTERACTIVE_INIT,
+  INTERACTIVE_INITTAB,
   TEST_INIT,
   TEST_MARKER,
   testInitramfs,
@@ -60,21 +61,27 @@ Deno.test("the test initramfs holds busybox, its applet links, /dev/console and 
   }
 });
 
-Deno.test("the interactive initramfs starts a job-control shell on the console", async () => {
+Deno.test("the interactive initramfs hands PID 1 to busybox init with a console shell", async () => {
   const files = listNewc(
     await gunzip(
       await busyboxInitramfs(FAKE_BUSYBOX, {
         init: INTERACTIVE_INIT,
         applets: ["bin/sh", "/sbin/x"],
+        files: [{ path: "etc/inittab", data: new TextEncoder().encode(INTERACTIVE_INITTAB) }],
       }),
     ),
   );
-  assertIncludes(new TextDecoder().decode(files.get("init")!.data), "setsid cttyhack sh");
+  assertIncludes(new TextDecoder().decode(files.get("init")!.data), "exec /sbin/init");
+  assertIncludes(
+    new TextDecoder().decode(files.get("etc/inittab")!.data),
+    "::respawn:-/bin/cttyhack /bin/sh",
+  );
+  assertTrue(files.has("etc"), "the directory of an extra file is created");
   assertTrue(files.has("sbin/x"), "leading slashes are dropped");
   assertEquals(files.has("usr/bin/wc"), false, "only the applets asked for");
 });
 
-Deno.test("fetchGuests uses the cached files without calling apt", async () => {
+Deno.test("fetchGuests uses the cached downloads without calling apt, rebuilding the initramfs", async () => {
   const dir = await Deno.makeTempDir();
   try {
     for (const f of ["bzImage", "vmlinux", "initramfs.cpio.gz", "test-initramfs.cpio.gz"]) {
@@ -85,7 +92,9 @@ Deno.test("fetchGuests uses the cached files without calling apt", async () => {
     const files = await fetchGuests(dir);
     assertEquals(files.kernelPackage, "linux-image-9.9.9-test-amd64");
     assertEquals(await Deno.readTextFile(files.bzImage), "cached");
-    assertEquals(await Deno.readTextFile(files.initramfs), "cached");
+    // The initramfs images are derived and always rebuilt from the cached busybox.
+    const rebuilt = listNewc(await gunzip(await Deno.readFile(files.initramfs)));
+    assertTrue(rebuilt.has("etc/inittab") && rebuilt.has("bin/busybox"));
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
