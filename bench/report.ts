@@ -22,6 +22,7 @@ export type BenchGroup = () => Promise<BenchRow[] | string>;
 
 const GROUPS: Record<string, () => Promise<BenchGroup>> = {
   exits: async () => (await import("./exits_group.ts")).runExitsGroup,
+  interp: async () => (await import("./interp_group.ts")).runInterpGroup,
   plugins: async () => (await import("./plugins_group.ts")).runPluginsGroup,
   boot: async () => (await import("./boot_group.ts")).runBootGroup,
 };
