@@ -3,8 +3,8 @@
  * plugin and coming back, measured on the port bus: a built-in device (the UART's scratch
  * register) as the baseline, a plugin in-process (`--device PATH,trusted`), and the same plugin
  * in its sandbox Worker, with the channel's adaptive waiting and with each fixed policy.
- * The guest-driven version (a real `OUT` on the interpreter and on KVM) comes with the CLI
- * integration.
+ * The first rows are guest-driven: a real-mode guest loop doing `OUT` on the interpreter, the
+ * cost of the OUT being the loop's time with it minus the loop's time without it.
  */
 
 import { PortBus } from "../core/bus.ts";
@@ -15,6 +15,7 @@ import uart from "../devices/uart16550.ts";
 import crc32Dma from "../plugins/examples/crc32_dma.ts";
 
 import type { BenchRow } from "./report.ts";
+import { guestOutNs } from "./interp_group.ts";
 export type { BenchRow };
 
 /** The UART's scratch register (COM1 + 7): a write stores one byte, nothing else. */
@@ -55,8 +56,32 @@ async function sandboxedNs(mode: SpinMode): Promise<number> {
   }
 }
 
-/** Runs the group: rows in ns per port write, each against the built-in device. */
+/** Guest-driven rows: one `OUT` on the interpreter to each device, against the built-in UART. */
+async function guestRows(): Promise<BenchRow[]> {
+  const url = new URL("../plugins/examples/crc32_dma.ts", import.meta.url).href;
+  const sandboxed = await loadSandboxedPlugin(url);
+  const buses = [busWith(uart), busWith(crc32Dma), busWith(sandboxed)];
+  try {
+    const builtin = guestOutNs(buses[0]!.bus, UART_SCR).out;
+    const trusted = guestOutNs(buses[1]!.bus, CRC_ADDR, { size: 4 }).out;
+    const boxed = guestOutNs(buses[2]!.bus, CRC_ADDR, { size: 4, n: 100_000 }).out;
+    const row = (name: string, value: number): BenchRow => ({
+      name,
+      unit: "ns",
+      value,
+      baseline: "guest OUT to the built-in UART on the interpreter",
+      baselineValue: builtin,
+      ratio: value / builtin,
+    });
+    return [row("plugin pio trusted", trusted), row("plugin pio sandboxed", boxed)];
+  } finally {
+    for (const b of buses) b.close();
+  }
+}
+
+/** Runs the group: guest-driven rows, then bus-level rows against the built-in device. */
 export async function runPluginsGroup(): Promise<BenchRow[] | string> {
+  const guest = await guestRows();
   const builtin = busWith(uart);
   nsPerWrite(builtin.bus, UART_SCR, 1);
   const base = nsPerWrite(builtin.bus, UART_SCR, 1);
@@ -74,8 +99,9 @@ export async function runPluginsGroup(): Promise<BenchRow[] | string> {
     ratio: value / base,
   });
   return [
-    row("plugin pio trusted", inProcess),
-    row("plugin pio sandboxed", await sandboxedNs("adaptive")),
+    ...guest,
+    row("plugin pio trusted (bus only)", inProcess),
+    row("plugin pio sandboxed (bus only)", await sandboxedNs("adaptive")),
     row("plugin pio sandboxed (always block)", await sandboxedNs("never")),
     row("plugin pio sandboxed (always spin)", await sandboxedNs("always")),
   ];
