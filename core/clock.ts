@@ -48,15 +48,16 @@ export class VmClock implements Clock {
     if (this.nextDeadline === Infinity) return;
     const now = this.now();
     if (now < this.nextDeadline) return;
-    let next = Infinity;
     for (const t of this.#timers) {
       if (t.deadline <= now) {
         t.deadline = Infinity;
         t.callback();
       }
-      // The callback may have re-armed it.
-      if (t.deadline < next) next = t.deadline;
     }
+    // Recomputed after all callbacks ran: a callback may have armed any timer, including one
+    // earlier in the list.
+    let next = Infinity;
+    for (const t of this.#timers) if (t.deadline < next) next = t.deadline;
     this.nextDeadline = next;
   }
 }
