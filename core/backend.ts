@@ -81,6 +81,38 @@ export const NO_INTERRUPTS: InterruptController = {
 /** Receives a one-line description of each executed instruction or exit with `--trace`. */
 export type TraceSink = (line: string) => void;
 
+/** The EAX, EBX, ECX and EDX of one CPUID leaf. */
+export interface CpuidLeaf {
+  eax: number;
+  ebx: number;
+  ecx: number;
+  edx: number;
+}
+
+/**
+ * What the machine's platform tells a backend that emulates CPUID and MSRs itself (the
+ * interpreter): which platform features CPUID may announce, and the MSRs the machine's devices
+ * own (IA32_APIC_BASE, kvm-clock). KVM implements all of this in the kernel and ignores it.
+ */
+export interface VcpuPlatform {
+  /** A local APIC answers at IA32_APIC_BASE (CPUID.1:EDX.APIC). */
+  readonly localApic: boolean;
+  /** Platform CPUID leaves (the hypervisor range 0x40000000+), or null for the CPU's own. */
+  cpuid(leaf: number, sub: number): CpuidLeaf | null;
+  /** RDMSR of an MSR the machine owns, or undefined when it is the CPU's own. */
+  rdmsr(msr: number): number | undefined;
+  /**
+   * WRMSR: false when the machine does not own `msr`. Throws a VmmError (GuestMemoryError for a
+   * bad guest address) for a value the guest may not write; the CPU raises #GP then.
+   */
+  wrmsr(msr: number, value: number): boolean;
+  /**
+   * The backend hands over its TSC: `readTsc` returns what RDTSC would now, counting `tscHz`
+   * per second. Called once by `createVcpu`; paravirtual clocks are offered only after it.
+   */
+  attachTsc(readTsc: () => number, tscHz: number): void;
+}
+
 /** Everything a vCPU needs from the machine. */
 export interface VcpuEnv {
   readonly memory: GuestMemory;
@@ -89,6 +121,8 @@ export interface VcpuEnv {
   readonly control: RunControl;
   interrupts: InterruptController;
   readonly trace: TraceSink | null;
+  /** Platform CPUID leaves and MSRs, for backends that emulate them (absent: none). */
+  readonly platform?: VcpuPlatform;
 }
 
 /** One virtual CPU. */

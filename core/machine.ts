@@ -16,6 +16,7 @@ import {
   type StopReason,
   type TraceSink,
   type Vcpu,
+  type VcpuPlatform,
 } from "./backend.ts";
 import type { BootSetup } from "./boot/types.ts";
 import { VmClock } from "./clock.ts";
@@ -23,7 +24,8 @@ import { formatCpuState } from "./cpu_state.ts";
 import { PluginError, VmmError } from "./errors.ts";
 import type { GuestMemory } from "./memory.ts";
 import { type ByteSink, type InputRing, SerialConsole } from "./serial_io.ts";
-import { createPcPlatform, type PcPlatform } from "../devices/platform.ts";
+import { createPcPlatform, MSR_APIC_BASE, type PcPlatform } from "../devices/platform.ts";
+import { KvmClock, kvmCpuidLeaf } from "../devices/kvm_clock.ts";
 import { makeOptions } from "../plugins/options.ts";
 import type { Device, DeviceHost, IrqLine, Logger, Plugin } from "../plugins/mod.ts";
 
@@ -46,6 +48,12 @@ export interface MachineOptions {
   log?: (message: string) => void;
   /** Shared stop/pause requests (the supervisor thread holds the same Int32Array). */
   control?: RunControl;
+  /**
+   * Announce the local APIC in CPUID to guests of backends that emulate CPUID (default false:
+   * Linux on the interpreter sometimes stops taking timer interrupts in APIC mode, a bug not
+   * yet found; in PIC mode it boots reliably).
+   */
+  localApic?: boolean;
 }
 
 /** A device attached to a machine. */
@@ -88,15 +96,19 @@ export class Machine {
   readonly vcpu: Vcpu;
   readonly #log: (message: string) => void;
   readonly #trace: TraceSink | null;
+  readonly #announceLocalApic: boolean;
   /** The PIC pair, IOAPIC and local APIC, and the routing between them. */
   readonly platform: PcPlatform;
   /** Where device interrupt lines go (the platform's routing). */
   irqSink: IrqSink;
+  /** kvm-clock, once a backend that emulates MSRs attached its TSC (the interpreter). */
+  kvmClock: KvmClock | null = null;
 
   constructor(opts: MachineOptions) {
     this.backend = opts.backend;
     this.#log = opts.log ?? ((m) => console.error(m));
     this.#trace = opts.trace ?? null;
+    this.#announceLocalApic = opts.localApic ?? false;
     this.control = opts.control ?? new RunControl();
     this.memory = opts.backend.createMemory(opts.memSize);
     this.console = new SerialConsole(opts.serialSink ?? null, opts.serialInput ?? null);
@@ -127,8 +139,33 @@ export class Machine {
       control: this.control,
       interrupts: this.platform,
       trace: this.#trace,
+      platform: this.#vcpuPlatform(),
     });
     this.attach(this.platform.plugin());
+  }
+
+  /** CPUID leaves and MSRs of this PC for a backend that emulates them (the interpreter). */
+  #vcpuPlatform(): VcpuPlatform {
+    const pc = this.platform;
+    return {
+      localApic: this.#announceLocalApic && pc.apicEnabled,
+      cpuid: (leaf) => this.kvmClock !== null ? kvmCpuidLeaf(leaf) : null,
+      rdmsr: (msr) => {
+        if (msr === MSR_APIC_BASE && pc.apicEnabled) return pc.apicBaseMsr;
+        const kvm = this.kvmClock;
+        return kvm !== null && kvm.handles(msr) ? kvm.rdmsr(msr) : undefined;
+      },
+      wrmsr: (msr, value) => {
+        if (msr === MSR_APIC_BASE && pc.apicEnabled) {
+          pc.writeApicBaseMsr(value);
+          return true;
+        }
+        return this.kvmClock?.wrmsr(msr, value) ?? false;
+      },
+      attachTsc: (readTsc, tscHz) => {
+        this.kvmClock = new KvmClock(this.memory, this.clock, { readTsc, tscHz });
+      },
+    };
   }
 
   #loggerFor(name: string): Logger {

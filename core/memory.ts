@@ -45,6 +45,12 @@ export class GuestMemory {
   readonly view: DataView;
   /** The buffer the backend allocated (shared with Workers where it is a SharedArrayBuffer). */
   readonly buffer: ArrayBufferLike;
+  /**
+   * Called after every write through the DMA accessors below (`write`, `fill`, `writeU*`) with
+   * the guest-physical range written; the interpreter installs it to drop instructions it
+   * decoded from those pages. The CPU's own stores do not come through here.
+   */
+  onDmaWrite: ((gpa: number, len: number) => void) | null = null;
 
   constructor(buffer: ArrayBufferLike, size = buffer.byteLength) {
     if (size > buffer.byteLength) {
@@ -115,12 +121,14 @@ export class GuestMemory {
   write(gpa: number, data: Uint8Array): void {
     const off = this.#check(gpa, data.length, "write");
     this.bytes.set(data, off);
+    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, data.length);
   }
 
   /** Fills `len` bytes at `gpa` with `value`. */
   fill(gpa: number, len: number, value = 0): void {
     const off = this.#check(gpa, len, "write");
     this.bytes.fill(value, off, off + len);
+    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, len);
   }
 
   /** Reads a little-endian 8/16/32-bit value. */
@@ -142,18 +150,22 @@ export class GuestMemory {
   /** Writes an 8-bit value. */
   writeU8(gpa: number, v: number): void {
     this.view.setUint8(this.#check(gpa, 1, "write"), v);
+    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, 1);
   }
   /** Writes a little-endian 16-bit value. */
   writeU16(gpa: number, v: number): void {
     this.view.setUint16(this.#check(gpa, 2, "write"), v, true);
+    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, 2);
   }
   /** Writes a little-endian 32-bit value. */
   writeU32(gpa: number, v: number): void {
     this.view.setUint32(this.#check(gpa, 4, "write"), v >>> 0, true);
+    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, 4);
   }
   /** Writes a little-endian 64-bit value. */
   writeU64(gpa: number, v: bigint): void {
     this.view.setBigUint64(this.#check(gpa, 8, "write"), BigInt.asUintN(64, v), true);
+    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, 8);
   }
 
   /** Human-readable layout, for error messages. */

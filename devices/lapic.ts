@@ -186,6 +186,16 @@ export class LocalApic {
     this.#update();
   }
 
+  /**
+   * Sets the IA32_APIC_BASE enable bit. A hardware-disabled APIC delivers nothing (the PIC is
+   * then wired straight to the CPU); re-enabling keeps the registers, as the platform allows.
+   */
+  setHardwareEnabled(on: boolean): void {
+    if (this.hardwareEnabled === on) return;
+    this.hardwareEnabled = on;
+    this.#update();
+  }
+
   /** Accepts a fixed interrupt for `vector` (from the IOAPIC, an IPI or an LVT). */
   acceptInterrupt(vector: number, level: boolean): void {
     vector &= 0xff;

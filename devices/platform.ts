@@ -13,6 +13,7 @@
  */
 
 import type { InterruptController } from "../core/backend.ts";
+import { GuestFaultError } from "../core/errors.ts";
 import {
   API_VERSION,
   type Clock,
@@ -35,6 +36,15 @@ import {
   LVT_MASKED,
 } from "./lapic.ts";
 import { Pic8259, picDevice } from "./pic8259.ts";
+
+/** IA32_APIC_BASE MSR number and bits (Intel SDM Vol. 3A, 11.4.4). */
+export const MSR_APIC_BASE = 0x1b;
+/** IA32_APIC_BASE bit 8: this CPU is the bootstrap processor (read-only). */
+export const APIC_BASE_BSP = 0x100;
+/** IA32_APIC_BASE bit 10: x2APIC mode (not offered: CPUID has no x2APIC bit). */
+export const APIC_BASE_EXTD = 0x400;
+/** IA32_APIC_BASE bit 11: the local APIC is enabled. */
+export const APIC_BASE_ENABLE = 0x800;
 
 /** The IOAPIC pin ISA IRQ 0 (the PIT) is wired to; the MADT carries the matching override. */
 export const ISA_IRQ0_GSI = 2;
@@ -112,6 +122,27 @@ export class PcPlatform implements InterruptController {
     if (this.apicEnabled && this.lapic.pendingVector >= 0) return this.lapic.acknowledge();
     if (this.#picPassesThrough()) return this.pic.acknowledge();
     return this.lapic.svr & 0xff; // nothing there any more: the spurious vector
+  }
+
+  /** IA32_APIC_BASE as RDMSR reads it: the default base, BSP, and the enable bit. */
+  get apicBaseMsr(): number {
+    return LAPIC_BASE + APIC_BASE_BSP + (this.lapic.hardwareEnabled ? APIC_BASE_ENABLE : 0);
+  }
+
+  /**
+   * WRMSR IA32_APIC_BASE: the enable bit turns the local APIC on or off. Moving the APIC page,
+   * x2APIC mode and reserved bits are refused with a GuestFaultError (the CPU raises #GP).
+   */
+  writeApicBaseMsr(value: number): void {
+    const rest = value - (value % 0x1000) + (value & ~(APIC_BASE_ENABLE | APIC_BASE_BSP) & 0xfff);
+    if (!this.apicEnabled || rest !== LAPIC_BASE) {
+      throw new GuestFaultError(
+        `IA32_APIC_BASE write 0x${value.toString(16)} asks for ` +
+          (this.apicEnabled ? "a moved APIC page or x2APIC mode" : "a local APIC") +
+          ", which this platform does not have",
+      );
+    }
+    this.lapic.setHardwareEnabled((value & APIC_BASE_ENABLE) !== 0);
   }
 
   /** Drives interrupt line `line`: ISA IRQs 0-15 to PIC and IOAPIC, 16-23 to the IOAPIC. */

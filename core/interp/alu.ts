@@ -188,6 +188,30 @@ export function mulu64(c: Cpu, al: number, ah: number, bl: number, bh: number): 
   prod[3] = (Math.floor(s / TWO32) + (p3h >>> 0)) | 0;
 }
 
+/**
+ * Two/three-operand IMUL, 32 bits: the truncated product; CF=OF when it overflowed, SF/ZF/PF
+ * from the result, AF clear.
+ */
+export function imul32(c: Cpu, a: number, b: number): number {
+  const l = Math.imul(a, b);
+  // The double product is exact within int32 range and never rounds back into it from outside.
+  c.setArith(((a | 0) * (b | 0) !== l ? F_CF | F_OF : 0) | Cpu.szp(l, 4));
+  return l;
+}
+
+/**
+ * Two/three-operand IMUL, 64 bits: the low half of the truncated product (high half in `c.rh`);
+ * CF=OF when the signed product overflowed, SF from bit 63, PF from the low byte, ZF/AF clear.
+ */
+export function imul64(c: Cpu, al: number, ah: number, bl: number, bh: number): number {
+  muls64(c, al, ah, bl, bh);
+  const l = prod[0]!, h = prod[1]!;
+  const of = prod[2] !== (h >> 31) || prod[3] !== (h >> 31);
+  c.setArith((of ? F_CF | F_OF : 0) | (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
+  c.rh = h;
+  return l;
+}
+
 /** Signed 64×64 → 128 multiply into `prod`. */
 export function muls64(c: Cpu, al: number, ah: number, bl: number, bh: number): void {
   mulu64(c, al, ah, bl, bh);

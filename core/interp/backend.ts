@@ -6,16 +6,21 @@
  */
 
 import type { Backend, StopReason, Vcpu, VcpuEnv } from "../backend.ts";
-import { type CpuState, formatCpuState } from "../cpu_state.ts";
+import type { CpuState } from "../cpu_state.ts";
 import { GuestMemory } from "../memory.ts";
 import { Cpu, ExecOutsideRamError, F_IF, FAULT, TRIPLE, UnsupportedError } from "./cpu.ts";
+import { setCpuidPlatform } from "./cpuid.ts";
 import { runSlice } from "./exec.ts";
 import { runSliceJit } from "./jit.ts";
 
 /** Instructions per slice between interrupt checks and `control.service()` calls. */
 const SLICE = 4096;
-/** Longest HLT sleep before looking at requests again (ms). */
+/** Longest HLT sleep before looking at requests and console input again (ms). */
 const MAX_HALT_WAIT_MS = 1;
+/** The interpreter's TSC counts nanoseconds of host time (see `Cpu.readTsc`). */
+const TSC_HZ = 1e9;
+/** Guest page size, the unit of the decoded-instruction cache. */
+const PAGE = 4096;
 
 /** Reads a boolean environment flag ("0" is false), or `dflt` when unset or not permitted. */
 function envFlag(name: string, dflt: boolean): boolean {
@@ -43,6 +48,21 @@ export class InterpVcpu implements Vcpu {
     this.id = id;
     this.#env = env;
     this.cpu = new Cpu(env.memory, env);
+    env.platform?.attachTsc(() => this.cpu.readTsc(), TSC_HZ);
+    env.memory.onDmaWrite = (gpa, len) => this.#dmaWritten(gpa, len);
+  }
+
+  /** A device wrote guest RAM: forget instructions decoded from the pages it changed. */
+  #dmaWritten(gpa: number, len: number): void {
+    const cpu = this.cpu;
+    const mem = cpu.mem;
+    const end = gpa + Math.max(len, 1);
+    for (let p = gpa - (gpa % PAGE); p < end; p += PAGE) {
+      const off = mem.offsetOf(p);
+      if (off < 0) continue;
+      const page = Math.floor(off / PAGE);
+      if (cpu.codePages[page] !== 0) cpu.codeWritten(page);
+    }
   }
 
   getState(): CpuState {
@@ -58,6 +78,7 @@ export class InterpVcpu implements Vcpu {
     const cpu = this.cpu;
     const env = this.#env;
     const ctl = env.control;
+    setCpuidPlatform(env.platform ?? null);
     for (;;) {
       if (ctl.checkRequests()) return this.#takeStop();
       if (cpu.halted) {
@@ -119,6 +140,7 @@ export class InterpVcpu implements Vcpu {
     }
   }
 
+  /** Turns what the CPU threw into a stop reason (the machine appends the register dump). */
   #onThrow(e: unknown): StopReason | null {
     const cpu = this.cpu;
     if (e === FAULT) {
@@ -137,15 +159,11 @@ export class InterpVcpu implements Vcpu {
       return {
         kind: "fault",
         message: `triple fault (${cpu.faultChain}): the guest's IDT, GDT, TSS or stacks are ` +
-          `unusable, so the CPU shut down. Registers:\n` +
-          formatCpuState(cpu.getState()),
+          `unusable, so the CPU shut down`,
       };
     }
     if (e instanceof ExecOutsideRamError || e instanceof UnsupportedError) {
-      return {
-        kind: "fault",
-        message: `${e.message}. Registers:\n${formatCpuState(cpu.getState())}`,
-      };
+      return { kind: "fault", message: e.message };
     }
     throw e;
   }
@@ -158,8 +176,7 @@ export class InterpVcpu implements Vcpu {
     if (!(cpu.flags & F_IF)) {
       return {
         kind: "fault",
-        message: "CPU halted with interrupts disabled: nothing can wake it. Registers:\n" +
-          formatCpuState(cpu.getState()),
+        message: "CPU halted with interrupts disabled: nothing can wake it",
       };
     }
     for (;;) {
@@ -171,8 +188,8 @@ export class InterpVcpu implements Vcpu {
       ctl.service();
       if (ctl.checkRequests()) return this.#takeStop();
       if (env.interrupts.hasInterrupt()) continue;
-      const nowNs = performance.now() * 1e6;
-      const untilMs = (ctl.nextDeadline() - nowNs) / 1e6;
+      // Both in VM-clock ns: sleep until the next timer is due (at most MAX_HALT_WAIT_MS).
+      const untilMs = (ctl.nextDeadline() - ctl.now()) / 1e6;
       const wait = Math.max(0, Math.min(MAX_HALT_WAIT_MS, untilMs));
       if (wait > 0) Atomics.wait(this.#sleeper, 0, 0, wait);
     }

@@ -10,7 +10,7 @@
  */
 
 import type { MmioBus, PortBus } from "../bus.ts";
-import type { RunControl } from "../backend.ts";
+import type { RunControl, VcpuPlatform } from "../backend.ts";
 import {
   type CpuState,
   CR0_PE,
@@ -26,6 +26,7 @@ import {
   type Segment,
 } from "../cpu_state.ts";
 import type { GuestMemory } from "../memory.ts";
+import { VmmError } from "../errors.ts";
 import { DecodeCache } from "./decode.ts";
 import { X87, x87FromFpuState, x87ToFpuState } from "./x87.ts";
 
@@ -79,6 +80,8 @@ export interface CpuIo {
   ports: PortBus;
   mmio: MmioBus;
   control: RunControl;
+  /** The machine's MSRs (APIC base, kvm-clock); absent on a bare CPU. */
+  readonly platform?: VcpuPlatform;
 }
 
 const PARITY = new Uint8Array(256);
@@ -602,9 +605,10 @@ export class Cpu {
       const idx1 = (lo >>> 12) & 0x1ff;
       let table = this.cr3 - (this.cr3 % 4096);
       let allowW = true, allowU = true, nx = false;
-      const idxs = [idx4, idx3, idx2, idx1];
       for (let level = 0; level < 4; level++) {
-        const ea = table + idxs[level]! * 8;
+        // (No index array: this walk runs on every TLB miss and must not allocate.)
+        const idx = level === 0 ? idx4 : level === 1 ? idx3 : level === 2 ? idx2 : idx1;
+        const ea = table + idx * 8;
         let e = this.physRd32(ea);
         const eh = this.physRd32(ea + 4);
         if (!(e & PTE_P)) return this.pageFault(lin, kind, user, false);
@@ -1442,6 +1446,11 @@ export class Cpu {
       case 0x10:
         return BigInt(this.readTsc());
     }
+    const p = this.io.platform;
+    if (p !== undefined) {
+      const pv = p.rdmsr(idx);
+      if (pv !== undefined) return BigInt(pv);
+    }
     const v = this.msrs.get(idx);
     if (v === undefined) this.gp(0);
     return v;
@@ -1483,6 +1492,17 @@ export class Cpu {
       case 0x10:
         this.tscOffset += Number(v) - this.readTsc();
         return;
+    }
+    const p = this.io.platform;
+    if (p !== undefined) {
+      let owned: boolean;
+      try {
+        owned = p.wrmsr(idx, Number(v));
+      } catch (e) {
+        if (e instanceof VmmError) this.gp(0); // a value the platform refuses (bad address)
+        throw e;
+      }
+      if (owned) return;
     }
     if (!this.msrs.has(idx)) this.gp(0);
     if (idx === 0xfe) this.gp(0); // MTRRcap is read-only

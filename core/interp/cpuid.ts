@@ -2,8 +2,11 @@
  * CPUID for the interpreter: an AMD family 0xF identity in the manner of QEMU's `qemu64` model
  * (see LINUX_FACTS.md: an AMD family keeps Linux from enabling Meltdown/MDS mitigations), with
  * feature bits for exactly what the interpreter implements. A feature bit is set here only once
- * the instructions or behaviour behind it exist.
+ * the instructions or behaviour behind it exist. Platform features (the local APIC, a hypervisor's
+ * leaves such as kvm-clock's) come from the machine through `setCpuidPlatform`.
  */
+
+import type { VcpuPlatform } from "../backend.ts";
 
 /** Leaf 1 EDX bits (AMD APM Vol. 3, CPUID Fn0000_0001_EDX). */
 const L1_EDX_FPU = 1 << 0, L1_EDX_DE = 1 << 2, L1_EDX_PSE = 1 << 3, L1_EDX_TSC = 1 << 4;
@@ -37,6 +40,21 @@ export const FEATURES: CpuidFeatures = {
 
 const BRAND = "Denovisor interpreted x86-64 CPU";
 
+/** First and last leaf of the range CPUID reserves for hypervisors (Intel SDM Vol. 2A, CPUID). */
+const HYPERVISOR_LEAF_FIRST = 0x4000_0000, HYPERVISOR_LEAF_LAST = 0x4000_00ff;
+
+/** The machine platform of the vCPU that runs now (see `setCpuidPlatform`). */
+let platform: VcpuPlatform | null = null;
+
+/**
+ * Makes `cpuid` answer for the platform `p` (a local APIC, hypervisor leaves) until the next
+ * call; null restores the bare CPU. The interpreter calls it whenever a vCPU starts running, so
+ * several machines in one thread each see their own platform.
+ */
+export function setCpuidPlatform(p: VcpuPlatform | null): void {
+  platform = p;
+}
+
 function str4(s: string, i: number): number {
   let v = 0;
   for (let k = 0; k < 4; k++) v |= (s.charCodeAt(i + k) || 0) << (8 * k);
@@ -49,7 +67,6 @@ export const cpuidOut = new Int32Array(4); // eax, ebx, ecx, edx
 /** Computes CPUID leaf `leaf` (sub-leaf `sub`) into `cpuidOut`. */
 export function cpuid(leaf: number, sub: number, apicId: number): void {
   let a = 0, b = 0, c = 0, d = 0;
-  void sub;
   leaf >>>= 0;
   switch (leaf) {
     case 0:
@@ -66,7 +83,7 @@ export function cpuid(leaf: number, sub: number, apicId: number): void {
         L1_EDX_CMOV | L1_EDX_PAT | L1_EDX_MTRR; // no MCE/MCA: machine checks are not modelled
       if (FEATURES.fpu) d |= L1_EDX_FPU;
       if (FEATURES.cx8) d |= L1_EDX_CX8;
-      if (FEATURES.apic) d |= L1_EDX_APIC;
+      if (FEATURES.apic || platform?.localApic) d |= L1_EDX_APIC;
       if (FEATURES.sse2) d |= L1_EDX_CLFSH | L1_EDX_FXSR | L1_EDX_SSE | L1_EDX_SSE2;
       c = L1_ECX_HYPERVISOR;
       if (FEATURES.sse2) c |= L1_ECX_SSE3 & 0; // SSE3 not implemented
@@ -86,6 +103,7 @@ export function cpuid(leaf: number, sub: number, apicId: number): void {
       if (FEATURES.fpu) d |= L1_EDX_FPU;
       if (FEATURES.cx8) d |= L1_EDX_CX8;
       if (FEATURES.sse2) d |= L1_EDX_FXSR;
+      if (FEATURES.apic || platform?.localApic) d |= L1_EDX_APIC;
       c = X1_ECX_LAHF;
       break;
     case 0x8000_0002:
@@ -107,6 +125,15 @@ export function cpuid(leaf: number, sub: number, apicId: number): void {
       a = 0x3028; // 40 physical, 48 linear address bits (as qemu64)
       break;
     default:
+      if (leaf >= HYPERVISOR_LEAF_FIRST && leaf <= HYPERVISOR_LEAF_LAST && platform !== null) {
+        const r = platform.cpuid(leaf, sub);
+        if (r !== null) {
+          a = r.eax;
+          b = r.ebx;
+          c = r.ecx;
+          d = r.edx;
+        }
+      }
       // Leaves past the maximum return the highest basic leaf's data on Intel, zeros on AMD.
       break;
   }

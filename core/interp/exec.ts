@@ -46,6 +46,8 @@ import {
   divr,
   divs,
   divu,
+  imul32,
+  imul64,
   incdec,
   incdec64,
   mask,
@@ -1086,25 +1088,18 @@ function xchgAx(r0: number): void {
 
 /** Two/three-operand IMUL into reg: a (E) × b, truncated; CF=OF on overflow. */
 function imul2(a: number, ah: number, b: number, bh: number): void {
-  let of: number;
   if (osz === 8) {
-    muls64(c, a, ah, b, bh);
-    const l = prod[0]!, h = prod[1]!;
-    of = prod[2] !== (h >> 31) || prod[3] !== (h >> 31) ? 1 : 0;
-    setReg(regf, 8, l, h);
-    c.setArith((of ? F_CF | F_OF : 0) | (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
+    const l = imul64(c, a, ah, b, bh);
+    setReg(regf, 8, l, c.rh);
     return;
   }
   if (osz === 4) {
-    const l = muls32(c, a, b);
-    of = c.rh !== (l >> 31) ? 1 : 0;
-    setReg(regf, 4, l, 0);
-    c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(l, 4));
+    setReg(regf, 4, imul32(c, a, b), 0);
     return;
   }
   const p = sext(a, 2) * sext(b, 2);
   const r = p & 0xffff;
-  of = sext(r, 2) !== p ? 1 : 0;
+  const of = sext(r, 2) !== p ? 1 : 0;
   setReg(regf, 2, r, 0);
   c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(r, 2));
 }

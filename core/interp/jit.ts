@@ -13,7 +13,7 @@
  */
 
 import { type Cpu, FS } from "./cpu.ts";
-import { alu, alu64, incdec, incdec64, shift, shift64 } from "./alu.ts";
+import { alu, alu64, imul32, imul64, incdec, incdec64, shift, shift64 } from "./alu.ts";
 import {
   DC_SCRATCH,
   DC_STRIDE,
@@ -35,10 +35,14 @@ import {
 import { readMemWFor, step } from "./exec.ts";
 
 /** Block table slots (direct mapped by RAM offset). */
-const BT_SIZE = 1 << 14;
+const BT_SIZE = 1 << 16;
 const BT_MASK = BT_SIZE - 1;
-/** Executions of a block start before it is compiled. */
-const HOT_THRESHOLD = 40;
+/**
+ * Executions of a block start before it is compiled. Compiling (source generation plus V8's
+ * parse and first runs in its own interpreter) only pays off for blocks that run many times: on
+ * a Linux boot 400 measured about 15% less CPU than 40 (150 and 1000 were in between).
+ */
+const HOT_THRESHOLD = 400;
 /** Longest block, in instructions. */
 const MAX_BLOCK = 48;
 /** Instructions a self-looping block runs before returning to the dispatcher. */
@@ -50,6 +54,8 @@ type BlockFn = (c: Cpu, x: typeof X) => void;
 const X = {
   alu,
   alu64,
+  imul32,
+  imul64,
   incdec,
   incdec64,
   shift,
@@ -88,6 +94,9 @@ const X = {
   },
 };
 
+/** A compiled block pushed out of its table slot by another block (kept to avoid recompiling). */
+type Spilled = { ip: number; mode: number; len: number; fn: BlockFn };
+
 /** Per-CPU compiled blocks. */
 class BlockCache {
   readonly tag = new Float64Array(BT_SIZE).fill(-1);
@@ -96,6 +105,18 @@ class BlockCache {
   readonly len = new Int32Array(BT_SIZE);
   readonly hot = new Int32Array(BT_SIZE);
   readonly fn: (BlockFn | null)[] = new Array(BT_SIZE).fill(null);
+  /**
+   * Compiled blocks evicted from their slot by a colliding block, by RAM offset. Without it, two
+   * hot blocks sharing a slot recompiled each other over and over (the kernel's text is far
+   * larger than the table).
+   */
+  readonly spill = new Map<number, Spilled>();
+  /** Per RAM page: number of its blocks in `spill` (skips the map lookup for most misses). */
+  readonly spillPages: Uint32Array;
+
+  constructor(ramPages: number) {
+    this.spillPages = new Uint32Array(ramPages);
+  }
 
   invalidatePage(page: number): void {
     const start = page * 4096;
@@ -107,6 +128,49 @@ class BlockCache {
         this.fn[s] = null;
       }
     }
+    if (this.spillPages[page]! !== 0) {
+      for (let k = 0; k < 4096; k++) this.spill.delete(start + k);
+      this.spillPages[page] = 0;
+    }
+  }
+
+  flush(): void {
+    this.tag.fill(-1);
+    this.fn.fill(null);
+    this.hot.fill(0);
+    this.spill.clear();
+    this.spillPages.fill(0);
+  }
+
+  /**
+   * Points slot `s` at the block starting at RAM offset `off` (linear `ip`, `mode`): the
+   * slot's compiled block, if any, moves to the spill map; a spilled block for `off` moves back.
+   */
+  claim(s: number, off: number, ip: number, mode: number): void {
+    const old = this.fn[s] ?? null;
+    if (old !== null) {
+      const o = this.tag[s]!;
+      this.spill.set(o, { ip: this.ip[s]!, mode: this.mode[s]!, len: this.len[s]!, fn: old });
+      this.spillPages[Math.floor(o / 4096)]!++;
+    }
+    this.tag[s] = off;
+    this.ip[s] = ip;
+    this.mode[s] = mode;
+    const page = Math.floor(off / 4096);
+    if (this.spillPages[page]! !== 0) {
+      const sp = this.spill.get(off);
+      if (sp !== undefined) {
+        this.spill.delete(off);
+        this.spillPages[page]!--;
+        if (sp.ip === ip && sp.mode === mode) {
+          this.fn[s] = sp.fn;
+          this.len[s] = sp.len;
+          return;
+        }
+      }
+    }
+    this.fn[s] = null;
+    this.hot[s] = 1;
   }
 }
 
@@ -115,7 +179,7 @@ const caches = new WeakMap<Cpu, BlockCache>();
 function cacheFor(c: Cpu): BlockCache {
   let bc = caches.get(c);
   if (!bc) {
-    const made = new BlockCache();
+    const made = new BlockCache(c.codePages.length);
     bc = made;
     caches.set(c, made);
     const prev = c.onCodeWrite;
@@ -126,9 +190,7 @@ function cacheFor(c: Cpu): BlockCache {
     const prevFlush = c.onFlushDecoded;
     c.onFlushDecoded = () => {
       prevFlush?.();
-      made.tag.fill(-1);
-      made.fn.fill(null);
-      made.hot.fill(0);
+      made.flush();
     };
   }
   return bc;
@@ -166,11 +228,13 @@ export function runSliceJit(cpu: Cpu, n: number): void {
         if (compiled.fn === null) bc.hot[s] = -1_000_000; // not worth compiling: stay cold
       }
     } else {
-      bc.tag[s] = off;
-      bc.ip[s] = ip;
-      bc.mode[s] = mode;
-      bc.fn[s] = null;
-      bc.hot[s] = 1;
+      bc.claim(s, off, ip, mode);
+      const fn = bc.fn[s] ?? null;
+      if (fn !== null) {
+        fn(cpu, X);
+        if (cpu.breakLoop) return;
+        continue;
+      }
     }
     step(cpu);
     if (cpu.breakLoop) return;
@@ -215,6 +279,9 @@ function eaExpr(c: Cpu, e: Int32Array, b0: number, asz: number, next: number): s
   return `((c.segBase[${seg}] + ((${t.join(" + ")}) >>> 0)) >>> 0)`;
 }
 
+/** Calls in template code that can raise a guest exception. */
+const CAN_FAULT = /c\.(rd|wr|push|pop|peek|adjSp|gp)|X\.(rmw|step)/;
+
 /** Kind of the last flag-producing template in a block, for fusing it with a following Jcc. */
 type Producer = { kind: "sub" | "logic" | "add" | "eager"; w: 4 | 8 } | null;
 
@@ -232,17 +299,44 @@ function aluCode(
   bh: string,
 ): { code: string; prod: Producer } {
   if (w) {
-    const kind = aop === 5 || aop === 7
-      ? "sub"
-      : aop === 0
-      ? "add"
-      : aop === 2 || aop === 3
-      ? null
-      : "logic";
+    const ops = `fa = ${a}; fah = ${ah}; fb = ${b}; fbh = ${bh}; `;
+    if (aop === 2 || aop === 3) {
+      return { code: ops + `fr = X.alu64(c, ${aop}, fa, fah, fb, fbh); frh = c.rh;`, prod: null };
+    }
+    // Inline ADD/SUB/CMP/AND/OR/XOR on halves, recording the lazy flags exactly as alu64 does.
+    let body: string, lop: number, kind: "sub" | "logic" | "add";
+    switch (aop) {
+      case 0:
+        body = "{ const s = (fa >>> 0) + (fb >>> 0); fr = s | 0; " +
+          "frh = (fah + fbh + (s >= 4294967296 ? 1 : 0)) | 0; }";
+        lop = 1;
+        kind = "add";
+        break;
+      case 1:
+        body = "fr = fa | fb; frh = fah | fbh;";
+        lop = 5;
+        kind = "logic";
+        break;
+      case 4:
+        body = "fr = fa & fb; frh = fah & fbh;";
+        lop = 5;
+        kind = "logic";
+        break;
+      case 6:
+        body = "fr = fa ^ fb; frh = fah ^ fbh;";
+        lop = 5;
+        kind = "logic";
+        break;
+      default: // 5 sub, 7 cmp
+        body = "{ const s = (fa >>> 0) - (fb >>> 0); fr = s | 0; " +
+          "frh = (fah - fbh - (s < 0 ? 1 : 0)) | 0; }";
+        lop = 3;
+        kind = "sub";
+    }
     return {
-      code: `fa = ${a}; fah = ${ah}; fb = ${b}; fbh = ${bh}; ` +
-        `fr = X.alu64(c, ${aop}, fa, fah, fb, fbh); frh = c.rh;`,
-      prod: kind === null ? null : { kind, w: 8 },
+      code: ops + body + ` c.lop = ${lop}; c.lsz = 8; c.lres = fr; c.lresH = frh; c.la = fa; ` +
+        "c.laH = fah; c.lb = fb; c.lbH = fbh; c.lcf = 0;",
+      prod: { kind, w: 8 },
     };
   }
   if (aop === 2 || aop === 3) return { code: `fr = X.alu(c, ${aop}, ${a}, ${b}, 4);`, prod: null };
@@ -548,6 +642,20 @@ function compileBlock(
       } else if (op === 0x63 && c.long64 && (rm >= 0 || canMem)) { // MOVSXD
         const src = rm >= 0 ? `L[${rm}]` : `c.rd32(${mem})`;
         code = `{ const v = ${src}; L[${reg}] = v; H[${reg}] = ${w ? "v >> 31" : "0"}; }`;
+      } else if (op === 0x1af && (rm >= 0 || canMem)) { // IMUL r, r/m
+        const load = rm >= 0
+          ? `const v = L[${rm}], vh = H[${rm}];`
+          : w
+          ? `const v = c.rd64(${mem}), vh = c.rh;`
+          : `const v = c.rd32(${mem}), vh = 0;`;
+        code = w
+          ? `{ ${load} const l = X.imul64(c, L[${reg}], H[${reg}], v, vh); L[${reg}] = l; ` +
+            `H[${reg}] = c.rh; }`
+          : `{ ${load} L[${reg}] = X.imul32(c, L[${reg}], v); H[${reg}] = 0; }`;
+        newProd = { kind: "eager", w: 4 };
+      } else if (op === 0xff && !w && canMem && ((modrm >> 3) & 7) < 2) { // INC/DEC m32
+        code = `{ const a = ${mem}; const v = X.rmw(c, a, 4); ` +
+          `c.wr32(a, X.incdec(c, ${((modrm >> 3) & 7) === 1}, v, 4)); }`;
       } else if (op === 0xf7 && rm >= 0 && ((modrm >> 3) & 7) >= 2 && ((modrm >> 3) & 7) <= 3) {
         if (((modrm >> 3) & 7) === 2) { // NOT
           code = `L[${rm}] = ~L[${rm}]; H[${rm}] = ${w ? `~H[${rm}]` : "0"};`;
@@ -563,6 +671,18 @@ function compileBlock(
           : aluCode(4, w, "v", "vh", String(imm), String(imm >> 31));
         code = src === null ? g.code : `{ const v = ${src}, vh = c.rh; ${g.code} }`;
         newProd = g.prod;
+      }
+    }
+    if (code === null && wide && repPfx === 0) {
+      // Byte TEST and CMP AL through the ALU helper (AH..BH without REX).
+      const r8 = (r: number) =>
+        rex !== 0 || r < 4 ? `(L[${r}] & 0xff)` : `((L[${r - 4}] >> 8) & 0xff)`;
+      if (op === 0x84 && (rm >= 0 || canMem)) {
+        code = `X.alu(c, 4, ${rm >= 0 ? r8(rm) : `c.rd8(${mem})`}, ${r8(reg)}, 1);`;
+      } else if (op === 0xf6 && ((modrm >> 3) & 7) === 0 && (rm >= 0 || canMem)) {
+        code = `X.alu(c, 4, ${rm >= 0 ? r8(rm) : `c.rd8(${mem})`}, ${imm & 0xff}, 1);`;
+      } else if (op === 0xa8 || op === 0x3c) {
+        code = `X.alu(c, ${op === 0xa8 ? 4 : 7}, L[0] & 0xff, ${imm & 0xff}, 1);`;
       }
     }
     if (code === null && wide && repPfx === 0 && (op === 0x80 || op === 0x38 || op === 0x3a)) {
@@ -582,8 +702,9 @@ function compileBlock(
     if (code === null && wide && repPfx === 0) {
       // Byte operations and NOP (any operand size).
       const byteReg = (r: number) => rex !== 0 || r < 4;
-      if (op === 0x90 && (rex & 1) === 0 && pfx === ((pfx & 0xff) | ((pfx >> 8 & 15) << 8))) {
+      if ((op === 0x90 && (rex & 1) === 0) || op === 0x11f) { // NOP, NOP Ev (no memory access)
         code = "";
+        keepProd = true;
       } else if (op === 0xc6 && ((modrm >> 3) & 7) === 0) {
         if (rm >= 0 && byteReg(rm)) code = `L[${rm}] = (L[${rm}] & ~0xff) | ${imm & 0xff};`;
         else if (canMem) code = `c.wr8(${mem}, ${imm & 0xff});`;
@@ -683,7 +804,8 @@ function compileBlock(
       }
     }
     if (code !== null) {
-      lines.push(`c.startIp = ${cur}; ${code}`);
+      // Only templates that touch memory or the stack can fault and need `startIp`.
+      lines.push(CAN_FAULT.test(code) ? `c.startIp = ${cur}; ${code}` : code);
       templated++;
       prod = newProd ?? (keepProd || preservesFlags(op) ? prod : null);
     } else {

@@ -1,12 +1,26 @@
 /**
  * SSE and SSE2 for the interpreter: XMM moves, packed and scalar single/double arithmetic,
- * conversions (MXCSR rounding control honoured for float-to-integer), compares, logic, shuffles
+ * conversions, compares, logic, shuffles
  * and the SSE2 packed-integer instructions compilers and C libraries use for memcpy/strlen-style
- * code. MMX forms (no 66 prefix on the integer opcodes) are not implemented (#UD). MXCSR
- * exception flags are not raised, and SIMD floating-point exceptions are never delivered.
+ * code. MMX forms (no 66 prefix on the integer opcodes) are not implemented (#UD). Floating
+ * point lanes go through `_sse_fp.ts` (exact rounding, DAZ/FTZ, MXCSR exception flags); unmasked
+ * SIMD floating-point exceptions are flagged but never delivered (#XM is not raised).
  */
 
 import { type Cpu, F_CF, F_PF, F_ZF, NM } from "./cpu.ts";
+import {
+  arithLane,
+  cmpLane,
+  comiLane,
+  convertLane,
+  DF,
+  fastFlags,
+  fastLaneD,
+  fastLaneS,
+  fromIntLane,
+  SF,
+  toIntLane,
+} from "./_sse_fp.ts";
 
 const TWO32 = 4294967296;
 
@@ -90,98 +104,6 @@ function storeMem(c: Cpu, x: number, ea: number, size: number, align: boolean): 
   if (size > 8) {
     c.wr32(c.wrapLin(ea + 8), v[x * 4 + 2]!);
     c.wr32(c.wrapLin(ea + 12), v[x * 4 + 3]!);
-  }
-}
-
-/** Float to int32/int64 with MXCSR rounding (or truncation); indefinite on overflow/NaN. */
-function cvtToInt(c: Cpu, v: number, trunc: boolean, bits: number): number {
-  let r: number;
-  if (trunc) r = Math.trunc(v);
-  else {
-    switch ((c.fpu.mxcsr >> 13) & 3) {
-      case 0: { // nearest, ties to even
-        r = Math.round(v);
-        if (Math.abs(v - Math.trunc(v)) === 0.5 && r % 2 !== 0) r -= 1;
-        break;
-      }
-      case 1:
-        r = Math.floor(v);
-        break;
-      case 2:
-        r = Math.ceil(v);
-        break;
-      default:
-        r = Math.trunc(v);
-    }
-  }
-  const lim = bits === 32 ? 2147483648 : 9223372036854775808;
-  if (!(r >= -lim && r < lim)) return NaN; // caller writes the integer indefinite
-  return r;
-}
-
-function setGpr(c: Cpu, r: number, sz: number, v: number): void {
-  if (sz === 8) {
-    if (Number.isNaN(v)) {
-      c.lo[r] = 0;
-      c.hi[r] = 0x8000_0000 | 0;
-      return;
-    }
-    c.lo[r] = v | 0;
-    c.hi[r] = Math.floor(v / TWO32) | 0;
-  } else {
-    c.lo[r] = Number.isNaN(v) ? 0x8000_0000 | 0 : v | 0;
-    c.hi[r] = 0;
-  }
-}
-
-/** Reads a general-purpose r/m operand of 4 or 8 bytes as a signed number (int64 rounded). */
-function readGprSigned(c: Cpu, rm: number, ea: number, sz: number): number {
-  let lo: number, hi: number;
-  if (rm >= 0) {
-    lo = c.lo[rm]!;
-    hi = c.hi[rm]!;
-  } else {
-    lo = c.rd32(ea);
-    hi = sz === 8 ? c.rd32(c.wrapLin(ea + 4)) : 0;
-  }
-  return sz === 8 ? hi * TWO32 + (lo >>> 0) : lo;
-}
-
-function cmpPred(a: number, b: number, p: number): boolean {
-  switch (p & 7) {
-    case 0:
-      return a === b;
-    case 1:
-      return a < b;
-    case 2:
-      return a <= b;
-    case 3:
-      return Number.isNaN(a) || Number.isNaN(b);
-    case 4:
-      return !(a === b);
-    case 5:
-      return !(a < b);
-    case 6:
-      return !(a <= b);
-    default:
-      return !Number.isNaN(a) && !Number.isNaN(b);
-  }
-}
-
-function arith(op: number, a: number, b: number): number {
-  switch (op) {
-    case 0x58:
-      return a + b;
-    case 0x59:
-      return a * b;
-    case 0x5c:
-      return a - b;
-    case 0x5d:
-      return a < b ? a : b; // MIN: the source when unordered or equal
-    case 0x5e:
-      return a / b;
-    default:
-      return a > b ? a : b; // MAX
   }
 }
 
@@ -307,30 +229,36 @@ export function execSse(
       } else storeMem(c, reg, ea, 16, true);
       return true;
     case 0x2a: { // CVTSI2SS/SD
-      const v = readGprSigned(c, rm, ea, osz === 8 ? 8 : 4);
-      if (sd) x.f64[reg * 2] = v;
-      else x.f32[d] = Math.fround(v);
+      const v = readGprBig(c, rm, ea, osz === 8 ? 8 : 4);
+      const [r, fl] = fromIntLane(v, sd ? DF : SF, c.fpu.mxcsr);
+      c.fpu.mxcsr |= fl;
+      if (sd) setLaneD(x, reg * 2, r);
+      else x.u32[d] = Number(r);
       return true;
     }
     case 0x2c:
     case 0x2d: { // CVT(T)SS2SI / CVT(T)SD2SI
       loadSrc(c, rm, ea, sd ? 8 : 4, false);
-      const v = sd ? SF64[0]! : SF32[0]!;
       const bits = osz === 8 ? 64 : 32;
-      setGpr(c, reg, osz === 8 ? 8 : 4, cvtToInt(c, v, op === 0x2c, bits));
+      const [v, fl] = toIntLane(
+        sd ? srcD(0) : srcS(0),
+        sd ? DF : SF,
+        c.fpu.mxcsr,
+        op === 0x2c,
+        bits,
+      );
+      c.fpu.mxcsr |= fl;
+      setGprBig(c, reg, osz === 8 ? 8 : 4, v);
       return true;
     }
     case 0x2e:
     case 0x2f: { // (U)COMISS/SD
       loadSrc(c, rm, ea, pd ? 8 : 4, false);
-      const a = pd ? x.f64[reg * 2]! : x.f32[d]!;
-      const b = pd ? SF64[0]! : SF32[0]!;
-      let f: number;
-      if (Number.isNaN(a) || Number.isNaN(b)) f = F_ZF | F_PF | F_CF;
-      else if (a > b) f = 0;
-      else if (a < b) f = F_CF;
-      else f = F_ZF;
-      c.setArith(f);
+      const a = pd ? laneD(x, reg * 2) : BigInt(x.u32[d]!);
+      const b = pd ? srcD(0) : srcS(0);
+      const [rel, fl] = comiLane(a, b, pd ? DF : SF, c.fpu.mxcsr, op === 0x2e);
+      c.fpu.mxcsr |= fl;
+      c.setArith([0, F_CF, F_ZF, F_ZF | F_PF | F_CF][rel]!);
       return true;
     }
     case 0x50: { // MOVMSKPS/PD
@@ -363,34 +291,53 @@ export function execSse(
     case 0x5f:
       return fpArith(c, x, op, pfx, reg, rm, ea);
     case 0x5a: { // CVTPS2PD / CVTPD2PS / CVTSS2SD / CVTSD2SS
+      const mx = c.fpu.mxcsr;
+      let fl = 0;
       if (ss) {
         loadSrc(c, rm, ea, 4, false);
-        x.f64[reg * 2] = SF32[0]!;
+        const [r, f] = convertLane(srcS(0), SF, DF, mx);
+        setLaneD(x, reg * 2, r);
+        fl = f;
       } else if (sd) {
         loadSrc(c, rm, ea, 8, false);
-        x.f32[d] = Math.fround(SF64[0]!);
+        const [r, f] = convertLane(srcD(0), DF, SF, mx);
+        x.u32[d] = Number(r);
+        fl = f;
       } else if (pd) {
         loadSrc(c, rm, ea, 16, true);
-        x.f32[d] = Math.fround(SF64[0]!);
-        x.f32[d + 1] = Math.fround(SF64[1]!);
+        const [r0, f0] = convertLane(srcD(0), DF, SF, mx);
+        const [r1, f1] = convertLane(srcD(1), DF, SF, mx);
+        x.u32[d] = Number(r0);
+        x.u32[d + 1] = Number(r1);
         x.i32[d + 2] = 0;
         x.i32[d + 3] = 0;
+        fl = f0 | f1;
       } else {
         loadSrc(c, rm, ea, 8, false);
-        const a = SF32[0]!, b = SF32[1]!;
-        x.f64[reg * 2] = a;
-        x.f64[reg * 2 + 1] = b;
+        const [r0, f0] = convertLane(srcS(0), SF, DF, mx);
+        const [r1, f1] = convertLane(srcS(1), SF, DF, mx);
+        setLaneD(x, reg * 2, r0);
+        setLaneD(x, reg * 2 + 1, r1);
+        fl = f0 | f1;
       }
+      c.fpu.mxcsr |= fl;
       return true;
     }
     case 0x5b: { // CVTDQ2PS / CVTPS2DQ / CVTTPS2DQ
       loadSrc(c, rm, ea, 16, true);
+      let fl = 0;
       for (let i = 0; i < 4; i++) {
         if (pd || ss) {
-          const v = cvtToInt(c, SF32[i]!, ss, 32);
-          x.i32[d + i] = Number.isNaN(v) ? 0x8000_0000 | 0 : v;
-        } else x.f32[d + i] = Math.fround(S32[i]!);
+          const [v, f] = toIntLane(srcS(i), SF, c.fpu.mxcsr, ss, 32);
+          x.i32[d + i] = v === null ? 0x8000_0000 | 0 : Number(v);
+          fl |= f;
+        } else {
+          const [r, f] = fromIntLane(BigInt(S32[i]!), SF, c.fpu.mxcsr);
+          x.u32[d + i] = Number(r);
+          fl |= f;
+        }
       }
+      c.fpu.mxcsr |= fl;
       return true;
     }
     case 0xe6: { // CVTTPD2DQ (66) / CVTDQ2PD (F3) / CVTPD2DQ (F2)
@@ -401,10 +348,13 @@ export function execSse(
         x.f64[reg * 2 + 1] = b;
       } else {
         loadSrc(c, rm, ea, 16, true);
+        let fl = 0;
         for (let i = 0; i < 2; i++) {
-          const v = cvtToInt(c, SF64[i]!, pd, 32);
-          x.i32[d + i] = Number.isNaN(v) ? 0x8000_0000 | 0 : v;
+          const [v, f] = toIntLane(srcD(i), DF, c.fpu.mxcsr, pd, 32);
+          x.i32[d + i] = v === null ? 0x8000_0000 | 0 : Number(v);
+          fl |= f;
         }
+        c.fpu.mxcsr |= fl;
         x.i32[d + 2] = 0;
         x.i32[d + 3] = 0;
       }
@@ -481,13 +431,20 @@ export function execSse(
       const n = ss ? 1 : sd ? 1 : pd ? 2 : 4;
       const dbl = pd || sd;
       loadSrc(c, rm, ea, ss ? 4 : sd ? 8 : 16, !(ss || sd));
+      let fl = 0;
       for (let i = 0; i < n; i++) {
         if (dbl) {
-          const r = cmpPred(x.f64[reg * 2 + i]!, SF64[i]!, imm) ? -1 : 0;
-          x.i32[d + 2 * i] = r;
-          x.i32[d + 2 * i + 1] = r;
-        } else x.i32[d + i] = cmpPred(x.f32[d + i]!, SF32[i]!, imm) ? -1 : 0;
+          const [t, f] = cmpLane(imm, laneD(x, reg * 2 + i), srcD(i), DF, c.fpu.mxcsr);
+          x.i32[d + 2 * i] = t ? -1 : 0;
+          x.i32[d + 2 * i + 1] = t ? -1 : 0;
+          fl |= f;
+        } else {
+          const [t, f] = cmpLane(imm, BigInt(x.u32[d + i]!), srcS(i), SF, c.fpu.mxcsr);
+          x.i32[d + i] = t ? -1 : 0;
+          fl |= f;
+        }
       }
+      c.fpu.mxcsr |= fl;
       return true;
     }
     case 0xc3: // MOVNTI m32/64, r
@@ -611,6 +568,9 @@ function isSse(op: number, pfx: number): boolean {
   return false;
 }
 
+/** MXCSR rounding-control field (bits 13-14). */
+const MXCSR_RC = 0x6000;
+
 function fpArith(
   c: Cpu,
   x: XmmViews,
@@ -621,31 +581,91 @@ function fpArith(
   ea: number,
 ): boolean {
   const d = reg * 4;
-  switch (pfx) {
-    case 0xf3: // scalar single
-      loadSrc(c, rm, ea, 4, false);
-      x.f32[d] = Math.fround(op === 0x51 ? Math.sqrt(SF32[0]!) : arith(op, x.f32[d]!, SF32[0]!));
-      return true;
-    case 0xf2: // scalar double
-      loadSrc(c, rm, ea, 8, false);
-      x.f64[reg * 2] = op === 0x51 ? Math.sqrt(SF64[0]!) : arith(op, x.f64[reg * 2]!, SF64[0]!);
-      return true;
-    case 0x66: // packed double
-      loadSrc(c, rm, ea, 16, true);
-      for (let i = 0; i < 2; i++) {
-        x.f64[reg * 2 + i] = op === 0x51
-          ? Math.sqrt(SF64[i]!)
-          : arith(op, x.f64[reg * 2 + i]!, SF64[i]!);
+  const mx = c.fpu.mxcsr;
+  let fl = 0;
+  const dbl = pfx === 0x66 || pfx === 0xf2;
+  const n = pfx === 0xf3 || pfx === 0xf2 ? 1 : dbl ? 2 : 4;
+  loadSrc(c, rm, ea, n === 1 ? (dbl ? 8 : 4) : 16, n !== 1);
+  const fast = (mx & MXCSR_RC) === 0 && op !== 0x5d && op !== 0x5f;
+  for (let i = 0; i < n; i++) {
+    if (fast) {
+      if (dbl) {
+        const r = fastLaneD(op, x.f64[reg * 2 + i]!, SF64[i]!);
+        if (r !== null) {
+          x.f64[reg * 2 + i] = r;
+          fl |= fastFlags;
+          continue;
+        }
+      } else {
+        const r = fastLaneS(op, x.f32[d + i]!, SF32[i]!);
+        if (r !== null) {
+          x.f32[d + i] = r;
+          fl |= fastFlags;
+          continue;
+        }
       }
-      return true;
-    default: // packed single
-      loadSrc(c, rm, ea, 16, true);
-      for (let i = 0; i < 4; i++) {
-        x.f32[d + i] = Math.fround(
-          op === 0x51 ? Math.sqrt(SF32[i]!) : arith(op, x.f32[d + i]!, SF32[i]!),
-        );
-      }
-      return true;
+    }
+    if (dbl) {
+      const [r, f] = arithLane(op, laneD(x, reg * 2 + i), srcD(i), DF, mx);
+      setLaneD(x, reg * 2 + i, r);
+      fl |= f;
+    } else {
+      const [r, f] = arithLane(op, BigInt(x.u32[d + i]!), srcS(i), SF, mx);
+      x.u32[d + i] = Number(r);
+      fl |= f;
+    }
+  }
+  c.fpu.mxcsr |= fl;
+  return true;
+}
+
+/** Bits of single lane `i` of the scratch source. */
+function srcS(i: number): bigint {
+  return BigInt(SU32[i]!);
+}
+
+/** Bits of double lane `i` of the scratch source. */
+function srcD(i: number): bigint {
+  return (BigInt(SU32[2 * i + 1]!) << 32n) | BigInt(SU32[2 * i]!);
+}
+
+/** Bits of double lane `q` (qword index) of the XMM file. */
+function laneD(x: XmmViews, q: number): bigint {
+  return (BigInt(x.u32[2 * q + 1]!) << 32n) | BigInt(x.u32[2 * q]!);
+}
+
+function setLaneD(x: XmmViews, q: number, v: bigint): void {
+  x.u32[2 * q] = Number(v & 0xffff_ffffn);
+  x.u32[2 * q + 1] = Number(v >> 32n);
+}
+
+/** Reads a 4- or 8-byte general-purpose r/m operand as a signed BigInt. */
+function readGprBig(c: Cpu, rm: number, ea: number, sz: number): bigint {
+  let lo: number, hi: number;
+  if (rm >= 0) {
+    lo = c.lo[rm]!;
+    hi = c.hi[rm]!;
+  } else {
+    lo = c.rd32(ea);
+    hi = sz === 8 ? c.rd32(c.wrapLin(ea + 4)) : 0;
+  }
+  if (sz === 4) return BigInt(lo | 0);
+  return (BigInt(hi | 0) << 32n) | BigInt(lo >>> 0);
+}
+
+/** Writes a conversion result (null: the integer indefinite 80000000h / 8000000000000000h). */
+function setGprBig(c: Cpu, r: number, sz: number, v: bigint | null): void {
+  if (sz === 8) {
+    if (v === null) {
+      c.lo[r] = 0;
+      c.hi[r] = 0x8000_0000 | 0;
+      return;
+    }
+    c.lo[r] = Number(BigInt.asIntN(32, v));
+    c.hi[r] = Number(BigInt.asIntN(32, v >> 32n));
+  } else {
+    c.lo[r] = v === null ? 0x8000_0000 | 0 : Number(BigInt.asIntN(32, v));
+    c.hi[r] = 0;
   }
 }
 

@@ -45,7 +45,7 @@ export interface UserModeCpu {
 
 /** The module `core/interp/difftest_api.ts`. */
 export interface DifftestApi {
-  createUserModeCpu(memory: GuestMemory): UserModeCpu;
+  createUserModeCpu(memory: GuestMemory, options?: { jit?: boolean }): UserModeCpu;
 }
 
 /** Where the interpreter's difftest API lives, relative to this file. */
@@ -117,8 +117,12 @@ export class InterpSide {
   #cpu: UserModeCpu | null = null;
   readonly #template: CpuState;
 
-  constructor(api: DifftestApi) {
+  readonly #jit: boolean;
+
+  /** `jit`: run each instruction through the block compiler's templates instead. */
+  constructor(api: DifftestApi, options: { jit?: boolean } = {}) {
     this.#api = api;
+    this.#jit = options.jit ?? false;
     this.memory = GuestMemory.allocate(GUEST_RAM);
     const m = this.memory;
     m.writeU64(PML4, BigInt(PDPT) | PTE_P | PTE_RW | PTE_US);
@@ -151,7 +155,7 @@ export class InterpSide {
       throw new RangeError(`Expected the ${REGION_SIZE}-byte oracle region, got ${region.length}`);
     }
     this.memory.bytes.set(region, REGION_BASE);
-    this.#cpu = this.#api.createUserModeCpu(this.memory);
+    this.#cpu = this.#api.createUserModeCpu(this.memory, { jit: this.#jit });
   }
 
   /**

@@ -25,6 +25,8 @@ Options:
                      skipped, and the skipped ones are printed
   --max-failures K   stop after K divergences (default 10)
   --native-only      run the generator on the host CPU only (no interpreter), as a smoke test
+  --jit              run each instruction through the block compiler's templates instead of
+                     the plain interpreter
   --list             print the instruction classes and exit
   --quiet            print only divergences and the summary
   -h, --help         show this help
@@ -44,6 +46,8 @@ export interface DifftestOptions {
   maxFailures?: number;
   /** Do not run the interpreter. */
   nativeOnly?: boolean;
+  /** Run each instruction through the interpreter's block compiler (its templates). */
+  jit?: boolean;
   /** Where reproducers and progress go (default console.log). */
   log?: (line: string) => void;
 }
@@ -94,7 +98,7 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestSum
           `and the host oracle alone.`,
       );
     }
-    interp = new InterpSide(api);
+    interp = new InterpSide(api, { jit: options.jit });
   }
   let classes = options.classes ?? CLASS_NAMES;
   const skipped: string[] = [];
@@ -215,6 +219,7 @@ export async function main(args: string[]): Promise<number> {
         only: { type: "string" },
         "max-failures": { type: "string" },
         "native-only": { type: "boolean" },
+        jit: { type: "boolean" },
         list: { type: "boolean" },
         quiet: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -264,6 +269,7 @@ export async function main(args: string[]): Promise<number> {
       classes,
       maxFailures,
       nativeOnly: v["native-only"],
+      jit: v.jit,
       skipUnadvertised,
     });
     if (summary.failures >= maxFailures) {
