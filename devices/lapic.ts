@@ -141,6 +141,12 @@ export class LocalApic {
   onUnhandled: (what: string) => void = () => {};
   readonly #clock: Clock;
   readonly #timer: Timer;
+  /**
+   * A one-shot count is running and has not fired yet. Tracked apart from the clock: a count so
+   * short that it has already expired by the time it is armed must still fire (at once), or a
+   * tickless guest that programmed it waits forever.
+   */
+  #oneShotPending = false;
 
   /** A local APIC whose timer runs on `clock`, in its power-on state. */
   constructor(clock: Clock) {
@@ -181,6 +187,7 @@ export class LocalApic {
     this.timerInitial = 0;
     this.timerDivide = 0;
     this.timerStartNs = 0;
+    this.#oneShotPending = false;
     this.hardwareEnabled = true;
     this.#timer.cancel();
     this.#update();
@@ -348,6 +355,7 @@ export class LocalApic {
       case R_TIMER_INITIAL:
         this.timerInitial = value;
         this.timerStartNs = this.#clock.now();
+        this.#oneShotPending = value !== 0;
         this.#armTimer();
         return;
       case R_TIMER_DIVIDE: {
@@ -441,6 +449,7 @@ export class LocalApic {
     this.timerDivide = num("timerDivide");
     this.timerStartNs = Number(f.timerStartNs ?? 0);
     this.hardwareEnabled = f.hardwareEnabled !== false;
+    this.#oneShotPending = this.currentCount() > 0;
     this.#armTimer();
     this.#update();
   }
@@ -460,8 +469,8 @@ export class LocalApic {
     if (this.lvt[LVT_TIMER]! & LVT_TIMER_PERIODIC) {
       const next = (Math.floor(elapsed / periodNs) + 1) * periodNs;
       this.#timer.arm(next - elapsed);
-    } else if (elapsed < periodNs) {
-      this.#timer.arm(periodNs - elapsed);
+    } else if (this.#oneShotPending) {
+      this.#timer.arm(Math.max(0, periodNs - elapsed));
     } else {
       this.#timer.cancel();
     }
@@ -469,6 +478,7 @@ export class LocalApic {
 
   #onTimer(): void {
     const entry = this.lvt[LVT_TIMER]!;
+    if (!(entry & LVT_TIMER_PERIODIC)) this.#oneShotPending = false;
     if (!(entry & LVT_MASKED)) this.acceptInterrupt(entry & 0xff, false);
     if (entry & LVT_TIMER_PERIODIC) this.#armTimer();
   }

@@ -185,3 +185,45 @@ Deno.test("lapic state survives save and restore with a running timer", () => {
   clock2.advance(700);
   assertEquals(copy.pendingVector, 0xec);
 });
+
+Deno.test("lapic one-shot count that has already expired when armed still fires, once", () => {
+  // A tickless guest on a slow CPU programs counts that are over before the write returns.
+  let now = 0;
+  const timers: { deadline: number; cb: () => void }[] = [];
+  const clock = {
+    now: () => now,
+    timer: (cb: () => void) => {
+      const t = { deadline: Infinity, cb };
+      timers.push(t);
+      return { arm: (d: number) => t.deadline = now + d, cancel: () => t.deadline = Infinity };
+    },
+  };
+  const apic = new LocalApic(clock);
+  apic.writeRegister(0xf0, 0x1ff); // software enable, spurious vector 0xff
+  apic.writeRegister(0x3e0, 0xb); // divide by 1
+  apic.writeRegister(0x320, 0x40); // LVT timer: vector 0x40, one-shot, unmasked
+  // The clock moves between the count's start and the arming: the count has run out already.
+  const realNow = clock.now;
+  let calls = 0;
+  clock.now = () => (calls++ === 0 ? realNow() : realNow() + 50);
+  apic.writeRegister(0x380, 1); // one tick = 1 ns
+  clock.now = realNow;
+  const fire = () => {
+    for (const t of timers) {
+      if (t.deadline <= now) {
+        t.deadline = Infinity;
+        t.cb();
+      }
+    }
+  };
+  now += 100;
+  fire();
+  assertEquals(apic.pendingVector, 0x40);
+  // Re-writing the LVT after it fired must not fire it again.
+  apic.acknowledge();
+  apic.writeRegister(0xb0, 0); // EOI
+  apic.writeRegister(0x320, 0x40);
+  now += 100;
+  fire();
+  assertEquals(apic.pendingVector, -1);
+});
