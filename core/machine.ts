@@ -49,9 +49,8 @@ export interface MachineOptions {
   /** Shared stop/pause requests (the supervisor thread holds the same Int32Array). */
   control?: RunControl;
   /**
-   * Announce the local APIC in CPUID to guests of backends that emulate CPUID (default false:
-   * Linux on the interpreter sometimes stops taking timer interrupts in APIC mode, a bug not
-   * yet found; in PIC mode it boots reliably).
+   * Announce the local APIC in CPUID to guests of backends that emulate CPUID (default true;
+   * false gives a PIC-only PC, as on machines before the APIC).
    */
   localApic?: boolean;
 }
@@ -108,7 +107,7 @@ export class Machine {
     this.backend = opts.backend;
     this.#log = opts.log ?? ((m) => console.error(m));
     this.#trace = opts.trace ?? null;
-    this.#announceLocalApic = opts.localApic ?? false;
+    this.#announceLocalApic = opts.localApic ?? true;
     this.control = opts.control ?? new RunControl();
     this.memory = opts.backend.createMemory(opts.memSize);
     this.console = new SerialConsole(opts.serialSink ?? null, opts.serialInput ?? null);
