@@ -756,7 +756,8 @@ export class KvmVcpu implements Vcpu {
     for (;;) {
       // Device timers (PIT, APIC timer, plugins) fire between exits, before interrupts are
       // offered to the guest: one compare per exit while none is due.
-      if (c.nextDeadline() <= c.now()) c.service();
+      const deadline = c.nextDeadline();
+      if (deadline !== Infinity && deadline <= c.now()) c.service();
       // Interrupt injection without an in-kernel irqchip: KVM_INTERRUPT when the guest can take
       // one, otherwise ask KVM to exit as soon as it can (KVM_EXIT_IRQ_WINDOW_OPEN).
       const irq = env.interrupts;
