@@ -19,6 +19,7 @@ import {
   physicalEntry,
 } from "./elf.ts";
 import type { BootOptions, BootSetup } from "./types.ts";
+import { E820_RAM, E820_RESERVED, e820Map, EBDA_START, HIMEM_START } from "./e820.ts";
 
 /** The Multiboot header's magic (specification 3.1.2). */
 export const MULTIBOOT_HEADER_MAGIC = 0x1bad_b002;
@@ -78,11 +79,11 @@ export const MB_CODE_SELECTOR = 0x08, MB_DATA_SELECTOR = 0x10;
 const GDT_ENTRIES = [0n, 0x00cf_9b00_0000_ffffn, 0x00cf_9300_0000_ffffn];
 
 /** Start of the PC's reserved hole below 1 MiB (EBDA, VGA, option ROMs, BIOS). */
-export const PC_HOLE_START = 0x9_fc00;
+export const PC_HOLE_START = EBDA_START;
 /** End of that hole: extended memory starts at 1 MiB. */
-export const PC_HOLE_END = 0x10_0000;
+export const PC_HOLE_END = HIMEM_START;
 /** E820 / Multiboot mmap types. */
-export const MEMORY_TYPE_RAM = 1, MEMORY_TYPE_RESERVED = 2;
+export const MEMORY_TYPE_RAM = E820_RAM, MEMORY_TYPE_RESERVED = E820_RESERVED;
 const PAGE = 4096;
 const FOUR_GIB = 0x1_0000_0000;
 
@@ -111,29 +112,8 @@ export interface MemoryMapEntry {
 export function pcMemoryMap(
   memory: { readonly regions: readonly MemoryRegion[] },
 ): MemoryMapEntry[] {
-  const map: MemoryMapEntry[] = [];
-  for (const r of memory.regions) {
-    const end = r.gpa + r.size;
-    if (r.gpa < PC_HOLE_START) {
-      map.push({
-        base: r.gpa,
-        length: Math.min(end, PC_HOLE_START) - r.gpa,
-        type: MEMORY_TYPE_RAM,
-      });
-    }
-    if (r.gpa < PC_HOLE_END && end > PC_HOLE_START) {
-      map.push({
-        base: PC_HOLE_START,
-        length: PC_HOLE_END - PC_HOLE_START,
-        type: MEMORY_TYPE_RESERVED,
-      });
-    }
-    if (end > PC_HOLE_END) {
-      const base = Math.max(r.gpa, PC_HOLE_END);
-      map.push({ base, length: end - base, type: MEMORY_TYPE_RAM });
-    }
-  }
-  return map;
+  // The same map Linux gets as e820; Multiboot's type numbers are e820's (1 RAM, 2 reserved).
+  return e820Map(memory).map((e) => ({ base: e.addr, length: e.size, type: e.type }));
 }
 
 /**
