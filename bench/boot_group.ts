@@ -49,7 +49,8 @@ export async function secondsToMarker(
   return at;
 }
 
-async function haveQemu(): Promise<boolean> {
+/** True when qemu-system-x86_64 runs here, installing qemu-system-x86 with apt-get if missing. */
+export async function haveQemu(): Promise<boolean> {
   const probe = async () => {
     try {
       return (await new Deno.Command("qemu-system-x86_64", { args: ["--version"], stdout: "null" })
@@ -59,7 +60,7 @@ async function haveQemu(): Promise<boolean> {
     }
   };
   if (await probe()) return true;
-  console.error("bench boot: installing qemu-system-x86 for the baseline (apt-get)");
+  console.error("bench: installing qemu-system-x86 for the QEMU baseline (apt-get)");
   await new Deno.Command("sh", {
     args: ["-c", "apt-get update -qq && apt-get install -y -qq qemu-system-x86 >/dev/null"],
   }).output().catch(() => undefined);

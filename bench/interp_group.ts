@@ -10,6 +10,7 @@
  */
 
 import type { BenchRow } from "./report.ts";
+import { haveQemu } from "./boot_group.ts";
 import { runWorkload } from "./interp_bench.ts";
 import { MmioBus, PortBus } from "../core/bus.ts";
 import { NO_INTERRUPTS, RunControl } from "../core/backend.ts";
@@ -82,15 +83,6 @@ async function qemuSeconds(disk: Uint8Array): Promise<number> {
     return seconds;
   } finally {
     await Deno.remove(path);
-  }
-}
-
-async function haveQemu(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("qemu-system-x86_64", { args: ["--version"], stdout: "null" })
-      .output()).success;
-  } catch {
-    return false;
   }
 }
 

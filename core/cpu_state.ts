@@ -244,8 +244,17 @@ const FLAG_NAMES: [number, string][] = [
   [9, "IF"],
   [10, "DF"],
   [11, "OF"],
+  [14, "NT"],
+  [16, "RF"],
   [17, "VM"],
+  [18, "AC"],
+  [21, "ID"],
 ];
+
+/** The names of the RFLAGS bits set in `rflags` (e.g. "CF ZF IF"), "" when none. */
+export function flagNames(rflags: number): string {
+  return FLAG_NAMES.filter(([b]) => rflags & (1 << b)).map(([, n]) => n).join(" ");
+}
 
 /** Formats the register dump printed when a VM stops on a fault. */
 export function formatCpuState(s: CpuState): string {
@@ -258,7 +267,7 @@ export function formatCpuState(s: CpuState): string {
       ),
     );
   }
-  const flags = FLAG_NAMES.filter(([b]) => s.rflags & (1 << b)).map(([, n]) => n).join(" ");
+  const flags = flagNames(s.rflags);
   lines.push(`rip=${r(s.rip)} rflags=${hex(s.rflags, 8)} [${flags}]${s.halted ? " (halted)" : ""}`);
   for (const name of ["cs", "ss", "ds", "es", "fs", "gs", "tr", "ldt"] as const) {
     const g = s[name];

@@ -3,7 +3,7 @@
  * the manuals leave undefined, and formats a divergence as a reproducer a person can act on.
  */
 
-import { GPR_NAMES } from "../../core/cpu_state.ts";
+import { flagNames as rflagsNames, GPR_NAMES } from "../../core/cpu_state.ts";
 import { DATA_SIZE, dataAddress } from "./layout.ts";
 import { COMPARED_FLAGS, type TestCase, type UserState } from "./state.ts";
 
@@ -31,21 +31,6 @@ export interface CompareOptions {
   x87?: boolean;
 }
 
-const FLAG_BITS: [number, string][] = [
-  [0, "CF"],
-  [2, "PF"],
-  [4, "AF"],
-  [6, "ZF"],
-  [7, "SF"],
-  [8, "TF"],
-  [9, "IF"],
-  [10, "DF"],
-  [11, "OF"],
-  [14, "NT"],
-  [18, "AC"],
-  [21, "ID"],
-];
-
 const EXCEPTION_NAMES: Record<number, string> = {
   0: "#DE",
   1: "#DB",
@@ -68,7 +53,7 @@ const EXCEPTION_NAMES: Record<number, string> = {
 
 /** Names of the set bits of `flags` among the known RFLAGS bits, e.g. `CF ZF`. */
 export function flagNames(flags: number): string {
-  return FLAG_BITS.filter(([b]) => flags & (1 << b)).map(([, n]) => n).join(" ") || "-";
+  return rflagsNames(flags) || "-";
 }
 
 function h64(v: bigint): string {
