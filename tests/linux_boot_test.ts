@@ -28,6 +28,22 @@ if (!present) {
 const backends = BACKENDS.filter((b) => b !== "kvm" || hostKvmFlavor() !== "kvm_pvm");
 const BOOT_TIMEOUT_MS = 15 * 60_000;
 
+/** Boots the fetched kernel with `initrd`, 256M and `console=ttyS0 panic=-1`. */
+function bootLinux(backend: string, initrd: string) {
+  return runCli([
+    "--backend",
+    backend,
+    "--kernel",
+    KERNEL,
+    "--initrd",
+    initrd,
+    "--mem",
+    "256M",
+    "--cmdline",
+    "console=ttyS0 panic=-1",
+  ], { timeoutMs: BOOT_TIMEOUT_MS });
+}
+
 for (const backend of backends) {
   Deno.test({
     name: `[${backend}] Debian's kernel boots to init, which reports uname -r and powers off`,
@@ -36,18 +52,7 @@ for (const backend of backends) {
       const image = await Deno.readFile(KERNEL);
       // The release uname -r prints is the first word of the image's own version string.
       const release = parseSetupHeader(image, KERNEL).kernelVersion.split(" ")[0]!;
-      const r = await runCli([
-        "--backend",
-        backend,
-        "--kernel",
-        KERNEL,
-        "--initrd",
-        TEST_INITRD,
-        "--mem",
-        "256M",
-        "--cmdline",
-        "console=ttyS0 panic=-1",
-      ], { timeoutMs: BOOT_TIMEOUT_MS });
+      const r = await bootLinux(backend, TEST_INITRD);
       assertIncludes(r.stdout, `${TEST_MARKER} release=${release} cpus=1`, r.stderr);
       assertIncludes(r.stdout, "DENOVISOR-PIPELINE words=3");
       assertTrue(!r.stdout.includes("Kernel panic"), r.stdout.slice(-2000));
@@ -64,18 +69,7 @@ for (const backend of backends) {
       const path = await Deno.makeTempFile({ suffix: ".cpio.gz" });
       try {
         await Deno.writeFile(path, empty);
-        const r = await runCli([
-          "--backend",
-          backend,
-          "--kernel",
-          KERNEL,
-          "--initrd",
-          path,
-          "--mem",
-          "256M",
-          "--cmdline",
-          "console=ttyS0 panic=-1",
-        ], { timeoutMs: BOOT_TIMEOUT_MS });
+        const r = await bootLinux(backend, path);
         assertIncludes(r.stdout, "Kernel panic - not syncing");
         // panic=-1 reboots at once; a reboot ends the VMM like any guest reset.
         assertEquals(r.status, 0, r.stderr);
