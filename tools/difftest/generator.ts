@@ -8,12 +8,14 @@
 import { GPR_NAMES } from "../../core/cpu_state.ts";
 import { doubleShiftUndefinedFlags, shiftUndefinedFlags, undefinedFlagsOf } from "./flags.ts";
 import {
+  checkBase,
   DATA_SIZE,
   dataAddress,
   insnAddress,
   lastPadAddress,
   MAX_INSN_LENGTH,
   PAD_SIZE,
+  PREFERRED_BASE,
 } from "./layout.ts";
 import {
   FLAG_DF,
@@ -252,12 +254,19 @@ function signed(v: bigint, bits: number): bigint {
 export interface GeneratorOptions {
   /** Allow GS-relative memory operands (the host must allow WRGSBASE). Default false. */
   gsBase?: boolean;
+  /**
+   * Base of the region the cases will run in: the oracle's `base` (default PREFERRED_BASE).
+   * The cases' addresses (RIP, pointers, displacements, branch targets) follow it; the random
+   * choices do not depend on it, so a seed gives the same instruction mix at any base.
+   */
+  base?: number;
 }
 
 /** Builds one test case: its state, operands, encoding and text. */
 class Builder {
   readonly rng: Rng;
   readonly slot: number;
+  readonly base: number;
   readonly code: number;
   readonly data: number;
   readonly state: UserState;
@@ -276,8 +285,9 @@ class Builder {
     this.rng = rng;
     this.slot = slot;
     this.opts = opts;
-    this.code = insnAddress(slot);
-    this.data = dataAddress(slot);
+    this.base = opts.base ?? PREFERRED_BASE;
+    this.code = insnAddress(slot, this.base);
+    this.data = dataAddress(slot, this.base);
     const gpr: bigint[] = [];
     for (let i = 0; i < 16; i++) {
       gpr.push(rng.bool(0.7) ? interesting(rng, 64) : interesting(rng, rng.pick([8, 16, 32])));
@@ -643,7 +653,7 @@ class Builder {
 
   /** A landing-pad address at least one pad after `from`, at most `maxDisp` past it. */
   target(from: number, maxDisp: number): number {
-    const hi = Math.min(from + maxDisp, lastPadAddress(this.slot));
+    const hi = Math.min(from + maxDisp, lastPadAddress(this.slot, this.base));
     const t = this.rng.range(from + PAD_SIZE, hi);
     this.targets.push(t);
     return t;
@@ -655,6 +665,7 @@ class Builder {
       mnemonic: this.mnemonic,
       bytes: new Uint8Array(this.bytes),
       slot: this.slot,
+      base: this.base,
       state: this.state,
       targets: this.targets,
       undefinedFlags: this.undefinedFlags,
@@ -2246,6 +2257,7 @@ export class Generator {
       }
     }
     if (classes.length === 0) throw new RangeError("The generator needs at least one class");
+    if (options.base !== undefined) checkBase(options.base);
     this.rng = new Rng(seed);
     this.classes = classes;
     this.options = options;
@@ -2268,8 +2280,9 @@ export class Generator {
 }
 
 /**
- * A hand-written case for slot `slot`: zeroed registers (RSP in the data window), flags
- * 0x202, MXCSR 0x1f80, zeroed data; `setup` adjusts the state. For tests and replays.
+ * A hand-written case for slot `slot` of the region at `extra.base` (default PREFERRED_BASE;
+ * pass the oracle's `base`): zeroed registers (RSP in the data window), flags 0x202, MXCSR
+ * 0x1f80, zeroed data; `setup` adjusts the state. For tests and replays.
  *
  * @example
  * ```ts
@@ -2286,14 +2299,16 @@ export function makeCase(
   bytes: readonly number[],
   mnemonic: string,
   setup?: (s: UserState) => void,
-  extra: { cls?: string; targets?: number[]; undefinedFlags?: number } = {},
+  extra: { cls?: string; targets?: number[]; undefinedFlags?: number; base?: number } = {},
 ): TestCase {
+  const base = extra.base ?? PREFERRED_BASE;
+  checkBase(base);
   const gpr = new Array<bigint>(16).fill(0n);
-  gpr[RSP] = BigInt(dataAddress(slot) + 0x100);
+  gpr[RSP] = BigInt(dataAddress(slot, base) + 0x100);
   const state: UserState = {
     gpr,
     rflags: FLAG_FIXED | FLAG_IF,
-    rip: BigInt(insnAddress(slot)),
+    rip: BigInt(insnAddress(slot, base)),
     gsBase: 0n,
     xmm: new Uint8Array(256),
     mxcsr: MXCSR_MASKS,
@@ -2306,6 +2321,7 @@ export function makeCase(
     mnemonic,
     bytes: new Uint8Array(bytes),
     slot,
+    base,
     state,
     targets: extra.targets ?? [],
     undefinedFlags: extra.undefinedFlags ?? undefinedFlagsOf(mnemonic.split(" ")[0]!),

@@ -1,7 +1,8 @@
 /**
- * The interpreter side of the differential tester: guest memory that mirrors the oracle's fixed
- * mapping at the same addresses (identity-mapped by 2 MiB pages), a 64-bit CPL3 CpuState built
- * from a case's state, one `step()`, and the state read back.
+ * The interpreter side of the differential tester: guest memory that mirrors the oracle's
+ * mapping at the same virtual addresses (one 2 MiB page maps the oracle's base to the copy at
+ * REGION_GPA), a 64-bit CPL3 CpuState built from a case's state, one `step()`, and the state
+ * read back.
  *
  * The interpreter's API (`core/interp/difftest_api.ts`) is loaded dynamically so the tester
  * builds and its native side runs before the interpreter exists.
@@ -27,7 +28,7 @@ import {
 } from "../../core/cpu_state.ts";
 import { HostError } from "../../core/errors.ts";
 import { GuestMemory } from "../../core/memory.ts";
-import { DATA_SIZE, dataAddress, REGION_BASE, REGION_SIZE } from "./layout.ts";
+import { checkBase, DATA_SIZE, dataAddress, REGION_SIZE } from "./layout.ts";
 import type { InterpOutcome } from "./compare.ts";
 import type { TestCase, UserState } from "./state.ts";
 
@@ -51,13 +52,21 @@ export interface DifftestApi {
 /** Where the interpreter's difftest API lives, relative to this file. */
 export const INTERP_API_URL = new URL("../../core/interp/difftest_api.ts", import.meta.url);
 
-/** Guest RAM: the tester mapping ends at REGION_BASE + REGION_SIZE; page tables sit below it. */
-const GUEST_RAM = REGION_BASE + REGION_SIZE;
-/** Page tables: PML4, PDPT, PD (2 MiB pages), identity-mapping [0, GUEST_RAM). */
-const PML4 = 0x1000, PDPT = 0x2000, PD = 0x3000;
+/** Where guest RAM holds the copy of the oracle's region (page tables and GDT sit below it). */
+const REGION_GPA = 0x20_0000;
+/** Guest RAM: the low 2 MiB, then the region. */
+const GUEST_RAM = REGION_GPA + REGION_SIZE;
+/**
+ * Page tables: PML4, PDPT and PDs of 2 MiB pages. LOW_PD identity-maps [0, 2 MiB) (page tables,
+ * GDT, CPUID scratch); the region's base maps to REGION_GPA, through LOW_PD when the base is
+ * below 1 GiB and through REGION_PD otherwise. Nothing else is mapped.
+ */
+const PML4 = 0x1000, PDPT = 0x2000, LOW_PD = 0x3000, REGION_PD = 0x5000;
 /** Page-table entry bits: present, writable, user, 2 MiB page (Intel SDM Vol. 3, 4.5). */
 const PTE_P = 1n, PTE_RW = 2n, PTE_US = 4n, PTE_PS = 0x80n;
 const PAGE_2M = 0x20_0000;
+const PAGE_1G = 0x4000_0000;
+if (REGION_SIZE !== PAGE_2M) throw new Error("difftest: the guest maps the region as one page");
 /** Upper bound on steps for one REP string case (generated counts are at most 8). */
 const MAX_REP_STEPS = 64;
 /** Where `cpuid()` places its CPUID instruction (below the tester mapping). */
@@ -116,6 +125,8 @@ export class InterpSide {
   readonly #api: DifftestApi;
   #cpu: UserModeCpu | null = null;
   readonly #template: CpuState;
+  /** The region base the page tables map (that of the last `mirror`). */
+  #base: number | null = null;
 
   readonly #jit: boolean;
 
@@ -126,10 +137,8 @@ export class InterpSide {
     this.memory = GuestMemory.allocate(GUEST_RAM);
     const m = this.memory;
     m.writeU64(PML4, BigInt(PDPT) | PTE_P | PTE_RW | PTE_US);
-    m.writeU64(PDPT, BigInt(PD) | PTE_P | PTE_RW | PTE_US);
-    for (let i = 0; i * PAGE_2M < GUEST_RAM; i++) {
-      m.writeU64(PD + 8 * i, BigInt(i * PAGE_2M) | PTE_P | PTE_RW | PTE_US | PTE_PS);
-    }
+    m.writeU64(PDPT, BigInt(LOW_PD) | PTE_P | PTE_RW | PTE_US);
+    m.writeU64(LOW_PD, PTE_P | PTE_RW | PTE_US | PTE_PS); // linear [0, 2 MiB) -> physical 0
     GDT_ENTRIES.forEach((d, i) => m.writeU64(GDT + 8 * i, d));
     const s = resetCpuState();
     s.gdt = { base: BigInt(GDT), limit: 8 * GDT_ENTRIES.length - 1 };
@@ -147,15 +156,34 @@ export class InterpSide {
   }
 
   /**
-   * Copies the oracle's region (code, data windows) into guest memory at the same addresses and
-   * starts a fresh interpreter CPU, so no decoded code from an earlier batch survives.
+   * Copies the oracle's region (code, data windows) into guest memory, maps it at the oracle's
+   * `base` (the same virtual addresses) and starts a fresh interpreter CPU, so no decoded code
+   * or translation from an earlier batch survives.
    */
-  mirror(region: Uint8Array): void {
+  mirror(region: Uint8Array, base: number): void {
     if (region.length !== REGION_SIZE) {
       throw new RangeError(`Expected the ${REGION_SIZE}-byte oracle region, got ${region.length}`);
     }
-    this.memory.bytes.set(region, REGION_BASE);
+    if (base !== this.#base) this.#mapRegion(base);
+    this.memory.bytes.set(region, REGION_GPA);
     this.#cpu = this.#api.createUserModeCpu(this.memory, { jit: this.#jit });
+  }
+
+  /** Points the page tables at the region for `base`, unmapping the previous one. */
+  #mapRegion(base: number): void {
+    checkBase(base);
+    const m = this.memory;
+    const dir = PTE_P | PTE_RW | PTE_US;
+    if (this.#base !== null) {
+      const old = this.#base;
+      const pd = old < PAGE_1G ? LOW_PD : REGION_PD;
+      m.writeU64(pd + 8 * ((old / PAGE_2M) % 512), 0n);
+      if (old >= PAGE_1G) m.writeU64(PDPT + 8 * Math.floor(old / PAGE_1G), 0n);
+    }
+    const pd = base < PAGE_1G ? LOW_PD : REGION_PD;
+    if (base >= PAGE_1G) m.writeU64(PDPT + 8 * Math.floor(base / PAGE_1G), BigInt(pd) | dir);
+    m.writeU64(pd + 8 * ((base / PAGE_2M) % 512), BigInt(REGION_GPA) | dir | PTE_PS);
+    this.#base = base;
   }
 
   /**
@@ -196,6 +224,12 @@ export class InterpSide {
   run(c: TestCase): InterpOutcome {
     const cpu = this.#cpu;
     if (!cpu) throw new Error("InterpSide.run before mirror(): mirror each batch first");
+    if (c.base !== this.#base) {
+      throw new RangeError(
+        `Case "${c.mnemonic}" was generated for the region at 0x${c.base.toString(16)}, but ` +
+          `the mirrored region is at 0x${this.#base!.toString(16)}`,
+      );
+    }
     cpu.setState(this.#toCpuState(c.state));
     let r: StepResult;
     try {
@@ -252,7 +286,7 @@ export class InterpSide {
   }
 
   #fromCpuState(s: CpuState, c: TestCase): UserState {
-    const d = dataAddress(c.slot);
+    const d = REGION_GPA + dataAddress(c.slot, c.base) - c.base;
     return {
       gpr: s.gpr.map((v) => BigInt.asUintN(64, v)),
       rflags: s.rflags,

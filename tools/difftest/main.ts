@@ -134,13 +134,14 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestSum
   try {
     const gen = new Generator(options.seed, classes, {
       gsBase: oracle.gsBaseWritable,
+      base: oracle.base,
     });
     let index = 0;
     while (index < options.cases && summary.failures < maxFailures) {
       const n = Math.min(SLOT_COUNT, options.cases - index);
       const batch = gen.batch(n);
       oracle.prepare(batch);
-      interp?.mirror(oracle.region);
+      interp?.mirror(oracle.region, oracle.base);
       const after = oracle.execute(batch);
       for (let i = 0; i < n && summary.failures < maxFailures; i++) {
         const c = batch[i]!;

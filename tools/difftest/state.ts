@@ -81,6 +81,11 @@ export interface TestCase {
   bytes: Uint8Array;
   /** Layout slot the case was generated for (its code and data addresses depend on it). */
   slot: number;
+  /**
+   * Base of the region the case was generated for (an oracle's `base`): its code and data
+   * addresses depend on it, so it runs only on an oracle mapped there.
+   */
+  base: number;
   /** State before; `rip` is the instruction's address. */
   state: UserState;
   /** Addresses a taken branch may land on (each gets a landing pad). */

@@ -44,7 +44,9 @@ Deno.test("generator covers every class and keeps branch targets inside the slot
       seen.add(c.cls);
       assertTrue(c.bytes.length >= 1 && c.bytes.length <= 15, c.mnemonic);
       for (const t of c.targets) {
-        assertTrue(t >= Number(c.state.rip) + c.bytes.length && t <= lastPadAddress(c.slot));
+        assertTrue(
+          t >= Number(c.state.rip) + c.bytes.length && t <= lastPadAddress(c.slot, c.base),
+        );
       }
     }
   }
@@ -119,7 +121,10 @@ Deno.test({
   fn() {
     const oracle = NativeOracle.open();
     try {
-      const g = new Generator(77, CLASS_NAMES, { gsBase: oracle.gsBaseWritable });
+      const g = new Generator(77, CLASS_NAMES, {
+        gsBase: oracle.gsBaseWritable,
+        base: oracle.base,
+      });
       for (let k = 0; k < 12; k++) {
         const batch = g.batch(SLOT_COUNT);
         const after = oracle.run(batch);
@@ -142,7 +147,10 @@ Deno.test({
   fn() {
     const oracle = NativeOracle.open();
     try {
-      const g = new Generator(555, CLASS_NAMES, { gsBase: oracle.gsBaseWritable });
+      const g = new Generator(555, CLASS_NAMES, {
+        gsBase: oracle.gsBaseWritable,
+        base: oracle.base,
+      });
       for (let k = 0; k < 4; k++) {
         const batch = g.batch(SLOT_COUNT);
         const first = oracle.run(batch);

@@ -20,11 +20,14 @@ const RAX = 0, RCX = 1, RDX = 2, RBX = 3, RSI = 6;
 const canRun = Deno.build.arch === "x86_64" && Deno.build.os === "linux";
 if (!canRun) console.warn("native oracle tests skipped: they need an x86-64 Linux host");
 
-/** Runs cases (slots 0..n-1) in one batch on the host CPU. */
-function runNative(cases: TestCase[]): UserState[] {
+/**
+ * Opens an oracle, makes cases (slots 0..n-1) for the region base it got, and runs them in one
+ * batch on the host CPU.
+ */
+function runNative(make: (base: number) => TestCase[]): UserState[] {
   const oracle = NativeOracle.open();
   try {
-    return oracle.run(cases);
+    return oracle.run(make(oracle.base));
   } finally {
     oracle.close();
   }
@@ -34,14 +37,17 @@ Deno.test({
   name: "native oracle: add rax, rbx of 0xffff_ffff_ffff_ffff + 1 gives 0 with CF and ZF set",
   ignore: !canRun,
   fn() {
-    const c = makeCase(0, [0x48, 0x01, 0xd8], "add rax, rbx", (s) => {
-      s.gpr[RAX] = 0xffff_ffff_ffff_ffffn;
-      s.gpr[RBX] = 1n;
+    let base = 0;
+    const [after] = runNative((b) => {
+      base = b;
+      return [makeCase(0, [0x48, 0x01, 0xd8], "add rax, rbx", (s) => {
+        s.gpr[RAX] = 0xffff_ffff_ffff_ffffn;
+        s.gpr[RBX] = 1n;
+      }, { base })];
     });
-    const [after] = runNative([c]);
     assertEquals(after!.gpr[RAX], 0n);
     assertEquals(after!.rflags & STATUS_FLAGS, FLAG_CF | FLAG_ZF | FLAG_PF | FLAG_AF);
-    assertEquals(after!.rip, BigInt(insnAddress(0) + 3));
+    assertEquals(after!.rip, BigInt(insnAddress(0, base) + 3));
   },
 });
 
@@ -49,15 +55,16 @@ Deno.test({
   name: "native oracle: imul rax, rbx sets CF and OF when the signed product overflows",
   ignore: !canRun,
   fn() {
-    const ok = makeCase(0, [0x48, 0x0f, 0xaf, 0xc3], "imul rax, rbx", (s) => {
-      s.gpr[RAX] = 0x1234n;
-      s.gpr[RBX] = -3n & 0xffff_ffff_ffff_ffffn;
-    });
-    const over = makeCase(1, [0x48, 0x0f, 0xaf, 0xc3], "imul rax, rbx", (s) => {
-      s.gpr[RAX] = 0x4000_0000_0000_0000n;
-      s.gpr[RBX] = 4n;
-    });
-    const [a, b] = runNative([ok, over]);
+    const [a, b] = runNative((base) => [
+      makeCase(0, [0x48, 0x0f, 0xaf, 0xc3], "imul rax, rbx", (s) => {
+        s.gpr[RAX] = 0x1234n;
+        s.gpr[RBX] = -3n & 0xffff_ffff_ffff_ffffn;
+      }, { base }),
+      makeCase(1, [0x48, 0x0f, 0xaf, 0xc3], "imul rax, rbx", (s) => {
+        s.gpr[RAX] = 0x4000_0000_0000_0000n;
+        s.gpr[RBX] = 4n;
+      }, { base }),
+    ]);
     assertEquals(a!.gpr[RAX], BigInt.asUintN(64, -0x1234n * 3n));
     assertEquals(a!.rflags & (FLAG_CF | FLAG_OF), 0);
     assertEquals(b!.gpr[RAX], 0n);
@@ -70,14 +77,15 @@ Deno.test({
   ignore: !canRun,
   fn() {
     const bsf = [0x48, 0x0f, 0xbc, 0xc3]; // bsf rax, rbx
-    const found = makeCase(0, bsf, "bsf rax, rbx", (s) => {
-      s.gpr[RBX] = 0x1000_0080n;
-    });
-    const zero = makeCase(1, bsf, "bsf rax, rbx", (s) => {
-      s.gpr[RAX] = 0x55n;
-      s.gpr[RBX] = 0n;
-    });
-    const [a, b] = runNative([found, zero]);
+    const [a, b] = runNative((base) => [
+      makeCase(0, bsf, "bsf rax, rbx", (s) => {
+        s.gpr[RBX] = 0x1000_0080n;
+      }, { base }),
+      makeCase(1, bsf, "bsf rax, rbx", (s) => {
+        s.gpr[RAX] = 0x55n;
+        s.gpr[RBX] = 0n;
+      }, { base }),
+    ]);
     assertEquals(a!.gpr[RAX], 7n);
     assertEquals(a!.rflags & FLAG_ZF, 0);
     assertEquals(b!.rflags & FLAG_ZF, FLAG_ZF);
@@ -89,12 +97,13 @@ Deno.test({
   ignore: !canRun,
   fn() {
     const flags = FLAG_CF | FLAG_OF | FLAG_SF | FLAG_PF;
-    const c = makeCase(0, [0x48, 0xd3, 0xe0], "shl rax, cl", (s) => {
-      s.gpr[RAX] = 0x8000_0000_0000_0001n;
-      s.gpr[RCX] = 0x100n; // CL = 0
-      s.rflags |= flags;
-    });
-    const [a] = runNative([c]);
+    const [a] = runNative((base) => [
+      makeCase(0, [0x48, 0xd3, 0xe0], "shl rax, cl", (s) => {
+        s.gpr[RAX] = 0x8000_0000_0000_0001n;
+        s.gpr[RCX] = 0x100n; // CL = 0
+        s.rflags |= flags;
+      }, { base }),
+    ]);
     assertEquals(a!.gpr[RAX], 0x8000_0000_0000_0001n);
     assertEquals(a!.rflags & STATUS_FLAGS, flags);
   },
@@ -104,12 +113,13 @@ Deno.test({
   name: "native oracle: div rbx divides rdx:rax and leaves the remainder in rdx",
   ignore: !canRun,
   fn() {
-    const c = makeCase(0, [0x48, 0xf7, 0xf3], "div rbx", (s) => {
-      s.gpr[RDX] = 1n;
-      s.gpr[RAX] = 5n;
-      s.gpr[RBX] = 3n;
-    });
-    const [a] = runNative([c]);
+    const [a] = runNative((base) => [
+      makeCase(0, [0x48, 0xf7, 0xf3], "div rbx", (s) => {
+        s.gpr[RDX] = 1n;
+        s.gpr[RAX] = 5n;
+        s.gpr[RBX] = 3n;
+      }, { base }),
+    ]);
     const dividend = (1n << 64n) + 5n;
     assertEquals(a!.gpr[RAX], dividend / 3n);
     assertEquals(a!.gpr[RDX], dividend % 3n);
@@ -121,13 +131,14 @@ Deno.test({
   ignore: !canRun,
   fn() {
     // add dword [rsi+4], eax, in slot 2 so the address differs from slot 0's.
-    const c = makeCase(2, [0x01, 0x46, 0x04], "add dword [rsi+4], eax", (s) => {
-      s.gpr[RSI] = BigInt(dataAddress(2));
-      s.gpr[RAX] = 0x11n;
-      s.data.set([0xff, 0xff, 0xff, 0xff], 4);
-    }, { cls: "alu" });
-    const filler = [0, 1].map((i) => makeCase(i, [0x90], "nop"));
-    const [, , a] = runNative([...filler, c]);
+    const [, , a] = runNative((base) => [
+      ...[0, 1].map((i) => makeCase(i, [0x90], "nop", undefined, { base })),
+      makeCase(2, [0x01, 0x46, 0x04], "add dword [rsi+4], eax", (s) => {
+        s.gpr[RSI] = BigInt(dataAddress(2, base));
+        s.gpr[RAX] = 0x11n;
+        s.data.set([0xff, 0xff, 0xff, 0xff], 4);
+      }, { cls: "alu", base }),
+    ]);
     assertEquals([...a!.data.subarray(0, 12)], [0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0]);
     assertEquals(a!.rflags & FLAG_CF, FLAG_CF);
   },
@@ -137,18 +148,21 @@ Deno.test({
   name: "native oracle: a taken jz reports the landing pad it reached as RIP",
   ignore: !canRun,
   fn() {
-    const end = insnAddress(0) + 2;
-    const target = end + PAD_SIZE + 8;
-    const jz = [0x74, target - end];
-    const taken = makeCase(0, jz, "jz", (s) => {
-      s.rflags |= FLAG_ZF;
-    }, { targets: [target] });
-    const notTaken = makeCase(1, jz, "jz", undefined, {
-      targets: [insnAddress(1) + 2 + PAD_SIZE + 8],
+    const jz = [0x74, PAD_SIZE + 8];
+    let base = 0;
+    const [a, b] = runNative((got) => {
+      base = got;
+      const taken = makeCase(0, jz, "jz", (s) => {
+        s.rflags |= FLAG_ZF;
+      }, { targets: [insnAddress(0, base) + 2 + PAD_SIZE + 8], base });
+      const notTaken = makeCase(1, jz, "jz", undefined, {
+        targets: [insnAddress(1, base) + 2 + PAD_SIZE + 8],
+        base,
+      });
+      return [taken, notTaken];
     });
-    const [a, b] = runNative([taken, notTaken]);
-    assertEquals(a!.rip, BigInt(target));
-    assertEquals(b!.rip, BigInt(insnAddress(1) + 2));
+    assertEquals(a!.rip, BigInt(insnAddress(0, base) + 2 + PAD_SIZE + 8));
+    assertEquals(b!.rip, BigInt(insnAddress(1, base) + 2));
   },
 });
 
@@ -156,12 +170,13 @@ Deno.test({
   name: "native oracle: divss 1/3 rounds and sets the precision flag in MXCSR",
   ignore: !canRun,
   fn() {
-    const c = makeCase(0, [0xf3, 0x0f, 0x5e, 0xc1], "divss xmm0, xmm1", (s) => {
-      const v = new DataView(s.xmm.buffer);
-      v.setFloat32(0, 1, true);
-      v.setFloat32(16, 3, true);
-    });
-    const [a] = runNative([c]);
+    const [a] = runNative((base) => [
+      makeCase(0, [0xf3, 0x0f, 0x5e, 0xc1], "divss xmm0, xmm1", (s) => {
+        const v = new DataView(s.xmm.buffer);
+        v.setFloat32(0, 1, true);
+        v.setFloat32(16, 3, true);
+      }, { base }),
+    ]);
     const got = new DataView(a!.xmm.buffer).getFloat32(0, true);
     assertEquals(got, Math.fround(1 / 3));
     assertEquals(a!.mxcsr, 0x1f80 | 0x20);
@@ -172,14 +187,14 @@ Deno.test({
   name: "native oracle: running one case alone in its slot gives the batch's result",
   ignore: !canRun,
   fn() {
-    const cases = [0, 1, 2].map((i) =>
-      makeCase(i, [0x48, 0x0f, 0xc1, 0xd8], "xadd rax, rbx", (s) => {
-        s.gpr[RAX] = BigInt(100 + i);
-        s.gpr[RBX] = 7n;
-      })
-    );
     const oracle = NativeOracle.open();
     try {
+      const cases = [0, 1, 2].map((i) =>
+        makeCase(i, [0x48, 0x0f, 0xc1, 0xd8], "xadd rax, rbx", (s) => {
+          s.gpr[RAX] = BigInt(100 + i);
+          s.gpr[RBX] = 7n;
+        }, { base: oracle.base })
+      );
       const batch = oracle.run(cases);
       const alone = oracle.runOne(cases[2]!);
       assertEquals(alone.gpr, batch[2]!.gpr);
