@@ -490,3 +490,143 @@ export function writeAcpiTables(memory: GuestMemory, opts: AcpiOptions = {}): Ac
   tables.unshift({ signature: "RSD PTR ", addr: rsdpAddr, length: RSDP_LENGTH });
   return { rsdpAddr, tables };
 }
+
+// --- Finding and moving written tables ------------------------------------------------------
+
+/** Guests look for the RSDP on 16-byte boundaries from here to 1 MiB (ACPI 5.2.5.1). */
+export const ACPI_SCAN_START = 0xe0000;
+/** The FACS must be 64-byte aligned, so a move keeps every table's address modulo this. */
+export const ACPI_MOVE_ALIGN = 64;
+
+const RSDP_SIGNATURE = "RSD PTR ";
+
+function asciiAt(memory: GuestMemory, gpa: number, len: number): string {
+  return String.fromCharCode(...memory.read(gpa, len));
+}
+
+/**
+ * The tables reachable from the RSDP at `rsdpAddr` in guest memory: the RSDP, RSDT, XSDT, every
+ * table they list, and the FACS and DSDT the FADT names. Null when there is no RSDP there.
+ * Tables outside guest RAM are left out.
+ *
+ * @example
+ * ```ts
+ * import { GuestMemory } from "../memory.ts";
+ * import { readAcpiTables, writeAcpiTables } from "./acpi.ts";
+ * const memory = GuestMemory.allocate(2 * 1024 * 1024);
+ * writeAcpiTables(memory);
+ * console.log(readAcpiTables(memory, 0xe0000)?.tables.length); // 7
+ * ```
+ */
+export function readAcpiTables(memory: GuestMemory, rsdpAddr: number): AcpiTables | null {
+  if (!memory.isRam(rsdpAddr, 36) || asciiAt(memory, rsdpAddr, 8) !== RSDP_SIGNATURE) return null;
+  const revision = memory.readU8(rsdpAddr + 15);
+  const tables: AcpiTableInfo[] = [{
+    signature: RSDP_SIGNATURE,
+    addr: rsdpAddr,
+    length: revision >= 2 ? memory.readU32(rsdpAddr + 20) : 20,
+  }];
+  const seen = new Set<number>();
+  const visit = (addr: number, signature?: string): AcpiTableInfo | null => {
+    if (addr === 0 || seen.has(addr) || !memory.isRam(addr, 8)) return null;
+    seen.add(addr);
+    const length = memory.readU32(addr + 4);
+    if (!memory.isRam(addr, Math.max(length, 8))) return null;
+    const t = { signature: signature ?? asciiAt(memory, addr, 4), addr, length };
+    tables.push(t);
+    return t;
+  };
+  const roots: [number, number][] = [[memory.readU32(rsdpAddr + 16), 4]];
+  if (revision >= 2) roots.push([Number(memory.readU64(rsdpAddr + 24)), 8]);
+  for (const [addr, width] of roots) {
+    const root = visit(addr);
+    if (!root) continue;
+    for (let at = root.addr + SDT_HEADER_LEN; at + width <= root.addr + root.length; at += width) {
+      const entry = width === 4 ? memory.readU32(at) : Number(memory.readU64(at));
+      const t = visit(entry);
+      if (t?.signature !== "FACP") continue;
+      visit(memory.readU32(t.addr + 36), "FACS");
+      visit(memory.readU32(t.addr + 40), "DSDT");
+      if (t.length >= 148) {
+        visit(Number(memory.readU64(t.addr + 132)), "FACS");
+        visit(Number(memory.readU64(t.addr + 140)), "DSDT");
+      }
+    }
+  }
+  return { rsdpAddr, tables };
+}
+
+/** The range `[start, end)` that holds every table of `acpi`. */
+export function acpiExtent(acpi: AcpiTables): { start: number; end: number } {
+  let start = Infinity, end = 0;
+  for (const t of acpi.tables) {
+    start = Math.min(start, t.addr);
+    end = Math.max(end, t.addr + t.length);
+  }
+  return { start, end };
+}
+
+/**
+ * Moves the tables reachable from the RSDP at `rsdpAddr` (as one block, {@link acpiExtent})
+ * so that the RSDP lands at `newRsdpAddr`, rewriting the pointers between them and their
+ * checksums, and zeroes what the block left behind, so a guest scanning for the RSDP finds only
+ * the new one. `newRsdpAddr - rsdpAddr` must be a multiple of {@link ACPI_MOVE_ALIGN}.
+ * Throws RangeError when there is no RSDP at `rsdpAddr` or the move is misaligned.
+ */
+export function moveAcpiTables(
+  memory: GuestMemory,
+  rsdpAddr: number,
+  newRsdpAddr: number,
+): AcpiTables {
+  const acpi = readAcpiTables(memory, rsdpAddr);
+  if (!acpi) throw new RangeError(`No ACPI RSDP at 0x${rsdpAddr.toString(16)} to move`);
+  const delta = newRsdpAddr - rsdpAddr;
+  if (delta % ACPI_MOVE_ALIGN !== 0) {
+    throw new RangeError(`ACPI tables can only move by multiples of ${ACPI_MOVE_ALIGN} bytes`);
+  }
+  const { start, end } = acpiExtent(acpi);
+  const block = memory.read(start, end - start);
+  const dv = new DataView(block.buffer);
+  const inBlock = (a: number) => a >= start && a < end;
+  const move32 = (at: number) => {
+    const a = dv.getUint32(at - start, true);
+    if (inBlock(a)) dv.setUint32(at - start, a + delta, true);
+  };
+  const move64 = (at: number) => {
+    const a = Number(dv.getBigUint64(at - start, true));
+    if (inBlock(a)) dv.setBigUint64(at - start, BigInt(a + delta), true);
+  };
+  const checksum = (t: AcpiTableInfo, at: number, len: number) =>
+    fixChecksum(block.subarray(t.addr - start, t.addr - start + len), at);
+  for (const t of acpi.tables) {
+    if (t.signature === RSDP_SIGNATURE) {
+      move32(t.addr + 16);
+      if (t.length >= 32) move64(t.addr + 24);
+      checksum(t, 8, 20);
+      if (t.length >= 33) checksum(t, 32, t.length);
+      continue;
+    }
+    if (t.signature === "FACS") continue; // no pointers, no checksum
+    if (t.signature === "RSDT" || t.signature === "XSDT") {
+      const width = t.signature === "RSDT" ? 4 : 8;
+      for (let at = t.addr + SDT_HEADER_LEN; at + width <= t.addr + t.length; at += width) {
+        if (width === 4) move32(at);
+        else move64(at);
+      }
+    } else if (t.signature === "FACP") {
+      move32(t.addr + 36);
+      move32(t.addr + 40);
+      if (t.length >= 148) {
+        move64(t.addr + 132);
+        move64(t.addr + 140);
+      }
+    }
+    checksum(t, 9, t.length);
+  }
+  memory.fill(start, end - start, 0);
+  memory.write(start + delta, block);
+  return {
+    rsdpAddr: newRsdpAddr,
+    tables: acpi.tables.map((t) => ({ ...t, addr: t.addr + delta })),
+  };
+}

@@ -6,7 +6,7 @@
  */
 
 import { ImageError } from "../errors.ts";
-import { type GuestMemory, hex } from "../memory.ts";
+import { type GuestMemory, hex, HIGH_RAM_START, MMIO_GAP_START } from "../memory.ts";
 
 /** `\x7FELF` at offset 0 (System V ABI, "e_ident"). */
 export const ELF_MAGIC = 0x464c_457f;
@@ -243,6 +243,95 @@ export function physicalEntry(elf: ElfFile): bigint {
   return elf.entry;
 }
 
+/** Where one piece of a kernel goes: `filesz` bytes from the file, then zeroes up to `end`. */
+export interface SegmentPlacement {
+  /** What to call it in messages ("segment 0", "the kernel"). */
+  what: string;
+  /** First guest-physical address. */
+  start: number;
+  /** One past the last guest-physical address (bss included). */
+  end: number;
+  /** Where its bytes start in the file. */
+  fileOffset: number;
+  /** How many bytes come from the file; the rest up to `end` is zeroed. */
+  filesz: number;
+}
+
+/**
+ * Where every PT_LOAD segment of `elf` goes (`p_paddr`, `p_memsz`), checked against the file
+ * (`checkSegmentData`) and against addresses a number can hold, but not yet against guest RAM.
+ * Throws ImageError naming `path` and the segment.
+ */
+export function elfSegmentPlacements(
+  image: Uint8Array,
+  elf: ElfFile,
+  path: string,
+): SegmentPlacement[] {
+  const segments = loadSegments(elf);
+  if (segments.length === 0) {
+    throw new ImageError(
+      `Kernel image "${path}" has no loadable (PT_LOAD) segment: nothing to boot`,
+    );
+  }
+  return segments.map((ph) => {
+    checkSegmentData(image, ph, path);
+    const end = ph.paddr + BigInt(ph.memsz);
+    if (end > BigInt(Number.MAX_SAFE_INTEGER)) {
+      throw new ImageError(
+        `Kernel image "${path}": segment ${ph.index} is at physical ${hex(ph.paddr)}, far ` +
+          `beyond any guest RAM. The kernel is linked for a machine with a different memory ` +
+          `layout.`,
+      );
+    }
+    return {
+      what: `segment ${ph.index}`,
+      start: Number(ph.paddr),
+      end: Number(end),
+      fileOffset: ph.offset,
+      filesz: ph.filesz,
+    };
+  });
+}
+
+/**
+ * Why `[start, end)` cannot be loaded into `memory`, as the end of an error message that names
+ * what collides and the fix, or null when the range is RAM. `loadEnd` is the end of everything
+ * being loaded with it (the whole kernel), for the --mem the fix names.
+ */
+export function notRamReason(
+  memory: GuestMemory,
+  start: number,
+  end: number,
+  loadEnd: number = end,
+): string | null {
+  if (memory.isRam(start, Math.max(end - start, 1))) return null;
+  const ram = memory.describe();
+  if (start < HIGH_RAM_START && end > MMIO_GAP_START) {
+    return `is outside guest RAM (${ram}): it overlaps the MMIO gap [${hex(MMIO_GAP_START)}, ` +
+      `${hex(HIGH_RAM_START)}), where device registers (IOAPIC, local APIC) live and no RAM ` +
+      `can be. Link it at physical addresses below ${hex(MMIO_GAP_START)}.`;
+  }
+  // Below the gap or above 4 GiB: more RAM would cover it (and the rest of the load, unless
+  // that is in the gap, which its own message names).
+  const top = loadEnd > MMIO_GAP_START && loadEnd <= HIGH_RAM_START ? end : Math.max(end, loadEnd);
+  const ramNeeded = top <= MMIO_GAP_START ? top : MMIO_GAP_START + (top - HIGH_RAM_START);
+  const mib = Math.ceil(ramNeeded / (1 << 20));
+  return `is outside guest RAM (${ram}): it ends past the end of RAM. Give the VM more ` +
+    `memory with --mem (at least --mem ${mib}M).`;
+}
+
+/** Copies each placement's file bytes into `memory` and zeroes the rest of it. */
+export function writeSegments(
+  image: Uint8Array,
+  placements: readonly SegmentPlacement[],
+  memory: GuestMemory,
+): void {
+  for (const p of placements) {
+    memory.write(p.start, image.subarray(p.fileOffset, p.fileOffset + p.filesz));
+    memory.fill(p.start + p.filesz, p.end - p.start - p.filesz, 0);
+  }
+}
+
 /** Options of `loadElfSegments`. */
 export interface LoadElfOptions {
   /** Image path for error messages. */
@@ -285,41 +374,20 @@ export function loadElfSegments(
   memory: GuestMemory,
   opts: LoadElfOptions,
 ): LoadedElf {
+  const placements = elfSegmentPlacements(image, elf, opts.path);
   const segments = loadSegments(elf);
-  if (segments.length === 0) {
-    throw new ImageError(
-      `Kernel image "${opts.path}" has no loadable (PT_LOAD) segment: nothing to boot`,
-    );
-  }
-  let lo = Infinity, hi = 0;
-  for (const ph of segments) {
-    checkSegmentData(image, ph, opts.path);
-    const end = ph.paddr + BigInt(ph.memsz);
-    if (end > BigInt(Number.MAX_SAFE_INTEGER)) {
+  const lo = Math.min(...placements.map((p) => p.start));
+  const hi = Math.max(...placements.map((p) => p.end));
+  placements.forEach((p, i) => {
+    opts.checkRange?.(segments[i]!, p.start, p.end);
+    const why = notRamReason(memory, p.start, p.end, hi);
+    if (why !== null) {
       throw new ImageError(
-        `Kernel image "${opts.path}": segment ${ph.index} is at physical ${hex(ph.paddr)}, ` +
-          `outside guest RAM (${memory.describe()})`,
+        `Kernel image "${opts.path}": ${p.what} at [${hex(p.start)}, ${hex(p.end)}) ${why}`,
       );
     }
-    const start = Number(ph.paddr);
-    opts.checkRange?.(ph, start, Number(end));
-    if (!memory.isRam(start, ph.memsz)) {
-      throw new ImageError(
-        `Kernel image "${opts.path}": segment ${ph.index} at [${hex(start)}, ${hex(end)}) ` +
-          `is outside guest RAM (${memory.describe()}). ` +
-          (Number(end) > memory.size && start < memory.size
-            ? `Give the VM more memory with --mem.`
-            : `The kernel is linked for a machine with a different memory layout.`),
-      );
-    }
-    lo = Math.min(lo, start);
-    hi = Math.max(hi, Number(end));
-  }
-  for (const ph of segments) {
-    const start = Number(ph.paddr);
-    memory.write(start, image.subarray(ph.offset, ph.offset + ph.filesz));
-    memory.fill(start + ph.filesz, ph.memsz - ph.filesz, 0);
-  }
+  });
+  writeSegments(image, placements, memory);
   return { start: lo, end: hi };
 }
 

@@ -4,20 +4,38 @@
  * a.out-kludge address fields, places one module for --initrd, writes the multiboot_info
  * structure, a GDT and a memory map into low memory, and starts the vCPU in flat 32-bit
  * protected mode with EAX = 0x2BADB002 and EBX = the multiboot_info address.
+ *
+ * Like QEMU's loader, it copies every piece of the kernel into guest RAM wherever it is linked,
+ * the PC's reserved area below 1 MiB included (GNU ld's default layout puts a page holding only
+ * the ELF and program headers just below `.text`: 0xFF000 for `-Ttext 0x100000`). What the VMM
+ * puts in low memory itself moves out of the kernel's way: the GDT, stack and multiboot_info go
+ * to the first free RAM, the ACPI tables to another free spot of the BIOS area. The memory map
+ * stays the PC's: kernel bytes in the reserved area stay "reserved", as QEMU reports them. Only
+ * what cannot be placed is refused: pieces outside RAM (past --mem, in the MMIO gap, above
+ * 4 GiB), pieces that overlap each other, and ACPI tables left no room in the BIOS area.
  */
 
 import { CR0_ET, CR0_PE, flatSegment, resetCpuState } from "../cpu_state.ts";
 import { ImageError } from "../errors.ts";
-import { type GuestMemory, hex, type MemoryRegion } from "../memory.ts";
+import { type GuestMemory, hex, type MemoryRegion, MMIO_GAP_START } from "../memory.ts";
 import {
-  type ElfProgramHeader,
+  elfSegmentPlacements,
   EM_386,
   EM_X86_64,
   isElf,
-  loadElfSegments,
+  notRamReason,
   parseElf,
   physicalEntry,
+  type SegmentPlacement,
+  writeSegments,
 } from "./elf.ts";
+import {
+  ACPI_MOVE_ALIGN,
+  ACPI_SCAN_START,
+  acpiExtent,
+  moveAcpiTables,
+  readAcpiTables,
+} from "./acpi.ts";
 import type { BootOptions, BootSetup } from "./types.ts";
 import { E820_RAM, E820_RESERVED, e820Map, EBDA_START, HIMEM_START } from "./e820.ts";
 
@@ -67,12 +85,20 @@ export const MODULE_ENTRY_SIZE = 16;
 /** The boot loader name we report. */
 export const BOOT_LOADER_NAME = "denovisor";
 
-/** Where the GDT goes (just above the real-mode IVT and BIOS data area, as Firecracker does). */
+/**
+ * Where the GDT goes (just above the real-mode IVT and BIOS data area, as Firecracker does),
+ * unless the kernel is loaded there: then GDT, stack and multiboot_info move together.
+ */
 export const MB_GDT_ADDR = 0x500;
 /** Initial ESP (the specification leaves ESP undefined; a small stack just below the info). */
 export const MB_STACK_TOP = 0x9000;
 /** Where multiboot_info goes; its mmap, module list and strings follow it. */
 export const MB_INFO_ADDR = 0x9000;
+/**
+ * When the kernel covers the default boot area, the GDT, stack and multiboot_info move into
+ * one block at the first free page: GDT at its start, ESP at start + this, multiboot_info there.
+ */
+export const MB_MOVED_INFO_OFFSET = 0x1000;
 /** Selectors of the flat code and data segments in our GDT. */
 export const MB_CODE_SELECTOR = 0x08, MB_DATA_SELECTOR = 0x10;
 /** Flat 4 GiB code (0x9B: present, ring 0, code, readable, accessed) and data (0x93) descriptors. */
@@ -176,24 +202,18 @@ export function findMultibootHeader(image: Uint8Array): MultibootHeader | null {
   return bad;
 }
 
-/** A piece of the kernel to place: `filesz` bytes from the file, then zeroes up to `memsz`. */
-interface Placement {
-  what: string;
-  start: number;
-  fileOffset: number;
-  filesz: number;
-  memsz: number;
-}
-
 /**
  * Loads a Multiboot v1 kernel (the `Loader` for format "multiboot").
  *
  * Machine state on entry, per the specification: EAX = 0x2BADB002, EBX = multiboot_info
  * (at 0x9000), CS = 0x08 flat 32-bit code, DS/ES/FS/GS/SS = 0x10 flat data, from a real GDT at
  * 0x500 (limit 23) so the kernel may reload them; CR0 = PE|ET (paging off), EFLAGS = 0x2
- * (interrupts off), IDTR limit 0, ESP = 0x9000 (the spec leaves ESP undefined). The command
- * line is the image path, a space and `opts.cmdline`, as GRUB and QEMU pass it. An initrd
- * becomes module 0, page-aligned after the kernel, named by its path.
+ * (interrupts off), IDTR limit 0, ESP = 0x9000 (the spec leaves ESP undefined). When the kernel
+ * is loaded over [0x500, end of multiboot_info), GDT, stack and multiboot_info move together to
+ * the first free page of RAM (see `MB_MOVED_INFO_OFFSET`); when it is loaded over the ACPI
+ * tables (`opts.acpiRsdpAddr`), they move within the BIOS area. The command line is the image
+ * path, a space and `opts.cmdline`, as GRUB and QEMU pass it. An initrd becomes module 0,
+ * page-aligned in the first free RAM after the kernel, named by its path.
  *
  * @example
  * ```ts
@@ -237,42 +257,13 @@ export function loadMultiboot(
     );
   }
 
-  // Low memory the loader uses itself: GDT, stack, multiboot_info and its data.
-  const info = layoutInfo(memory, opts);
-  const lowArea = { start: MB_GDT_ADDR, end: info.end };
-  const checkRange = (what: string, start: number, end: number) => {
-    if (start < lowArea.end && end > lowArea.start) {
-      throw new ImageError(
-        `Kernel image "${path}": ${what} at [${hex(start)}, ${hex(end)}) overlaps ` +
-          `[${hex(lowArea.start)}, ${hex(lowArea.end)}), where denovisor puts the GDT, the ` +
-          `stack and multiboot_info. Link the kernel at 1 MiB (0x100000) or above.`,
-      );
-    }
-    if (start < PC_HOLE_END && end > PC_HOLE_START) {
-      throw new ImageError(
-        `Kernel image "${path}": ${what} at [${hex(start)}, ${hex(end)}) overlaps the PC's ` +
-          `reserved area [${hex(PC_HOLE_START)}, ${hex(PC_HOLE_END)}) (VGA, ROMs, BIOS). Link ` +
-          `the kernel at 1 MiB (0x100000) or above.`,
-      );
-    }
-  };
-
-  let kernel: { start: number; end: number; entry: number; kind: string };
+  // Where each piece of the kernel goes, and its entry point.
+  let pieces: SegmentPlacement[], entry: number, kind: string;
   if (header.flags & MB_FLAG_AOUT_KLUDGE) {
     const p = aoutPlacement(image, header, path);
-    checkRange("the kernel", p.place.start, p.place.start + p.place.memsz);
-    checkRam(memory, p.place, path);
-    memory.write(
-      p.place.start,
-      image.subarray(p.place.fileOffset, p.place.fileOffset + p.place.filesz),
-    );
-    memory.fill(p.place.start + p.place.filesz, p.place.memsz - p.place.filesz, 0);
-    kernel = {
-      start: p.place.start,
-      end: p.place.start + p.place.memsz,
-      entry: p.entry,
-      kind: "a.out-kludge",
-    };
+    pieces = [p.place];
+    entry = p.entry;
+    kind = "a.out-kludge";
   } else if (isElf(image)) {
     const elf = parseElf(image, path);
     if (elf.machine !== EM_386 && elf.machine !== EM_X86_64) {
@@ -281,26 +272,16 @@ export function loadMultiboot(
           `or EM_X86_64 = 62)`,
       );
     }
-    const placed = loadElfSegments(image, elf, memory, {
-      path,
-      checkRange: (ph: ElfProgramHeader, start: number, end: number) => {
-        if (end > FOUR_GIB) {
-          throw new ImageError(
-            `Kernel image "${path}": segment ${ph.index} is at physical ${hex(ph.paddr)}, above ` +
-              `4 GiB, which a 32-bit Multiboot kernel cannot reach`,
-          );
-        }
-        checkRange(`segment ${ph.index}`, start, end);
-      },
-    });
-    const entry = physicalEntry(elf);
-    if (entry >= BigInt(FOUR_GIB)) {
+    pieces = elfSegmentPlacements(image, elf, path);
+    const physical = physicalEntry(elf);
+    if (physical >= BigInt(FOUR_GIB)) {
       throw new ImageError(
-        `Kernel image "${path}" has its entry point at ${hex(entry)}, above 4 GiB: a Multiboot ` +
-          `kernel is entered in 32-bit mode. Give it a 32-bit entry point.`,
+        `Kernel image "${path}" has its entry point at ${hex(physical)}, above 4 GiB: a ` +
+          `Multiboot kernel is entered in 32-bit mode. Give it a 32-bit entry point.`,
       );
     }
-    kernel = { ...placed, entry: Number(entry), kind: `ELF${elf.bits}` };
+    entry = Number(physical);
+    kind = `ELF${elf.bits}`;
   } else {
     throw new ImageError(
       `Kernel image "${path}" has a Multiboot header but is not an ELF file and does not set ` +
@@ -308,44 +289,55 @@ export function loadMultiboot(
         `it. Link it as ELF or fill in the header's address fields.`,
     );
   }
-  if (!memory.isRam(kernel.entry) || kernel.entry < kernel.start || kernel.entry >= kernel.end) {
+  checkPieces(memory, pieces, path);
+  const kernel = {
+    start: Math.min(...pieces.map((p) => p.start)),
+    end: Math.max(...pieces.map((p) => p.end)),
+  };
+  if (!memory.isRam(entry) || entry < kernel.start || entry >= kernel.end) {
     throw new ImageError(
-      `Kernel image "${path}" has its entry point at ${hex(kernel.entry)}, outside the loaded ` +
+      `Kernel image "${path}" has its entry point at ${hex(entry)}, outside the loaded ` +
         `kernel [${hex(kernel.start)}, ${hex(kernel.end)}). Check the kernel's entry address.`,
     );
   }
 
+  // What the VMM keeps in memory itself goes where the kernel is not.
+  const acpiMove = planAcpiMove(memory, opts.acpiRsdpAddr, pieces, path);
+  const boot = placeBootArea(memory, opts, pieces);
+  const initrd = opts.initrd;
   let module: { start: number; end: number } | undefined;
-  if (opts.initrd) {
-    const len = opts.initrd.length;
-    let start = alignUp(kernel.end, PAGE);
-    if (start < PC_HOLE_END && start + len > PC_HOLE_START) start = PC_HOLE_END;
-    if (start < lowArea.end && start + len > lowArea.start) start = alignUp(lowArea.end, PAGE);
-    if (start + len > FOUR_GIB || !memory.isRam(start, Math.max(len, 1))) {
+  if (initrd) {
+    const len = initrd.length;
+    const used = [...pieces, PC_HOLE, boot];
+    const start = findFree(memory, Math.max(len, 1), PAGE, alignUp(kernel.end, PAGE), used);
+    if (start === null) {
       throw new ImageError(
         `Initrd "${opts.initrdPath ?? "(initrd)"}" (${len} bytes) does not fit in guest RAM ` +
-          `after the kernel "${path}" (it would go at ${hex(start)}; RAM is ` +
+          `after the kernel "${path}" (which ends at ${hex(kernel.end)}; RAM is ` +
           `${memory.describe()}). Give the VM more memory with --mem.`,
       );
     }
-    memory.write(start, opts.initrd);
     module = { start, end: start + len };
   }
 
-  writeInfo(memory, info, module);
-  writeGdt(memory);
+  // Everything has a place: write it.
+  const acpi = acpiMove ? moveAcpiTables(memory, acpiMove.from, acpiMove.to) : null;
+  writeSegments(image, pieces, memory);
+  if (initrd && module) memory.write(module.start, initrd);
+  writeInfo(memory, boot.info, module);
+  writeGdt(memory, boot.gdt);
 
   const state = resetCpuState();
   state.gpr[0] = BigInt(MULTIBOOT_BOOTLOADER_MAGIC); // EAX
-  state.gpr[3] = BigInt(MB_INFO_ADDR); // EBX
-  state.gpr[4] = BigInt(MB_STACK_TOP); // ESP
-  state.rip = BigInt(kernel.entry);
+  state.gpr[3] = BigInt(boot.info.infoAddr); // EBX
+  state.gpr[4] = BigInt(boot.stackTop); // ESP
+  state.rip = BigInt(entry);
   state.rflags = 0x2;
   state.cs = flatSegment(MB_CODE_SELECTOR, true);
   for (const seg of ["ds", "es", "fs", "gs", "ss"] as const) {
     state[seg] = flatSegment(MB_DATA_SELECTOR, false);
   }
-  state.gdt = { base: BigInt(MB_GDT_ADDR), limit: GDT_ENTRIES.length * 8 - 1 };
+  state.gdt = { base: BigInt(boot.gdt), limit: GDT_ENTRIES.length * 8 - 1 };
   state.idt = { base: 0n, limit: 0 };
   state.cr0 = CR0_PE | CR0_ET;
 
@@ -355,11 +347,12 @@ export function loadMultiboot(
   return {
     format: "multiboot",
     state,
-    description: `multiboot ${kernel.kind} kernel "${path}" at [${hex(kernel.start)}, ` +
-      `${hex(kernel.end)}) entry ${hex(kernel.entry)}, multiboot_info at ${hex(MB_INFO_ADDR)}` +
+    description: `multiboot ${kind} kernel "${path}" at [${hex(kernel.start)}, ` +
+      `${hex(kernel.end)}) entry ${hex(entry)}, multiboot_info at ${hex(boot.info.infoAddr)}` +
       (module
         ? `, module "${opts.initrdPath ?? ""}" at [${hex(module.start)}, ${hex(module.end)})`
         : "") +
+      (acpi ? `, ACPI tables moved out of its way to ${hex(acpi.rsdpAddr)}` : "") +
       video,
   };
 }
@@ -369,7 +362,7 @@ function aoutPlacement(
   image: Uint8Array,
   header: MultibootHeader,
   path: string,
-): { place: Placement; entry: number } {
+): { place: SegmentPlacement; entry: number } {
   const fieldsEnd = header.offset + 32;
   if (fieldsEnd > image.length) {
     throw new ImageError(
@@ -422,26 +415,156 @@ function aoutPlacement(
     memsz = bssEndAddr - loadAddr;
   }
   return {
-    place: { what: "the kernel", start: loadAddr, fileOffset, filesz, memsz },
+    place: { what: "the kernel", start: loadAddr, end: loadAddr + memsz, fileOffset, filesz },
     entry: entryAddr,
   };
 }
 
-function checkRam(memory: GuestMemory, p: Placement, path: string): void {
-  if (!memory.isRam(p.start, Math.max(p.memsz, 1))) {
-    const end = p.start + p.memsz;
-    throw new ImageError(
-      `Kernel image "${path}": ${p.what} at [${hex(p.start)}, ${hex(end)}) is outside guest ` +
-        `RAM (${memory.describe()}). ` +
-        (end > memory.size && p.start < memory.size
-          ? `Give the VM more memory with --mem.`
-          : `The kernel is linked for a machine with a different memory layout.`),
-    );
+/** The PC's reserved area below 1 MiB, kept free of what the VMM places itself. */
+const PC_HOLE = { start: PC_HOLE_START, end: PC_HOLE_END };
+
+/**
+ * Refuses pieces that cannot be loaded: above 4 GiB (a 32-bit kernel cannot reach them),
+ * outside RAM (past --mem or in the MMIO gap), or overlapping another piece.
+ */
+function checkPieces(memory: GuestMemory, pieces: readonly SegmentPlacement[], path: string) {
+  const range = (p: SegmentPlacement) => `${p.what} at [${hex(p.start)}, ${hex(p.end)})`;
+  for (const p of pieces) {
+    if (p.end > FOUR_GIB) {
+      throw new ImageError(
+        `Kernel image "${path}": ${range(p)} is above 4 GiB, which a 32-bit Multiboot kernel ` +
+          `cannot reach. Link it at physical addresses below 4 GiB.`,
+      );
+    }
+  }
+  // Pieces in the MMIO gap first: no --mem can help those. The --mem the others need is what
+  // covers the whole kernel.
+  const kernelEnd = Math.max(...pieces.map((p) => p.end));
+  const gapFirst = [...pieces].sort((a, b) =>
+    +(b.end > MMIO_GAP_START) - +(a.end > MMIO_GAP_START)
+  );
+  for (const p of gapFirst) {
+    const why = notRamReason(memory, p.start, p.end, kernelEnd);
+    if (why !== null) throw new ImageError(`Kernel image "${path}": ${range(p)} ${why}`);
+  }
+  const sorted = [...pieces].sort((a, b) => a.start - b.start);
+  for (let i = 1; i < sorted.length; i++) {
+    const a = sorted[i - 1]!, b = sorted[i]!;
+    if (b.start < a.end) {
+      throw new ImageError(
+        `Kernel image "${path}": ${range(b)} overlaps ${range(a)}: both cannot be loaded. Fix ` +
+          `the kernel's program headers (p_paddr, p_memsz) or its linker script.`,
+      );
+    }
   }
 }
 
-/** Addresses of the pieces of multiboot_info in low memory. */
+/** A used range, for `findFree`. */
+interface Span {
+  start: number;
+  end: number;
+}
+
+/**
+ * The lowest `align`-aligned address from `from` up where `size` bytes of RAM below 4 GiB
+ * (the first region, which stops at the MMIO gap) overlap none of `used`, or null.
+ */
+function findFree(
+  memory: GuestMemory,
+  size: number,
+  align: number,
+  from: number,
+  used: readonly Span[],
+  limit = Math.min(memory.regions[0]?.gpa === 0 ? memory.regions[0].size : 0, FOUR_GIB),
+): number | null {
+  let at = alignUp(from, align);
+  while (at + size <= limit) {
+    const hit = used.find((u) => at < u.end && at + size > u.start);
+    if (!hit) return at;
+    at = alignUp(hit.end, align);
+  }
+  return null;
+}
+
+/**
+ * Where the ACPI tables go when a piece of the kernel lands on them: the first free spot of the
+ * BIOS area [0xE0000, 1 MiB) (where guests scan for the RSDP), keeping their 64-byte alignment.
+ * Null when there are no tables at `rsdpAddr` or the kernel leaves them alone.
+ */
+function planAcpiMove(
+  memory: GuestMemory,
+  rsdpAddr: number | undefined,
+  pieces: readonly SegmentPlacement[],
+  path: string,
+): { from: number; to: number } | null {
+  if (rsdpAddr === undefined) return null;
+  const tables = readAcpiTables(memory, rsdpAddr);
+  if (!tables) return null;
+  const { start, end } = acpiExtent(tables);
+  const hit = pieces.find((p) => p.start < end && p.end > start);
+  if (!hit) return null;
+  // The tables move as one block by a multiple of 64 bytes (the FACS must stay 64-aligned):
+  // search in coordinates shifted by the block's offset within 64 bytes.
+  const skew = start % ACPI_MOVE_ALIGN;
+  const at = findFree(
+    memory,
+    end - start,
+    ACPI_MOVE_ALIGN,
+    ACPI_SCAN_START,
+    pieces.map((p) => ({ start: p.start - skew, end: p.end - skew })),
+    PC_HOLE_END - skew,
+  );
+  if (at === null) {
+    throw new ImageError(
+      `Kernel image "${path}": ${hit.what} at [${hex(hit.start)}, ${hex(hit.end)}) overlaps ` +
+        `the ACPI tables at [${hex(start)}, ${hex(end)}), and the kernel leaves no other ` +
+        `${end - start} free bytes for them in the BIOS area [${hex(ACPI_SCAN_START)}, ` +
+        `${hex(PC_HOLE_END)}), the only place guests look for the RSDP. Link the kernel at ` +
+        `1 MiB (0x100000) or above.`,
+    );
+  }
+  return { from: rsdpAddr, to: rsdpAddr + (at + skew - start) };
+}
+
+/** Where the GDT, the initial stack and multiboot_info (with its data) go. */
+interface BootArea extends Span {
+  gdt: number;
+  stackTop: number;
+  info: InfoLayout;
+}
+
+/**
+ * The default boot area (GDT at 0x500, ESP and multiboot_info at 0x9000) when the kernel leaves
+ * it free and it fits below the PC hole; otherwise one block at the first free page of RAM.
+ */
+function placeBootArea(
+  memory: GuestMemory,
+  opts: BootOptions,
+  pieces: readonly SegmentPlacement[],
+): BootArea {
+  const info = layoutInfo(memory, opts, MB_INFO_ADDR);
+  const usual = { start: MB_GDT_ADDR, end: info.end };
+  const clash = (a: Span) => pieces.some((p) => p.start < a.end && p.end > a.start);
+  if (info.end <= PC_HOLE_START && memory.isRam(usual.start, usual.end - usual.start)) {
+    if (!clash(usual)) return { ...usual, gdt: MB_GDT_ADDR, stackTop: MB_STACK_TOP, info };
+  }
+  const size = MB_MOVED_INFO_OFFSET + (info.end - MB_INFO_ADDR);
+  const at = findFree(memory, size, PAGE, PAGE, [...pieces, PC_HOLE]);
+  if (at === null) {
+    throw new ImageError(
+      `Kernel image "${opts.imagePath}": the boot information (multiboot_info, memory map, ` +
+        `command line of ${opts.cmdline.length} bytes: ${size} bytes with the GDT and stack) ` +
+        `does not fit in guest RAM beside the kernel (RAM is ${memory.describe()}). Use a ` +
+        `shorter --cmdline or more --mem.`,
+    );
+  }
+  const moved = layoutInfo(memory, opts, at + MB_MOVED_INFO_OFFSET);
+  return { start: at, end: moved.end, gdt: at, stackTop: at + MB_MOVED_INFO_OFFSET, info: moved };
+}
+
+/** Addresses of the pieces of multiboot_info. */
 interface InfoLayout {
+  infoAddr: number;
   mmap: MemoryMapEntry[];
   mmapAddr: number;
   modsAddr: number;
@@ -453,26 +576,19 @@ interface InfoLayout {
   end: number;
 }
 
-function layoutInfo(memory: GuestMemory, opts: BootOptions): InfoLayout {
+function layoutInfo(memory: GuestMemory, opts: BootOptions, infoAddr: number): InfoLayout {
   const enc = new TextEncoder();
   const mmap = pcMemoryMap(memory);
   const cmdline = enc.encode(`${opts.imagePath} ${opts.cmdline}\0`);
   const moduleName = enc.encode(`${opts.initrdPath ?? ""}\0`);
-  const mmapAddr = MB_INFO_ADDR + alignUp(MBI_SIZE, 16);
+  const mmapAddr = infoAddr + alignUp(MBI_SIZE, 16);
   const modsAddr = mmapAddr + mmap.length * MMAP_ENTRY_SIZE;
   const loaderNameAddr = modsAddr + (opts.initrd ? MODULE_ENTRY_SIZE : 0);
   const moduleNameAddr = loaderNameAddr + BOOT_LOADER_NAME.length + 1;
   const cmdlineAddr = moduleNameAddr + (opts.initrd ? moduleName.length : 0);
   const end = cmdlineAddr + cmdline.length;
-  if (end > PC_HOLE_START || !memory.isRam(MB_GDT_ADDR, end - MB_GDT_ADDR)) {
-    throw new ImageError(
-      `Kernel image "${opts.imagePath}": the command line (${opts.cmdline.length} bytes) and ` +
-        `boot information do not fit in low memory [${hex(MB_INFO_ADDR)}, ` +
-        `${hex(Math.min(PC_HOLE_START, memory.size))}). Use a shorter --cmdline` +
-        (memory.size < PC_HOLE_START ? " or more --mem." : "."),
-    );
-  }
   return {
+    infoAddr,
     mmap,
     mmapAddr,
     modsAddr,
@@ -490,16 +606,16 @@ function writeInfo(
   info: InfoLayout,
   module: { start: number; end: number } | undefined,
 ): void {
-  memory.fill(MB_INFO_ADDR, info.end - MB_INFO_ADDR, 0);
+  memory.fill(info.infoAddr, info.end - info.infoAddr, 0);
   const { memLower, memUpper } = multibootMemorySizes(memory.regions);
   let flags = MBI_FLAG_MEMORY | MBI_FLAG_CMDLINE | MBI_FLAG_MMAP | MBI_FLAG_LOADER_NAME;
-  memory.writeU32(MB_INFO_ADDR + MBI.memLower, memLower);
-  memory.writeU32(MB_INFO_ADDR + MBI.memUpper, memUpper);
-  memory.writeU32(MB_INFO_ADDR + MBI.cmdline, info.cmdlineAddr);
+  memory.writeU32(info.infoAddr + MBI.memLower, memLower);
+  memory.writeU32(info.infoAddr + MBI.memUpper, memUpper);
+  memory.writeU32(info.infoAddr + MBI.cmdline, info.cmdlineAddr);
   memory.write(info.cmdlineAddr, info.cmdline);
 
-  memory.writeU32(MB_INFO_ADDR + MBI.mmapLength, info.mmap.length * MMAP_ENTRY_SIZE);
-  memory.writeU32(MB_INFO_ADDR + MBI.mmapAddr, info.mmapAddr);
+  memory.writeU32(info.infoAddr + MBI.mmapLength, info.mmap.length * MMAP_ENTRY_SIZE);
+  memory.writeU32(info.infoAddr + MBI.mmapAddr, info.mmapAddr);
   info.mmap.forEach((e, i) => {
     const at = info.mmapAddr + i * MMAP_ENTRY_SIZE;
     memory.writeU32(at, MMAP_ENTRY_SIZE - 4);
@@ -508,24 +624,24 @@ function writeInfo(
     memory.writeU32(at + 20, e.type);
   });
 
-  memory.writeU32(MB_INFO_ADDR + MBI.bootLoaderName, info.loaderNameAddr);
+  memory.writeU32(info.infoAddr + MBI.bootLoaderName, info.loaderNameAddr);
   memory.write(info.loaderNameAddr, new TextEncoder().encode(BOOT_LOADER_NAME + "\0"));
 
   if (module) {
     flags |= MBI_FLAG_MODS;
-    memory.writeU32(MB_INFO_ADDR + MBI.modsCount, 1);
-    memory.writeU32(MB_INFO_ADDR + MBI.modsAddr, info.modsAddr);
+    memory.writeU32(info.infoAddr + MBI.modsCount, 1);
+    memory.writeU32(info.infoAddr + MBI.modsAddr, info.modsAddr);
     memory.writeU32(info.modsAddr, module.start);
     memory.writeU32(info.modsAddr + 4, module.end);
     memory.writeU32(info.modsAddr + 8, info.moduleNameAddr);
     memory.writeU32(info.modsAddr + 12, 0);
     memory.write(info.moduleNameAddr, info.moduleName);
   }
-  memory.writeU32(MB_INFO_ADDR + MBI.flags, flags);
+  memory.writeU32(info.infoAddr + MBI.flags, flags);
 }
 
-function writeGdt(memory: GuestMemory): void {
-  GDT_ENTRIES.forEach((d, i) => memory.writeU64(MB_GDT_ADDR + i * 8, d));
+function writeGdt(memory: GuestMemory, at: number): void {
+  GDT_ENTRIES.forEach((d, i) => memory.writeU64(at + i * 8, d));
 }
 
 function alignUp(v: number, a: number): number {

@@ -9,6 +9,9 @@
 #                        `nasm -f bin` builds it without a linker
 #   hello_aout.bin       Multiboot kernel using the a.out kludge (header address fields)
 #   triple_fault.bin     real-mode guest that triple-faults (lidt with limit 0, then int3)
+#
+# The linker-built Multiboot fixtures (ld_multiboot*.elf, c_multiboot.elf) come from
+# build_linked.sh, run from here when ld and gcc are installed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
@@ -16,5 +19,10 @@ nasm -f bin -o hello_flat.bin hello_flat.asm
 nasm -f bin -o hello_multiboot.elf hello_multiboot.asm
 nasm -f bin -o hello_aout.bin hello_aout.asm
 nasm -f bin -o triple_fault.bin triple_fault.asm
+if command -v ld >/dev/null && command -v gcc >/dev/null; then
+  "$here/build_linked.sh"
+else
+  echo "build.sh: ld or gcc missing: the linker-built fixtures (build_linked.sh) were not rebuilt" >&2
+fi
 deno=${DENO:-$here/../../node_modules/.bin/deno}
 "$deno" run -A "$here/../../guests/build.ts"

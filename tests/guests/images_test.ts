@@ -1,7 +1,9 @@
 /**
  * The checked-in guest images are what their sources build to: each fixture in tests/guests and
  * the embedded default guest (guests/default.bin and the bytes in guests/default.ts) against a
- * fresh `nasm -f bin` build. Skipped with a note where nasm is not installed.
+ * fresh `nasm -f bin` build. Skipped with a note where nasm is not installed. The linker-built
+ * fixtures (tests/guests/build_linked.sh) are rebuilt and compared where the host has nasm and
+ * the ld and gcc that built them (tests/guests/toolchain.txt), skipped with a note otherwise.
  */
 
 import { DEFAULT_GUEST } from "../../guests/default.ts";
@@ -85,5 +87,81 @@ Deno.test("every case in expected.json names files that exist", async () => {
     await Deno.stat(`${ROOT}${c.kernel}`);
     assertTrue((await Deno.readTextFile(`${ROOT}${c.stdout}`)).length > 0, c.name);
     assertTrue(c.status === 0 || (c.status & 1) === 1, `${c.name}: status ${c.status}`);
+  }
+});
+
+/** The first line of `tool --version`, or null when the tool is not installed. */
+function versionOf(tool: string): string | null {
+  try {
+    const r = new Deno.Command(tool, { args: ["--version"], stdout: "piped", stderr: "null" })
+      .outputSync();
+    return r.success ? new TextDecoder().decode(r.stdout).split("\n")[0]! : null;
+  } catch {
+    return null;
+  }
+}
+
+const LINKED = [
+  "ld_multiboot.elf",
+  "ld_multiboot_default.elf",
+  "ld_multiboot_bios.elf",
+  "c_multiboot.elf",
+];
+const builtWith = Deno.readTextFileSync(`${ROOT}tests/guests/toolchain.txt`).trimEnd();
+const hostToolchain = [versionOf("ld"), versionOf("gcc")];
+const linkedSkip = !nasmOk
+  ? "nasm is not installed"
+  : hostToolchain.includes(null)
+  ? "ld or gcc is not installed"
+  : hostToolchain.join("\n") !== builtWith
+  ? `they were built with ${builtWith.replace("\n", " and ")}, this host has ` +
+    hostToolchain.join(" and ")
+  : null;
+if (linkedSkip) {
+  console.warn(`note: linker-built fixture rebuild tests are skipped: ${linkedSkip}`);
+}
+
+Deno.test({
+  name: `${LINKED.join(", ")} are a fresh build_linked.sh build`,
+  ignore: linkedSkip !== null,
+  async fn() {
+    const dir = await Deno.makeTempDir();
+    try {
+      const r = await new Deno.Command("bash", {
+        args: [`${ROOT}tests/guests/build_linked.sh`, dir],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assertTrue(r.success, `build_linked.sh failed: ${new TextDecoder().decode(r.stderr)}`);
+      for (const image of LINKED) {
+        assertEquals(
+          await Deno.readFile(`${dir}/${image}`),
+          await Deno.readFile(`${ROOT}tests/guests/${image}`),
+          image,
+        );
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("the linker-built fixtures have ld's headers-only first segment below .text", async () => {
+  // What makes them worth having: the page that holds only the ELF and program headers.
+  for (
+    const [image, headers] of [
+      ["ld_multiboot.elf", 0xff000],
+      ["ld_multiboot_default.elf", 0x8048000],
+      ["ld_multiboot_bios.elf", 0xe0000],
+      ["c_multiboot.elf", 0xff000],
+    ] as const
+  ) {
+    const bytes = await Deno.readFile(`${ROOT}tests/guests/${image}`);
+    const dv = new DataView(bytes.buffer);
+    const phoff = dv.getUint32(28, true);
+    assertEquals(dv.getUint32(phoff, true), 1, `${image}: PT_LOAD first`);
+    assertEquals(dv.getUint32(phoff + 4, true), 0, `${image}: from file offset 0`);
+    assertEquals(dv.getUint32(phoff + 12, true), headers, `${image}: p_paddr`);
+    assertTrue(dv.getUint32(phoff + 16, true) < 0x1000, `${image}: headers only`);
   }
 });

@@ -3,7 +3,7 @@
 # prints for each fixture guest, and its exit status, into <case>.expected (the serial output,
 # byte for byte) and expected.json (the cases: kernel, flags, status, output file). End-to-end
 # tests run denovisor with the same flags and compare against these files, so CI needs no QEMU.
-# Run from anywhere after tests/guests/build.sh; needs qemu-system-x86.
+# Run from anywhere after tests/guests/build.sh (and build_linked.sh); needs qemu-system-x86.
 #
 # Every multiboot case prints only what a correct loader and QEMU agree on for the same --mem
 # (mem_upper rounded to MiB; the arguments after the kernel path in the command line).
@@ -24,6 +24,9 @@ cases=(
   "hello_multiboot_64m|tests/guests/hello_multiboot.elf|--mem 64M"
   "hello_multiboot_initrd|tests/guests/hello_multiboot.elf|--mem 32M --initrd tests/guests/module.txt --cmdline with a module"
   "hello_aout|tests/guests/hello_aout.bin|--mem 128M --cmdline a.out kludge"
+  "ld_multiboot|tests/guests/ld_multiboot.elf|--mem 128M --cmdline ld -Ttext 0x100000"
+  "ld_multiboot_default|tests/guests/ld_multiboot_default.elf|--mem 256M"
+  "c_multiboot|tests/guests/c_multiboot.elf|--mem 64M --cmdline built by gcc"
 )
 
 json="["

@@ -1,7 +1,10 @@
+import { acpiChecksum, readAcpiTables, writeAcpiTables } from "../../../core/boot/acpi.ts";
 import {
   loadMultiboot,
   MB_GDT_ADDR,
   MB_INFO_ADDR,
+  MB_MOVED_INFO_OFFSET,
+  MB_STACK_TOP,
   MBI,
   MBI_FLAG_CMDLINE,
   MBI_FLAG_LOADER_NAME,
@@ -20,6 +23,9 @@ import { buildElf, fixture, multibootHeader } from "./_images.ts";
 const MiB = 1 << 20;
 const ELF = "tests/guests/hello_multiboot.elf";
 const AOUT = "tests/guests/hello_aout.bin";
+/** GNU ld's default layout: a headers-only PT_LOAD at 0xFF000, then .text at 1 MiB. */
+const LD_ELF = "tests/guests/ld_multiboot.elf";
+const C_ELF = "tests/guests/c_multiboot.elf";
 
 function opts(path: string, extra: Partial<BootOptions> = {}): BootOptions {
   return { imagePath: path, cmdline: "", ...extra };
@@ -305,32 +311,6 @@ Deno.test("a kernel that does not fit in --mem is refused with the fix", () => {
   );
 });
 
-Deno.test("a segment over the loader's low memory or the PC hole is refused", () => {
-  const low = buildElf({
-    bits: 32,
-    entry: 0x8000,
-    segments: [{ paddr: 0x8000, data: new Uint8Array(0x2000) }],
-    multibootFlags: 0x2,
-  });
-  imageError(
-    () => loadMultiboot(low, GuestMemory.allocate(4 * MiB), opts("/x/low.elf")),
-    '"/x/low.elf"',
-    "segment 0 at [0x8000, 0xa000) overlaps [0x500,",
-    "1 MiB",
-  );
-  const vga = buildElf({
-    bits: 32,
-    entry: 0xa0000,
-    segments: [{ paddr: 0xa0000, data: new Uint8Array(0x100) }],
-    multibootFlags: 0x2,
-  });
-  imageError(
-    () => loadMultiboot(vga, GuestMemory.allocate(4 * MiB), opts("/x/vga.elf")),
-    '"/x/vga.elf"',
-    "reserved area [0x9fc00, 0x100000)",
-  );
-});
-
 Deno.test("an entry point outside the loaded kernel is refused", () => {
   const image = buildElf({
     bits: 32,
@@ -376,16 +356,302 @@ Deno.test("an initrd that does not fit after the kernel is refused, naming it an
   );
 });
 
-Deno.test("a command line too long for low memory is refused", () => {
+/** The PT_LOAD program headers of an ELF32 file as [offset, paddr, filesz, memsz]. */
+function loads32(elf: Uint8Array): [number, number, number, number][] {
+  const dv = new DataView(elf.buffer, elf.byteOffset);
+  const phoff = dv.getUint32(28, true), phnum = dv.getUint16(44, true);
+  const out: [number, number, number, number][] = [];
+  for (let i = 0; i < phnum; i++) {
+    const p = phoff + i * 32;
+    if (dv.getUint32(p, true) !== 1) continue;
+    out.push([4, 12, 16, 20].map((o) => dv.getUint32(p + o, true)) as [
+      number,
+      number,
+      number,
+      number,
+    ]);
+  }
+  return out;
+}
+
+/** Guest memory set up as the VM does before loading: ACPI tables written at 0xE0000. */
+function vmMemory(size: number): { memory: GuestMemory; rsdpAddr: number } {
+  const memory = GuestMemory.allocate(size);
+  return { memory, rsdpAddr: writeAcpiTables(memory).rsdpAddr };
+}
+
+/** Every range the loader put its own data in: GDT, stack page, multiboot_info and its data. */
+function bootRanges(memory: GuestMemory, state: { gpr: bigint[]; gdt: { base: bigint } }) {
+  const info = Number(state.gpr[3]!), esp = Number(state.gpr[4]!), gdt = Number(state.gdt.base);
+  const mmap = memory.readU32(info + MBI.mmapAddr);
+  const cmdline = memory.readU32(info + MBI.cmdline);
+  const name = memory.readU32(info + MBI.bootLoaderName);
+  return [
+    { what: "GDT", start: gdt, end: gdt + 24 },
+    { what: "stack", start: esp - 0x400, end: esp },
+    { what: "multiboot_info", start: info, end: info + 116 },
+    { what: "mmap", start: mmap, end: mmap + memory.readU32(info + MBI.mmapLength) },
+    { what: "cmdline", start: cmdline, end: cmdline + cString(memory, cmdline).length + 1 },
+    { what: "loader name", start: name, end: name + cString(memory, name).length + 1 },
+  ];
+}
+
+function assertApart(
+  a: readonly { what: string; start: number; end: number }[],
+  b: readonly { what: string; start: number; end: number }[],
+): void {
+  for (const x of a) {
+    for (const y of b) {
+      assertTrue(
+        x.end <= y.start || y.end <= x.start,
+        `${x.what} [${x.start.toString(16)}, ${x.end.toString(16)}) overlaps ${y.what} ` +
+          `[${y.start.toString(16)}, ${y.end.toString(16)})`,
+      );
+    }
+  }
+}
+
+Deno.test("GNU ld's headers-only segment at 0xFF000 is loaded, as QEMU loads it", () => {
+  for (const image of [LD_ELF, C_ELF]) {
+    const { path, bytes } = fixture(image);
+    const { memory, rsdpAddr } = vmMemory(128 * MiB);
+    const acpiBefore = memory.read(0xe0000, 0x1000);
+    const setup = loadMultiboot(bytes, memory, opts(path, { acpiRsdpAddr: rsdpAddr }));
+    const segments = loads32(bytes);
+    assertEquals(segments[0]!.slice(0, 2), [0, 0xff000], `${image}: ld's first PT_LOAD`);
+    for (const [offset, paddr, filesz, memsz] of segments) {
+      assertEquals(memory.read(paddr, filesz), bytes.subarray(offset, offset + filesz));
+      assertEquals(memory.read(paddr + filesz, memsz - filesz), new Uint8Array(memsz - filesz));
+    }
+    assertEquals(memory.read(0xff000, 4), new Uint8Array([0x7f, 0x45, 0x4c, 0x46]));
+    assertIncludes(setup.description, "at [0xff000, ");
+    // Nothing of the VMM's had to move: the usual boot area, the ACPI tables untouched.
+    assertEquals(setup.state.gpr[3], BigInt(MB_INFO_ADDR));
+    assertEquals(setup.state.gpr[4], BigInt(MB_STACK_TOP));
+    assertEquals(setup.state.gdt.base, BigInt(MB_GDT_ADDR));
+    assertEquals(memory.read(0xe0000, 0x1000), acpiBefore);
+    // The memory map stays the PC's: the headers page is in the reserved area, as on QEMU.
+    assertEquals(readMmap(memory, MB_INFO_ADDR).slice(0, 3), [
+      [0, 0x9fc00, 1],
+      [0x9fc00, 0x100000 - 0x9fc00, 2],
+      [0x100000, 127 * MiB, 1],
+    ]);
+  }
+});
+
+Deno.test("a headers-only segment below 1 MiB loads through ELF32, ELF64 and the a.out kludge", () => {
+  const headers = new Uint8Array(0x94).fill(0x48);
+  const code = new Uint8Array([0xf4, 0xeb, 0xfd]); // hlt; jmp $-1
+  for (const bits of [32, 64] as const) {
+    const image = buildElf({
+      bits,
+      entry: 0x100000,
+      segments: [{ paddr: 0xff000, data: headers }, { paddr: 0x100000, data: code }],
+      multibootFlags: 0x3,
+    });
+    const memory = GuestMemory.allocate(16 * MiB);
+    const setup = loadMultiboot(image, memory, opts(`/x/k${bits}.elf`));
+    assertEquals(memory.read(0xff000, headers.length), headers, `ELF${bits}`);
+    assertEquals(memory.read(0x100000, 3), code, `ELF${bits}`);
+    assertEquals(setup.state.rip, 0x100000n);
+  }
+  // A flat image whose a.out-kludge fields load it at 0xFF000: its first page lies in the hole.
+  const aout = new Uint8Array(0x1010);
+  aout.set(multibootHeader(0x10003));
+  const dv = new DataView(aout.buffer);
+  for (const [off, v] of [[12, 0xff000], [16, 0xff000], [20, 0], [24, 0x102000], [28, 0x100000]]) {
+    dv.setUint32(off!, v!, true);
+  }
+  aout.set(code, 0x1000);
+  const memory = GuestMemory.allocate(16 * MiB);
+  memory.fill(0x100010, 0x100, 0xaa);
+  const setup = loadMultiboot(aout, memory, opts("/x/k.bin"));
+  assertEquals(memory.read(0xff000, aout.length), aout);
+  assertEquals(memory.read(0x100010, 0x100), new Uint8Array(0x100), "bss zeroed");
+  assertEquals(setup.state.rip, 0x100000n);
+  assertIncludes(setup.description, 'a.out-kludge kernel "/x/k.bin" at [0xff000, 0x102000)');
+});
+
+Deno.test("segments that cannot be placed are refused, naming them, the collision and the fix", () => {
+  const seg = (paddr: number, size = 0x100) => ({ paddr, data: new Uint8Array(size) });
+  const elf = (bits: 32 | 64, ...segments: { paddr: number; data: Uint8Array }[]) =>
+    buildElf({ bits, entry: 0x100000, segments, multibootFlags: 0x2 });
+  const memory = () => GuestMemory.allocate(128 * MiB);
+  // In the MMIO gap: no --mem helps.
+  imageError(
+    () => loadMultiboot(elf(32, seg(0x100000), seg(0xfec0_0000)), memory(), opts("/x/gap.elf")),
+    '"/x/gap.elf": segment 1 at [0xfec00000, 0xfec00100)',
+    "MMIO gap [0xc0000000, 0x100000000)",
+    "below 0xc0000000",
+  );
+  // Past the end of RAM: the --mem that covers the whole kernel.
+  imageError(
+    () =>
+      loadMultiboot(
+        elf(32, seg(0x100000), seg(0x8048000, 0x94), seg(0x8100000, 0x1000)),
+        memory(),
+        opts("/x/big.elf"),
+      ),
+    '"/x/big.elf": segment 1 at [0x8048000, 0x8048094)',
+    "outside guest RAM ([0x0, 0x8000000))",
+    "at least --mem 130M",
+  );
+  // Above 4 GiB (ELF64): a 32-bit kernel cannot reach it.
+  imageError(
+    () => loadMultiboot(elf(64, seg(0x100000), seg(0x1_0000_0000)), memory(), opts("/x/hi.elf")),
+    '"/x/hi.elf": segment 1 at [0x100000000, 0x100000100) is above 4 GiB',
+  );
+  // Overlapping segments: both cannot be there.
+  imageError(
+    () => loadMultiboot(elf(32, seg(0x100000), seg(0x1000f0)), memory(), opts("/x/ov.elf")),
+    '"/x/ov.elf": segment 1 at [0x1000f0, 0x1001f0) overlaps segment 0 at [0x100000, 0x100100)',
+  );
+  // A refused kernel leaves guest memory as it was.
+  const m = memory();
+  assertThrows(
+    () => loadMultiboot(elf(32, seg(0x100000), seg(0xfec0_0000)), m, opts("/x/k")),
+    ImageError,
+  );
+  assertEquals(m.read(0, 0x200000), new Uint8Array(0x200000));
+});
+
+Deno.test("a kernel over the usual boot area moves GDT, stack and multiboot_info off it", () => {
+  const data = new Uint8Array(0x2000).map((_, i) => (i * 7) & 0xff);
+  const image = buildElf({
+    bits: 32,
+    entry: 0x8000,
+    segments: [{ paddr: 0x8000, data }],
+    multibootFlags: 0x2,
+  });
+  const memory = GuestMemory.allocate(4 * MiB);
+  const setup = loadMultiboot(image, memory, opts("/x/low.elf", { cmdline: "low kernel" }));
+  assertEquals(memory.read(0x8000, data.length), data, "the kernel is intact");
+  const info = Number(setup.state.gpr[3]);
+  assertEquals(info, 0x1000 + MB_MOVED_INFO_OFFSET, "the first free page");
+  assertEquals(Number(setup.state.gpr[4]), info, "ESP just below multiboot_info");
+  assertEquals(setup.state.gdt.base, 0x1000n);
+  assertEquals(memory.readU64(0x1000 + 8), 0x00cf_9b00_0000_ffffn, "GDT code descriptor");
+  assertApart(bootRanges(memory, setup.state), [{ what: "kernel", start: 0x8000, end: 0xa000 }]);
+  assertEquals(cString(memory, memory.readU32(info + MBI.cmdline)), "/x/low.elf low kernel");
+  assertEquals(readMmap(memory, info), pcMemoryMap(memory).map((e) => [e.base, e.length, e.type]));
+  assertIncludes(setup.description, `multiboot_info at 0x${info.toString(16)}`);
+});
+
+Deno.test("a kernel filling low memory gets its boot data and module above it, apart", () => {
+  const image = buildElf({
+    bits: 32,
+    entry: 0x100000,
+    segments: [
+      { paddr: 0, data: new Uint8Array(0x10).fill(1), memsz: 0x9fc00 },
+      { paddr: 0xf0000, data: new Uint8Array(0x10).fill(2), memsz: 0x10000 },
+      { paddr: 0x100000, data: new Uint8Array([0xf4]), memsz: 0x1800 },
+    ],
+    multibootFlags: 0x3,
+  });
+  const { memory, rsdpAddr } = vmMemory(8 * MiB);
+  const initrd = new Uint8Array(5000).fill(0x5a);
+  const setup = loadMultiboot(
+    image,
+    memory,
+    opts("/x/full.elf", { initrd, initrdPath: "/x/m", acpiRsdpAddr: rsdpAddr }),
+  );
+  const info = Number(setup.state.gpr[3]);
+  assertEquals(info, 0x102000 + MB_MOVED_INFO_OFFSET, "the first free page after the kernel");
+  const mod = memory.readU32(info + MBI.modsAddr);
+  const module = { what: "module", start: memory.readU32(mod), end: memory.readU32(mod + 4) };
+  assertEquals(module.start % 4096, 0);
+  assertEquals(memory.read(module.start, initrd.length), initrd);
+  const kernel = [
+    { what: "segment 0", start: 0, end: 0x9fc00 },
+    { what: "segment 1", start: 0xf0000, end: 0x100000 },
+    { what: "segment 2", start: 0x100000, end: 0x101800 },
+  ];
+  const boot = bootRanges(memory, setup.state);
+  assertApart(boot, [...kernel, module]);
+  assertApart([module], kernel);
+  assertEquals(memory.readU8(0), 1);
+  assertEquals(memory.readU8(0xf0000), 2);
+  // The ACPI tables at 0xE0000 were not in the kernel's way: still there, still valid.
+  assertEquals(readAcpiTables(memory, rsdpAddr)?.rsdpAddr, 0xe0000);
+});
+
+Deno.test("a kernel over the ACPI tables moves them within the BIOS area, leaving no stale RSDP", () => {
+  const { memory, rsdpAddr } = vmMemory(16 * MiB);
+  const before = readAcpiTables(memory, rsdpAddr)!;
+  const image = buildElf({
+    bits: 32,
+    entry: 0x100000,
+    segments: [
+      { paddr: 0xe0000, data: new Uint8Array(0x94).fill(0x11) },
+      { paddr: 0x100000, data: new Uint8Array([0xf4]) },
+    ],
+    multibootFlags: 0x2,
+  });
+  const setup = loadMultiboot(image, memory, opts("/x/k.elf", { acpiRsdpAddr: rsdpAddr }));
+  assertEquals(memory.read(0xe0000, 0x94), new Uint8Array(0x94).fill(0x11), "the kernel's bytes");
+  // A guest scans the BIOS area for the first valid RSDP: it must be the moved one.
+  let found = -1;
+  for (let at = 0xe0000; at < 0x100000 && found < 0; at += 16) {
+    const sig = new TextDecoder().decode(memory.read(at, 8));
+    if (sig === "RSD PTR " && acpiChecksum(memory.read(at, 20)) === 0) found = at;
+  }
+  assertTrue(found >= 0xe0094, `RSDP at 0x${found.toString(16)}`);
+  assertEquals(found % 64, rsdpAddr % 64);
+  assertIncludes(setup.description, `ACPI tables moved out of its way to 0x${found.toString(16)}`);
+  const after = readAcpiTables(memory, found)!;
+  assertEquals(
+    after.tables.map((t) => [t.signature, t.length]),
+    before.tables.map((t) => [
+      t.signature,
+      t.length,
+    ]),
+  );
+  for (const t of after.tables) {
+    assertTrue(t.addr >= 0xe0094 && t.addr + t.length <= 0x100000, t.signature);
+    if (t.signature === "FACS") assertEquals(t.addr % 64, 0, "FACS 64-byte aligned");
+    else if (t.signature === "RSD PTR ") assertEquals(acpiChecksum(memory.read(t.addr, 36)), 0);
+    else assertEquals(acpiChecksum(memory.read(t.addr, t.length)), 0, t.signature);
+  }
+  const fadt = after.tables.find((t) => t.signature === "FACP")!;
+  const dsdt = after.tables.find((t) => t.signature === "DSDT")!;
+  assertEquals(memory.readU32(fadt.addr + 40), dsdt.addr, "FADT.DSDT follows the move");
+  assertEquals(memory.readU64(fadt.addr + 140), BigInt(dsdt.addr), "FADT.X_DSDT too");
+});
+
+Deno.test("a kernel over the whole BIOS area is refused: the ACPI tables have nowhere to go", () => {
+  const { memory, rsdpAddr } = vmMemory(16 * MiB);
+  const image = buildElf({
+    bits: 32,
+    entry: 0xe0000,
+    segments: [{ paddr: 0xe0000, data: new Uint8Array([0xf4]), memsz: 0x20000 }],
+    multibootFlags: 0x2,
+  });
+  imageError(
+    () => loadMultiboot(image, memory, opts("/x/bios.elf", { acpiRsdpAddr: rsdpAddr })),
+    '"/x/bios.elf": segment 0 at [0xe0000, 0x100000) overlaps the ACPI tables at [0xe0000,',
+    "BIOS area [0xe0000, 0x100000)",
+    "Link the kernel at 1 MiB (0x100000) or above",
+  );
+  assertEquals(readAcpiTables(memory, rsdpAddr)?.rsdpAddr, 0xe0000, "nothing was written");
+});
+
+Deno.test("a command line too long for low memory goes above the kernel; one too long for RAM is refused", () => {
   const { path, bytes } = fixture(ELF);
+  const memory = GuestMemory.allocate(4 * MiB);
+  const cmdline = "x".repeat(700_000);
+  const setup = loadMultiboot(bytes, memory, opts(path, { cmdline }));
+  const info = Number(setup.state.gpr[3]);
+  const kernelEnd = 0x100000 + memsz(bytes);
+  assertTrue(info >= kernelEnd, `multiboot_info at 0x${info.toString(16)} is above the kernel`);
+  assertEquals(cString(memory, memory.readU32(info + MBI.cmdline)), `${path} ${cmdline}`);
   imageError(
     () =>
       loadMultiboot(
         bytes,
         GuestMemory.allocate(4 * MiB),
-        opts(path, { cmdline: "x".repeat(700_000) }),
+        opts(path, { cmdline: "x".repeat(4 * MiB) }),
       ),
-    "700000 bytes",
-    "shorter --cmdline",
+    `command line of ${4 * MiB} bytes`,
+    "shorter --cmdline or more --mem",
   );
 });
