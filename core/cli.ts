@@ -14,6 +14,7 @@ import type { VmConfig } from "./vm.ts";
 import type { StartMessage, WorkerMessage } from "./vm_worker.ts";
 import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "./kvm/backend.ts";
 import { parseDeviceSpec } from "../plugins/options.ts";
+import { apiMain, wantsApi } from "./api/main.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /** The version `--version` prints. */
@@ -41,6 +42,12 @@ Options:
                          \`deno task guests\` fetched into .cache/guests/ (defaults:
                          --mem 256M, --cmdline console=ttyS0); other flags still apply
   --trace                log exits, unclaimed I/O, POST codes and instructions to stderr
+  --api-sock PATH        serve the Firecracker-compatible API on unix socket PATH (see
+                         README "API"); with --kernel the VM boots at once, else it waits
+                         for PUT /boot-source and InstanceStart
+  --config-file FILE     boot from Firecracker's config-file JSON ("boot-source",
+                         "machine-config") without API calls (combines with --api-sock)
+  --id ID                the instance id GET / reports (default anonymous-instance)
   -h, --help             show this help
   -V, --version          show the version
 
@@ -141,7 +148,7 @@ export function linuxGuestPaths(dir = GUEST_CACHE_DIR): { kernel: string; initrd
 const CTRL_A = 0x01;
 
 /** Relays host stdin to the guest; on a terminal, raw mode and the Ctrl-A x escape. */
-async function relayInput(input: InputRing, quit: () => void): Promise<void> {
+export async function relayInput(input: InputRing, quit: () => void): Promise<void> {
   const tty = Deno.stdin.isTerminal();
   if (tty) Deno.stdin.setRaw(true);
   const buf = new Uint8Array(1024);
@@ -175,7 +182,8 @@ async function relayInput(input: InputRing, quit: () => void): Promise<void> {
   }
 }
 
-function restoreTerminal(): void {
+/** Leaves the terminal as it was before raw mode. */
+export function restoreTerminal(): void {
   try {
     if (Deno.stdin.isTerminal()) Deno.stdin.setRaw(false);
   } catch {
@@ -185,6 +193,7 @@ function restoreTerminal(): void {
 
 /** Runs the CLI and returns the process exit status. */
 export async function main(argv: string[]): Promise<number> {
+  if (wantsApi(argv)) return await apiMain(argv);
   let config: VmConfig;
   try {
     const parsed = parseCli(argv);
@@ -217,7 +226,7 @@ export async function main(argv: string[]): Promise<number> {
       if (e.data.kind === "kick") {
         kick = e.data.handle;
         disableKicks = enableVcpuKicks();
-      } else resolve(e.data);
+      } else if (e.data.kind === "done") resolve(e.data);
     };
     worker.onerror = (e) => {
       e.preventDefault();

@@ -1,56 +1,266 @@
 /**
  * Worker entry: runs one VM on this Worker's thread, so a blocking KVM_RUN (or a busy
- * interpreter) never freezes the main thread's event loop, which keeps console input and
- * signals. Receives the config and the shared buffers, posts back the outcome.
+ * interpreter) never freezes the main thread's event loop, which keeps console input, signals
+ * and the API socket.
+ *
+ * Two protocols, told apart by the first message:
+ * - `StartMessage` (the plain CLI): build, run to the end, post the outcome.
+ * - `InitMessage` then `LifecycleCommand`s (`--api-sock`, `--config-file`): the worker stays
+ *   alive and takes commands (start, pause, resume, Ctrl-Alt-Del, snapshots), each answered by a
+ *   `reply` with the same `id`. While the vCPU runs, this thread's event loop is blocked in
+ *   `run()`, so the main thread first stores REQUEST_PAUSE in the shared control word (and kicks
+ *   a KVM vCPU), then posts the command: `run()` returns `pause`, the worker takes the command,
+ *   and runs the guest again if it is still meant to be running.
  */
 
 import { RunControl } from "./backend.ts";
 import { InputRing } from "./serial_io.ts";
 import type { KvmVcpu, VcpuKickHandle } from "./kvm/backend.ts";
-import { runVm, type VmConfig, type VmOutcome } from "./vm.ts";
+import { runVm, type VmConfig, type VmIo, type VmOutcome } from "./vm.ts";
+import { exitStatusOf, type Machine } from "./machine.ts";
+import { VmmError } from "./errors.ts";
+import { buildMachineFallback, findSnapshotLayer, type SnapshotType } from "./api/layer.ts";
 
-/** The message the main thread sends to start the VM. */
+/** The message the main thread sends to start the VM (plain CLI). */
 export interface StartMessage {
+  kind?: undefined;
   config: VmConfig;
   input: SharedArrayBuffer;
   control: SharedArrayBuffer;
 }
 
-/** What the worker posts back: the kick handle of a KVM vCPU, then the outcome. */
+/** The first message of the lifecycle protocol: the shared buffers, no VM yet. */
+export interface InitMessage {
+  kind: "init";
+  input: SharedArrayBuffer;
+  control: SharedArrayBuffer;
+}
+
+/** A lifecycle command; the worker answers each with a `reply` of the same id. */
+export type LifecycleCommand =
+  & { id: number }
+  & (
+    | { kind: "start"; config: VmConfig }
+    | { kind: "pause" }
+    | { kind: "resume" }
+    | { kind: "ctrl-alt-del" }
+    | { kind: "snapshot-create"; statePath: string; memPath: string; type: SnapshotType }
+    | {
+      kind: "snapshot-load";
+      config: VmConfig;
+      statePath: string;
+      memPath: string;
+      resume: boolean;
+      backend?: "auto" | "kvm" | "interp";
+    }
+  );
+
+/** The VM's state as the API reports it. */
+export type LifecycleState = "Not started" | "Running" | "Paused";
+
+/** What the worker posts back: the kick handle of a KVM vCPU, replies, then the outcome. */
 export type WorkerMessage =
   | { kind: "kick"; handle: VcpuKickHandle }
+  | { kind: "reply"; id: number; ok: true; state: LifecycleState; backend?: string }
+  | { kind: "reply"; id: number; ok: false; message: string }
   | { kind: "done"; ok: true; outcome: VmOutcome }
   | { kind: "done"; ok: false; message: string; stack?: string };
 
 const scope = self as unknown as {
-  onmessage: ((e: MessageEvent<StartMessage>) => void) | null;
+  onmessage: ((e: MessageEvent<StartMessage | InitMessage | LifecycleCommand>) => void) | null;
   postMessage(message: WorkerMessage): void;
 };
 
+function failure(err: unknown): WorkerMessage {
+  return {
+    kind: "done",
+    ok: false,
+    message: String((err as Error)?.message ?? err),
+    stack: (err as Error)?.stack,
+  };
+}
+
+/** Posts KVM's kick handle, which the main thread needs to interrupt a spinning vCPU. */
+function announceVcpu(machine: Machine): void {
+  const vcpu = machine.vcpu as Partial<KvmVcpu>;
+  if (typeof vcpu.kickHandle === "function") {
+    scope.postMessage({ kind: "kick", handle: vcpu.kickHandle() });
+  }
+}
+
+/** Set 1 scancodes (the i8042 translates by default): Ctrl, Alt, Del (E0 53) down, then up. */
+const CTRL_ALT_DEL = [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d];
+
+/**
+ * Types Ctrl-Alt-Del on the guest's keyboard, as Firecracker's SendCtrlAltDel does: through the
+ * i8042's "write keyboard output buffer" command (0xD2), so each byte arrives as keyboard data
+ * with IRQ 1 and the guest handles it (Linux reboots; `reboot=k` ends in the i8042 reset).
+ */
+export function injectCtrlAltDel(machine: Machine): void {
+  for (const code of CTRL_ALT_DEL) {
+    machine.ports.write(0x64, 1, 0xd2);
+    machine.ports.write(0x60, 1, code);
+  }
+}
+
+/** The lifecycle side: one VM, driven by commands. */
+async function lifecycle(init: InitMessage): Promise<void> {
+  const inbox: LifecycleCommand[] = [];
+  let wake: (() => void) | null = null;
+  scope.onmessage = (e) => {
+    inbox.push(e.data as LifecycleCommand);
+    wake?.();
+  };
+  const next = async (): Promise<LifecycleCommand> => {
+    while (inbox.length === 0) await new Promise<void>((r) => wake = r);
+    wake = null;
+    return inbox.shift()!;
+  };
+  const io: VmIo = {
+    input: new InputRing(init.input),
+    control: new RunControl(new Int32Array(init.control)),
+  };
+  let machine: Machine | null = null;
+  /** What the user asked for; the vCPU may be stopped for a command while this says Running. */
+  let state = "Not started" as LifecycleState;
+  const ok = (id: number) =>
+    scope.postMessage({
+      kind: "reply",
+      id,
+      ok: true,
+      state,
+      backend: machine?.backend.name,
+    });
+  const refuse = (id: number, message: string) =>
+    scope.postMessage({ kind: "reply", id, ok: false, message });
+
+  const handle = async (cmd: LifecycleCommand): Promise<void> => {
+    switch (cmd.kind) {
+      case "start": {
+        if (state !== "Not started") return refuse(cmd.id, "The VM is already started");
+        const layer = await import("./vm.ts") as Record<string, unknown>;
+        const build = typeof layer.buildMachine === "function"
+          ? layer.buildMachine as (c: VmConfig, io: VmIo) => Promise<Machine>
+          : buildMachineFallback;
+        try {
+          machine = await build(cmd.config, io);
+        } catch (err) {
+          if (err instanceof VmmError) return refuse(cmd.id, err.message);
+          throw err;
+        }
+        announceVcpu(machine);
+        state = "Running";
+        return ok(cmd.id);
+      }
+      case "snapshot-load": {
+        if (state !== "Not started") {
+          return refuse(cmd.id, "snapshot/load is only possible before the VM starts");
+        }
+        const layer = await findSnapshotLayer();
+        if (layer.restoreMachine === null) {
+          return refuse(cmd.id, "snapshot/load is not available yet in this build");
+        }
+        try {
+          machine = await layer.restoreMachine(
+            { statePath: cmd.statePath, memPath: cmd.memPath },
+            io,
+            {
+              serial: cmd.config.serial,
+              trace: cmd.config.trace,
+              ...(cmd.backend === undefined ? {} : { backend: cmd.backend }),
+            },
+          );
+        } catch (err) {
+          if (err instanceof VmmError) return refuse(cmd.id, err.message);
+          return refuse(cmd.id, `snapshot/load failed: ${(err as Error)?.message ?? err}`);
+        }
+        announceVcpu(machine);
+        state = cmd.resume ? "Running" : "Paused";
+        return ok(cmd.id);
+      }
+      case "pause":
+        if (state !== "Running") return refuse(cmd.id, `The VM is ${state}, not Running`);
+        state = "Paused";
+        return ok(cmd.id);
+      case "resume":
+        if (state !== "Paused") return refuse(cmd.id, `The VM is ${state}, not Paused`);
+        state = "Running";
+        return ok(cmd.id);
+      case "ctrl-alt-del":
+        if (machine === null) return refuse(cmd.id, "The VM is not started");
+        injectCtrlAltDel(machine);
+        return ok(cmd.id);
+      case "snapshot-create": {
+        if (machine === null || state !== "Paused") {
+          return refuse(cmd.id, `The VM is ${state}: pause it (PATCH /vm) before a snapshot`);
+        }
+        const layer = await findSnapshotLayer();
+        if (layer.createSnapshot === null) {
+          return refuse(cmd.id, "snapshot/create is not available yet in this build");
+        }
+        try {
+          await layer.createSnapshot(machine, {
+            statePath: cmd.statePath,
+            memPath: cmd.memPath,
+            type: cmd.type,
+          });
+        } catch (err) {
+          return refuse(cmd.id, `snapshot/create failed: ${(err as Error)?.message ?? err}`);
+        }
+        return ok(cmd.id);
+      }
+    }
+  };
+
+  let outcome: VmOutcome;
+  try {
+    for (;;) {
+      if (state === "Running" && machine !== null) {
+        const m: Machine = machine;
+        const { reason, dump } = m.run();
+        if (reason.kind !== "pause") {
+          const status = exitStatusOf(reason);
+          outcome = reason.kind === "fault"
+            ? { status, message: reason.message, dump }
+            : { status };
+          break;
+        }
+        // Paused by the main thread for a command, which follows the request (or is queued).
+      }
+      await handle(await next());
+    }
+  } catch (err) {
+    scope.postMessage(failure(err));
+    return;
+  } finally {
+    try {
+      (machine as Machine | null)?.close();
+    } catch {
+      // Closing must not hide the outcome.
+    }
+  }
+  scope.postMessage({ kind: "done", ok: true, outcome });
+}
+
 scope.onmessage = async (e) => {
   scope.onmessage = null;
-  const { config, input, control } = e.data;
+  const first = e.data;
+  if (first.kind === "init") return lifecycle(first);
+  if (first.kind !== undefined) {
+    scope.postMessage(failure(new Error(`unexpected first message "${first.kind}"`)));
+    return;
+  }
+  const { config, input, control } = first;
   let done: WorkerMessage;
   try {
     const outcome = await runVm(config, {
       input: new InputRing(input),
       control: new RunControl(new Int32Array(control)),
-      onVcpuReady(machine) {
-        // A KVM vCPU spinning in guest code makes no exits: the supervisor must kick it.
-        const vcpu = machine.vcpu as Partial<KvmVcpu>;
-        if (typeof vcpu.kickHandle === "function") {
-          scope.postMessage({ kind: "kick", handle: vcpu.kickHandle() });
-        }
-      },
+      onVcpuReady: announceVcpu,
     });
     done = { kind: "done", ok: true, outcome };
   } catch (err) {
-    done = {
-      kind: "done",
-      ok: false,
-      message: String((err as Error)?.message ?? err),
-      stack: (err as Error)?.stack,
-    };
+    done = failure(err);
   }
   scope.postMessage(done);
 };

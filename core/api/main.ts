@@ -1,0 +1,198 @@
+/**
+ * The CLI with `--api-sock PATH` and/or `--config-file FILE`: the VM runs on the lifecycle
+ * Worker, managed through the Firecracker-compatible API on the unix socket. With `--kernel`
+ * (or `--linux`, or a config file) it boots at once; with `--api-sock` alone it waits for
+ * `PUT /boot-source` and `InstanceStart`. The process ends with the guest, with the same exit
+ * status as the plain CLI.
+ */
+
+import { parseCli, relayInput, restoreTerminal, VERSION } from "../cli.ts";
+import { UsageError, VmmError } from "../errors.ts";
+import type { VmConfig } from "../vm.ts";
+import {
+  ApiError,
+  apiHandler,
+  applyBootSource,
+  applyMachineConfig,
+  DEFAULT_ID,
+  serveApi,
+} from "./server.ts";
+import { LifecycleError, type VmEnd, Vmm } from "./vmm.ts";
+
+/** The flags this mode adds to the plain CLI's. */
+export interface ApiArgs {
+  apiSock: string | null;
+  configFile: string | null;
+  id: string;
+  /** The plain CLI's flags, for parseCli. */
+  rest: string[];
+}
+
+const OWN_FLAGS = ["--api-sock", "--config-file", "--id"] as const;
+
+/** True when `argv` asks for this mode. */
+export function wantsApi(argv: readonly string[]): boolean {
+  return argv.some((a) => OWN_FLAGS.some((f) => a === f || a.startsWith(f + "=")));
+}
+
+/** Takes `--api-sock`, `--config-file` and `--id` out of `argv`. Throws UsageError. */
+export function splitApiArgs(argv: readonly string[]): ApiArgs {
+  const out: ApiArgs = { apiSock: null, configFile: null, id: DEFAULT_ID, rest: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const flag = OWN_FLAGS.find((f) => a === f || a.startsWith(f + "="));
+    if (flag === undefined) {
+      out.rest.push(a);
+      continue;
+    }
+    let value: string | undefined;
+    if (a === flag) value = argv[++i];
+    else value = a.slice(flag.length + 1);
+    if (value === undefined || value === "") throw new UsageError(`${flag} needs a value`);
+    if (flag === "--api-sock") out.apiSock = value;
+    else if (flag === "--config-file") out.configFile = value;
+    else {
+      if (!/^[A-Za-z0-9-]{1,64}$/.test(value)) {
+        throw new UsageError(`--id "${value}": use 1 to 64 letters, digits and hyphens`);
+      }
+      out.id = value;
+    }
+  }
+  return out;
+}
+
+/** Applies a Firecracker config file (`boot-source`, `machine-config`) to `config`. */
+export function applyConfigFile(config: VmConfig, path: string): void {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(path);
+  } catch (err) {
+    throw new UsageError(`Cannot read --config-file "${path}": ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--config-file "${path}" is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new UsageError(`--config-file "${path}" must hold a JSON object`);
+  }
+  const obj = json as Record<string, unknown>;
+  for (const key of Object.keys(obj)) {
+    if (key !== "boot-source" && key !== "machine-config") {
+      throw new UsageError(
+        `--config-file "${path}": "${key}" is not supported; denovisor takes "boot-source" ` +
+          `and "machine-config"`,
+      );
+    }
+  }
+  const section = (key: string): Record<string, unknown> => {
+    const v = obj[key];
+    if (typeof v !== "object" || v === null || Array.isArray(v)) {
+      throw new UsageError(`--config-file "${path}": "${key}" must be a JSON object`);
+    }
+    return v as Record<string, unknown>;
+  };
+  try {
+    if (obj["boot-source"] === undefined) {
+      throw new ApiError(`"boot-source" is missing: it names the kernel to boot`);
+    }
+    applyBootSource(config, section("boot-source"));
+    if (obj["machine-config"] !== undefined) {
+      applyMachineConfig(config, section("machine-config"), false);
+    }
+  } catch (err) {
+    if (err instanceof ApiError) throw new UsageError(`--config-file "${path}": ${err.message}`);
+    throw err;
+  }
+}
+
+/** Runs the API/config-file mode and returns the process exit status. */
+export async function apiMain(argv: string[]): Promise<number> {
+  let args: ApiArgs;
+  let config: VmConfig;
+  try {
+    args = splitApiArgs(argv);
+    const parsed = parseCli(args.rest);
+    if (parsed === "help" || parsed === "version") {
+      throw new UsageError(`--${parsed} does not combine with --api-sock or --config-file`);
+    }
+    config = parsed;
+    if (args.configFile !== null) {
+      if (config.kernel !== null) {
+        throw new UsageError("--config-file names the kernel itself: drop --kernel/--linux");
+      }
+      applyConfigFile(config, args.configFile);
+    }
+  } catch (err) {
+    if (err instanceof VmmError) {
+      console.error(`denovisor: ${err.message}`);
+      return err.exitCode;
+    }
+    throw err;
+  }
+  const bootNow = config.kernel !== null;
+
+  const vmm = new Vmm(config);
+  let server: Deno.HttpServer<Deno.UnixAddr> | null = null;
+  const cleanup = async () => {
+    if (server !== null) {
+      const s = server;
+      server = null;
+      await s.shutdown().catch(() => {});
+      try {
+        Deno.removeSync(args.apiSock!);
+      } catch {
+        // Already gone.
+      }
+    }
+  };
+  if (args.apiSock !== null) {
+    try {
+      server = await serveApi(args.apiSock, apiHandler(vmm, { id: args.id, version: VERSION }));
+    } catch (err) {
+      vmm.close();
+      if (err instanceof ApiError) {
+        console.error(`denovisor: ${err.message}`);
+        return 2;
+      }
+      throw err;
+    }
+  }
+  const signals: [Deno.Signal, number][] = [["SIGINT", 130], ["SIGTERM", 143]];
+  const onSignal = signals.map(([sig, status]) => {
+    const f = () => vmm.stop(status);
+    Deno.addSignalListener(sig, f);
+    return [sig, f] as const;
+  });
+
+  relayInput(vmm.input, () => vmm.stop(0));
+  let end: VmEnd;
+  if (bootNow) {
+    const started = vmm.send({ kind: "start", config: structuredClone(config) });
+    const result = await Promise.race([
+      started.then(() => null, (err: unknown) => err),
+      vmm.ended,
+    ]);
+    if (result instanceof LifecycleError) {
+      end = { ok: true, outcome: { status: 1, message: result.message } };
+    } else if (result instanceof Error) throw result;
+    else end = await vmm.ended;
+  } else {
+    end = await vmm.ended;
+  }
+  for (const [sig, f] of onSignal) Deno.removeSignalListener(sig, f);
+  await cleanup();
+  restoreTerminal();
+  vmm.close();
+  if (!end.ok) {
+    console.error(`denovisor: internal error: ${end.message}`);
+    if (config.trace && end.stack) console.error(end.stack);
+    return 1;
+  }
+  const { outcome } = end;
+  if (outcome.message) console.error(`denovisor: ${outcome.message}`);
+  if (outcome.dump) console.error(outcome.dump);
+  return outcome.status;
+}

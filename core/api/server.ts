@@ -1,0 +1,465 @@
+/**
+ * The Firecracker-compatible API: HTTP/1.1 over a unix socket, JSON bodies, Firecracker's paths,
+ * field names and semantics (its swagger file is the contract). Success is 204, or 200 with a
+ * body for GETs; every error is 400 with `{"fault_message": "..."}` naming the field and the fix.
+ * Unknown endpoints, methods and fields are refused, not ignored.
+ *
+ * denovisor extensions (documented in README "API"): `backend` ("auto", "kvm" or "interp") in
+ * `machine-config` and in `snapshot/load`, and `backend` (the one the VM runs on) in `GET /`.
+ */
+
+import type { VmConfig } from "../vm.ts";
+import { LifecycleError, type Vmm } from "./vmm.ts";
+
+/** Firecracker's default instance id. */
+export const DEFAULT_ID = "anonymous-instance";
+
+/** A refused request: becomes 400 with `fault_message`. */
+export class ApiError extends Error {}
+
+type Json = Record<string, unknown>;
+
+const BACKENDS = ["auto", "kvm", "interp"] as const;
+
+function fault(message: string): Response {
+  return Response.json({ fault_message: message }, { status: 400 });
+}
+
+function noContent(): Response {
+  return new Response(null, { status: 204 });
+}
+
+/** Parses a JSON object body; every way it can be wrong names the fix. */
+async function body(req: Request, what: string): Promise<Json> {
+  const text = await req.text();
+  if (text.trim() === "") {
+    throw new ApiError(`${what}: the request body is empty; send a JSON object`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new ApiError(`${what}: malformed JSON body (${(err as Error).message})`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ApiError(`${what}: the body must be a JSON object`);
+  }
+  return value as Json;
+}
+
+/** Refuses fields outside `allowed`, naming them and the accepted ones. */
+function onlyFields(obj: Json, allowed: readonly string[], what: string): void {
+  for (const key of Object.keys(obj)) {
+    if (!allowed.includes(key)) {
+      throw new ApiError(
+        `${what}: unknown field "${key}"; accepted fields: ${allowed.join(", ")}`,
+      );
+    }
+  }
+}
+
+function str(obj: Json, key: string, what: string, required: boolean): string | undefined {
+  const v = obj[key];
+  if (v === undefined || v === null) {
+    if (required) throw new ApiError(`${what}: missing field "${key}" (a string)`);
+    return undefined;
+  }
+  if (typeof v !== "string") throw new ApiError(`${what}: field "${key}" must be a string`);
+  if (required && v === "") throw new ApiError(`${what}: field "${key}" must not be empty`);
+  return v;
+}
+
+function bool(obj: Json, key: string, what: string): boolean | undefined {
+  const v = obj[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== "boolean") throw new ApiError(`${what}: field "${key}" must be true or false`);
+  return v;
+}
+
+function int(obj: Json, key: string, what: string, required: boolean): number | undefined {
+  const v = obj[key];
+  if (v === undefined) {
+    if (required) throw new ApiError(`${what}: missing field "${key}" (an integer)`);
+    return undefined;
+  }
+  if (typeof v !== "number" || !Number.isInteger(v)) {
+    throw new ApiError(`${what}: field "${key}" must be an integer`);
+  }
+  return v;
+}
+
+function backendField(obj: Json, what: string): VmConfig["backend"] | undefined {
+  const v = str(obj, "backend", what, false);
+  if (v === undefined) return undefined;
+  if (!(BACKENDS as readonly string[]).includes(v)) {
+    throw new ApiError(`${what}: field "backend" must be one of ${BACKENDS.join(", ")}`);
+  }
+  return v as VmConfig["backend"];
+}
+
+const BOOT_FIELDS = ["kernel_image_path", "boot_args", "initrd_path"] as const;
+
+/** Applies a Firecracker `BootSource` to `config` (shared with --config-file). */
+export function applyBootSource(config: VmConfig, obj: Json, what = "boot-source"): void {
+  onlyFields(obj, BOOT_FIELDS, what);
+  const kernel = str(obj, "kernel_image_path", what, true)!;
+  const args = str(obj, "boot_args", what, false);
+  const initrd = str(obj, "initrd_path", what, false);
+  try {
+    if (!Deno.statSync(kernel).isFile) throw new Error("not a file");
+  } catch {
+    throw new ApiError(`${what}: kernel_image_path "${kernel}" is not a readable file`);
+  }
+  if (initrd !== undefined) {
+    try {
+      if (!Deno.statSync(initrd).isFile) throw new Error("not a file");
+    } catch {
+      throw new ApiError(`${what}: initrd_path "${initrd}" is not a readable file`);
+    }
+  }
+  config.kernel = kernel;
+  config.cmdline = args ?? "";
+  config.initrd = initrd ?? null;
+  config.format = "auto";
+}
+
+const MACHINE_FIELDS = [
+  "vcpu_count",
+  "mem_size_mib",
+  "smt",
+  "track_dirty_pages",
+  "huge_pages",
+  "cpu_template",
+  "backend",
+] as const;
+
+/**
+ * Applies a Firecracker `MachineConfiguration` to `config`; `partial` (PATCH) makes every
+ * field optional, as in Firecracker.
+ */
+export function applyMachineConfig(
+  config: VmConfig,
+  obj: Json,
+  partial: boolean,
+  what = "machine-config",
+): void {
+  onlyFields(obj, MACHINE_FIELDS, what);
+  const vcpus = int(obj, "vcpu_count", what, !partial);
+  if (vcpus !== undefined && vcpus !== 1) {
+    throw new ApiError(
+      `${what}: vcpu_count ${vcpus} is not supported: denovisor runs one vCPU; use 1`,
+    );
+  }
+  const mib = int(obj, "mem_size_mib", what, !partial);
+  if (mib !== undefined && (mib < 1 || mib > 65536)) {
+    throw new ApiError(`${what}: mem_size_mib ${mib} is out of range; use 1 to 65536`);
+  }
+  if (bool(obj, "smt", what) === true) {
+    throw new ApiError(`${what}: smt true is not supported with one vCPU; use false`);
+  }
+  bool(obj, "track_dirty_pages", what); // always tracked (the page-state map)
+  const huge = str(obj, "huge_pages", what, false);
+  if (huge !== undefined && huge !== "None") {
+    throw new ApiError(`${what}: huge_pages "${huge}" is not supported; use "None"`);
+  }
+  const template = str(obj, "cpu_template", what, false);
+  if (template !== undefined && template !== "None") {
+    throw new ApiError(
+      `${what}: cpu_template "${template}" is not supported; use "None" (the CPU model is ` +
+        `the --cpu flag)`,
+    );
+  }
+  const backend = backendField(obj, what);
+  if (mib !== undefined) config.memSize = mib * 1024 * 1024;
+  if (backend !== undefined) config.backend = backend;
+}
+
+/** The `MachineConfiguration` GET /machine-config answers. */
+export function machineConfigOf(config: VmConfig): Json {
+  return {
+    vcpu_count: 1,
+    mem_size_mib: Math.floor(config.memSize / (1024 * 1024)),
+    smt: false,
+    track_dirty_pages: false,
+    huge_pages: "None",
+    backend: config.backend,
+  };
+}
+
+function bootSourceOf(config: VmConfig): Json | undefined {
+  if (config.kernel === null) return undefined;
+  const b: Json = { kernel_image_path: config.kernel, boot_args: config.cmdline };
+  if (config.initrd !== null) b.initrd_path = config.initrd;
+  return b;
+}
+
+/** Routes and answers one API request. */
+export function apiHandler(
+  vmm: Vmm,
+  info: { id: string; version: string },
+): (req: Request) => Promise<Response> {
+  const preBoot = (what: string) => {
+    if (vmm.state !== "Not started") {
+      throw new ApiError(
+        `${what}: the requested operation is not supported after starting the microVM`,
+      );
+    }
+  };
+  const lifecycle = async (p: Promise<void>) => {
+    try {
+      await p;
+    } catch (err) {
+      if (err instanceof LifecycleError) throw new ApiError(err.message);
+      throw err;
+    }
+    return noContent();
+  };
+
+  const routes: Record<string, Record<string, (req: Request) => Promise<Response>>> = {
+    "/": {
+      GET: () =>
+        Promise.resolve(Response.json({
+          id: info.id,
+          state: vmm.state,
+          vmm_version: info.version,
+          app_name: "denovisor",
+          ...(vmm.backendName === null ? {} : { backend: vmm.backendName }),
+        })),
+    },
+    "/version": {
+      GET: () => Promise.resolve(Response.json({ firecracker_version: info.version })),
+    },
+    "/boot-source": {
+      PUT: async (req) => {
+        preBoot("boot-source");
+        applyBootSource(vmm.config, await body(req, "boot-source"));
+        return noContent();
+      },
+    },
+    "/machine-config": {
+      GET: () => Promise.resolve(Response.json(machineConfigOf(vmm.config))),
+      PUT: async (req) => {
+        preBoot("machine-config");
+        const next = structuredClone(vmm.config);
+        applyMachineConfig(next, await body(req, "machine-config"), false);
+        vmm.config = next;
+        return noContent();
+      },
+      PATCH: async (req) => {
+        preBoot("machine-config");
+        const next = structuredClone(vmm.config);
+        applyMachineConfig(next, await body(req, "machine-config"), true);
+        vmm.config = next;
+        return noContent();
+      },
+    },
+    "/vm/config": {
+      GET: () => {
+        const out: Json = { "machine-config": machineConfigOf(vmm.config) };
+        const boot = bootSourceOf(vmm.config);
+        if (boot !== undefined) out["boot-source"] = boot;
+        return Promise.resolve(Response.json(out));
+      },
+    },
+    "/actions": {
+      PUT: async (req) => {
+        const what = "actions";
+        const b = await body(req, what);
+        onlyFields(b, ["action_type"], what);
+        const action = str(b, "action_type", what, true);
+        switch (action) {
+          case "InstanceStart":
+            if (vmm.state !== "Not started") {
+              throw new ApiError(
+                `InstanceStart: the microVM is already started (state ${vmm.state})`,
+              );
+            }
+            if (vmm.config.kernel === null) {
+              throw new ApiError(
+                "InstanceStart: no boot source; PUT /boot-source with kernel_image_path first",
+              );
+            }
+            return lifecycle(vmm.send({ kind: "start", config: structuredClone(vmm.config) }));
+          case "SendCtrlAltDel":
+            if (vmm.state === "Not started") {
+              throw new ApiError("SendCtrlAltDel: the microVM is not started; InstanceStart first");
+            }
+            return lifecycle(vmm.send({ kind: "ctrl-alt-del" }));
+          case "FlushMetrics":
+            throw new ApiError(
+              "FlushMetrics: denovisor has no metrics yet; use InstanceStart or SendCtrlAltDel",
+            );
+          default:
+            throw new ApiError(
+              `actions: unknown action_type "${action}"; use InstanceStart or SendCtrlAltDel`,
+            );
+        }
+      },
+    },
+    "/vm": {
+      PATCH: async (req) => {
+        const what = "vm";
+        const b = await body(req, what);
+        onlyFields(b, ["state"], what);
+        const state = str(b, "state", what, true);
+        if (state === "Paused") {
+          if (vmm.state !== "Running") {
+            throw new ApiError(`vm: cannot pause: the microVM is ${vmm.state}, not Running`);
+          }
+          return lifecycle(vmm.send({ kind: "pause" }));
+        }
+        if (state === "Resumed") {
+          if (vmm.state !== "Paused") {
+            throw new ApiError(`vm: cannot resume: the microVM is ${vmm.state}, not Paused`);
+          }
+          return lifecycle(vmm.send({ kind: "resume" }));
+        }
+        throw new ApiError(`vm: field "state" must be "Paused" or "Resumed", not "${state}"`);
+      },
+    },
+    "/snapshot/create": {
+      PUT: async (req) => {
+        const what = "snapshot/create";
+        const b = await body(req, what);
+        onlyFields(b, ["snapshot_type", "snapshot_path", "mem_file_path", "version"], what);
+        const type = str(b, "snapshot_type", what, false) ?? "Full";
+        if (type !== "Full" && type !== "Diff") {
+          throw new ApiError(`${what}: snapshot_type must be "Full" or "Diff", not "${type}"`);
+        }
+        const statePath = str(b, "snapshot_path", what, true)!;
+        const memPath = str(b, "mem_file_path", what, true)!;
+        if (vmm.state !== "Paused") {
+          throw new ApiError(
+            `${what}: the microVM is ${vmm.state}; pause it first (PATCH /vm {"state": "Paused"})`,
+          );
+        }
+        return lifecycle(vmm.send({ kind: "snapshot-create", statePath, memPath, type }));
+      },
+    },
+    "/snapshot/load": {
+      PUT: async (req) => {
+        const what = "snapshot/load";
+        const b = await body(req, what);
+        onlyFields(b, [
+          "snapshot_path",
+          "mem_backend",
+          "mem_file_path",
+          "resume_vm",
+          "track_dirty_pages",
+          "enable_diff_snapshots",
+          "backend",
+        ], what);
+        const statePath = str(b, "snapshot_path", what, true)!;
+        const oldMem = str(b, "mem_file_path", what, false);
+        const mb = b.mem_backend;
+        let memPath: string;
+        if (mb !== undefined && oldMem !== undefined) {
+          throw new ApiError(`${what}: give mem_backend or mem_file_path, not both`);
+        } else if (mb !== undefined) {
+          if (typeof mb !== "object" || mb === null || Array.isArray(mb)) {
+            throw new ApiError(
+              `${what}: mem_backend must be {"backend_type": "File", "backend_path": PATH}`,
+            );
+          }
+          const m = mb as Json;
+          onlyFields(m, ["backend_type", "backend_path"], `${what} mem_backend`);
+          const type = str(m, "backend_type", `${what} mem_backend`, true);
+          if (type !== "File") {
+            throw new ApiError(
+              `${what}: mem_backend.backend_type "${type}" is not supported; use "File"`,
+            );
+          }
+          memPath = str(m, "backend_path", `${what} mem_backend`, true)!;
+        } else if (oldMem !== undefined) {
+          memPath = oldMem;
+        } else {
+          throw new ApiError(
+            `${what}: missing mem_backend ({"backend_type": "File", "backend_path": PATH})`,
+          );
+        }
+        const resume = bool(b, "resume_vm", what) ?? false;
+        bool(b, "track_dirty_pages", what);
+        bool(b, "enable_diff_snapshots", what);
+        const backend = backendField(b, what);
+        if (vmm.state !== "Not started") {
+          throw new ApiError(`${what}: a snapshot loads only before the microVM starts`);
+        }
+        return lifecycle(vmm.send({
+          kind: "snapshot-load",
+          config: structuredClone(vmm.config),
+          statePath,
+          memPath,
+          resume,
+          ...(backend === undefined ? {} : { backend }),
+        }));
+      },
+    },
+  };
+
+  return async (req: Request): Promise<Response> => {
+    const path = new URL(req.url).pathname;
+    const route = routes[path] ?? routes[path.replace(/\/+$/, "")];
+    if (route === undefined) {
+      return fault(
+        `Unknown endpoint ${req.method} ${path}; endpoints: ${Object.keys(routes).join(", ")}`,
+      );
+    }
+    const handler = route[req.method];
+    if (handler === undefined) {
+      return fault(
+        `${path} does not take ${req.method}; use ${Object.keys(route).join(" or ")}`,
+      );
+    }
+    try {
+      return await handler(req);
+    } catch (err) {
+      if (err instanceof ApiError) return fault(err.message);
+      return fault(`internal error: ${(err as Error)?.message ?? err}`);
+    }
+  };
+}
+
+/**
+ * Serves the API on the unix socket `path`: a stale socket file (no one listening) is removed,
+ * a live one or any other file there is refused.
+ */
+export async function serveApi(
+  path: string,
+  handler: (req: Request) => Promise<Response>,
+): Promise<Deno.HttpServer<Deno.UnixAddr>> {
+  let stat: Deno.FileInfo | null = null;
+  try {
+    stat = Deno.lstatSync(path);
+  } catch {
+    // Nothing there.
+  }
+  if (stat !== null) {
+    if (!stat.isSocket) {
+      throw new ApiError(
+        `--api-sock ${path} exists and is not a socket: remove it or pick another path`,
+      );
+    }
+    let live = false;
+    try {
+      const conn = await Deno.connect({ transport: "unix", path });
+      conn.close();
+      live = true;
+    } catch {
+      // Refused: a stale socket left by a process that is gone.
+    }
+    if (live) {
+      throw new ApiError(`--api-sock ${path} is in use by a running process: pick another path`);
+    }
+    Deno.removeSync(path);
+  }
+  try {
+    return Deno.serve({
+      path,
+      transport: "unix",
+      onListen: () => {},
+      onError: (err) => fault(`internal error: ${(err as Error)?.message ?? err}`),
+    }, handler);
+  } catch (err) {
+    throw new ApiError(`Cannot listen on --api-sock ${path}: ${(err as Error).message}`);
+  }
+}

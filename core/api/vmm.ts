@@ -1,0 +1,157 @@
+/**
+ * The main thread's side of the VM lifecycle: the configuration the API builds up, the VM
+ * Worker (`core/vm_worker.ts`, lifecycle protocol) and one command at a time to it. A command
+ * for a running vCPU first stores REQUEST_PAUSE in the shared control word and kicks a KVM vCPU
+ * (repeatedly, until the worker answers), then posts the command: the worker only reads
+ * messages once `run()` has returned.
+ */
+
+import { CONTROL_REQUEST, CONTROL_STATUS, REQUEST_PAUSE, REQUEST_STOP } from "../backend.ts";
+import { InputRing } from "../serial_io.ts";
+import type { VmConfig, VmOutcome } from "../vm.ts";
+import type { InitMessage, LifecycleCommand, LifecycleState, WorkerMessage } from "../vm_worker.ts";
+import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "../kvm/backend.ts";
+
+/** A command without its id (the Vmm numbers them). */
+type Command = LifecycleCommand extends infer C ? C extends unknown ? Omit<C, "id"> : never
+  : never;
+
+/** How the VM process ends: the outcome, or an internal error. */
+export type VmEnd = { ok: true; outcome: VmOutcome } | {
+  ok: false;
+  message: string;
+  stack?: string;
+};
+
+/** Thrown for a command the VM refuses (an API 400). */
+export class LifecycleError extends Error {}
+
+/** One VM and its lifecycle, driven from the main thread. */
+export class Vmm {
+  /** Shared with the worker: console input ring and the control word. */
+  readonly input: InputRing = new InputRing();
+  readonly requests: Int32Array = new Int32Array(new SharedArrayBuffer(8));
+  /** The configuration PUT /boot-source and /machine-config build (kernel null: not set). */
+  config: VmConfig;
+  state: LifecycleState = "Not started";
+  /** The backend the VM runs on, once started. */
+  backendName: string | null = null;
+  /** Resolves when the guest ends (or the worker fails). */
+  readonly ended: Promise<VmEnd>;
+
+  #worker: Worker;
+  #nextId = 1;
+  #pending = new Map<number, (m: WorkerMessage & { kind: "reply" }) => void>();
+  #queue: Promise<unknown> = Promise.resolve();
+  #kick: VcpuKickHandle | null = null;
+  #disableKicks: (() => void) | null = null;
+  #kicker: ReturnType<typeof setInterval> | undefined;
+  #done = false;
+  #end: (end: VmEnd) => void;
+
+  constructor(config: VmConfig) {
+    this.config = config;
+    this.#worker = new Worker(new URL("../vm_worker.ts", import.meta.url), { type: "module" });
+    let finish!: (end: VmEnd) => void;
+    this.ended = new Promise<VmEnd>((r) => finish = r);
+    const end = (e: VmEnd) => {
+      if (this.#done) return;
+      this.#done = true;
+      this.#stopKicking();
+      for (const resolve of this.#pending.values()) {
+        resolve({ kind: "reply", id: 0, ok: false, message: "The VM has ended" });
+      }
+      this.#pending.clear();
+      finish(e);
+    };
+    this.#end = end;
+    this.#worker.onmessage = (e: MessageEvent<WorkerMessage>) => {
+      const m = e.data;
+      if (m.kind === "kick") {
+        this.#kick = m.handle;
+        this.#disableKicks ??= enableVcpuKicks();
+      } else if (m.kind === "reply") {
+        const resolve = this.#pending.get(m.id);
+        this.#pending.delete(m.id);
+        resolve?.(m);
+      } else if (m.ok) end({ ok: true, outcome: m.outcome });
+      else end({ ok: false, message: m.message, stack: m.stack });
+    };
+    this.#worker.onerror = (e) => {
+      e.preventDefault();
+      end({ ok: false, message: e.message });
+    };
+    const init: InitMessage = {
+      kind: "init",
+      input: this.input.buffer,
+      control: this.requests.buffer as SharedArrayBuffer,
+    };
+    this.#worker.postMessage(init);
+  }
+
+  /** True once the guest has ended. */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /**
+   * Sends `cmd` to the worker (after any command still in flight) and waits for its answer;
+   * a refusal throws LifecycleError with the worker's message.
+   */
+  send(cmd: Command): Promise<void> {
+    const run = this.#queue.then(() => this.#send(cmd));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #send(cmd: Command): Promise<void> {
+    if (this.#done) throw new LifecycleError("The VM has ended");
+    const id = this.#nextId++;
+    const reply = new Promise<WorkerMessage & { kind: "reply" }>((r) => this.#pending.set(id, r));
+    // The vCPU is in run(): make it return, so the worker sees the message.
+    const interrupt = this.state === "Running";
+    if (interrupt) {
+      Atomics.store(this.requests, CONTROL_STATUS, 0);
+      Atomics.store(this.requests, CONTROL_REQUEST, REQUEST_PAUSE);
+      this.#startKicking();
+    }
+    this.#worker.postMessage({ ...cmd, id } as LifecycleCommand);
+    const m = await reply;
+    if (interrupt) this.#stopKicking();
+    if (!m.ok) throw new LifecycleError(m.message);
+    this.state = m.state;
+    if (m.backend !== undefined) this.backendName = m.backend;
+  }
+
+  /** Ends the VM at once with `status` (Ctrl-A x, signals). */
+  stop(status: number): void {
+    if (this.state !== "Running") {
+      // No vCPU is running: nothing to interrupt.
+      this.#end({ ok: true, outcome: { status } });
+      return;
+    }
+    Atomics.store(this.requests, CONTROL_STATUS, status);
+    Atomics.store(this.requests, CONTROL_REQUEST, REQUEST_STOP);
+    this.#startKicking();
+  }
+
+  #startKicking(): void {
+    if (this.#kick === null || this.#kicker !== undefined) return;
+    const handle = this.#kick;
+    kickVcpu(handle);
+    this.#kicker = setInterval(() => kickVcpu(handle), 10);
+  }
+
+  #stopKicking(): void {
+    clearInterval(this.#kicker);
+    this.#kicker = undefined;
+  }
+
+  /** Releases the worker and the kick handler. */
+  close(): void {
+    this.#stopKicking();
+    this.#disableKicks?.();
+    this.#disableKicks = null;
+    this.#worker.terminate();
+  }
+}

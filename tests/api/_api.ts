@@ -1,0 +1,157 @@
+/**
+ * Helpers for the API tests: a denovisor process serving `--api-sock`, its stdout collected as
+ * it comes, and a tiny HTTP/1.1 client over the unix socket (no curl needed).
+ */
+
+import { ROOT } from "../_run.ts";
+
+/** The counter guest: "tick 00" .. "tick 29", one line per ~50 ms of VM time, exit 0x10. */
+export const COUNTER = `${ROOT}tests/api/guests/counter.bin`;
+/** Its complete output. */
+export const COUNTER_OUTPUT: string = Array.from(
+  { length: 30 },
+  (_, i) => `tick ${String(i).padStart(2, "0")}\n`,
+).join("");
+/** Its exit status ((0x10 << 1) | 1). */
+export const COUNTER_STATUS = 33;
+
+/** An HTTP answer. */
+export interface ApiReply {
+  status: number;
+  body: string;
+  json: Record<string, unknown> | null;
+}
+
+/** Sends one request over the unix socket `path` (Connection: close) and reads the answer. */
+export async function api(
+  path: string,
+  method: string,
+  url: string,
+  body?: unknown,
+): Promise<ApiReply> {
+  const conn = await Deno.connect({ transport: "unix", path });
+  const enc = new TextEncoder();
+  const payload = body === undefined
+    ? new Uint8Array()
+    : enc.encode(typeof body === "string" ? body : JSON.stringify(body));
+  const head = `${method} ${url} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n` +
+    `Content-Type: application/json\r\nContent-Length: ${payload.length}\r\n` +
+    `Connection: close\r\n\r\n`;
+  const req = new Uint8Array(head.length + payload.length);
+  req.set(enc.encode(head));
+  req.set(payload, head.length);
+  let off = 0;
+  while (off < req.length) off += await conn.write(req.subarray(off));
+  const chunks: Uint8Array[] = [];
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    chunks.push(buf.slice(0, n));
+  }
+  conn.close();
+  const text = new TextDecoder().decode(
+    chunks.reduce((a, b) => {
+      const c = new Uint8Array(a.length + b.length);
+      c.set(a);
+      c.set(b, a.length);
+      return c;
+    }, new Uint8Array()),
+  );
+  const split = text.indexOf("\r\n\r\n");
+  const headers = text.slice(0, split);
+  let rest = text.slice(split + 4);
+  const status = Number(/^HTTP\/1\.1 (\d+)/.exec(headers)?.[1] ?? 0);
+  if (/transfer-encoding: chunked/i.test(headers)) {
+    let out = "";
+    for (;;) {
+      const eol = rest.indexOf("\r\n");
+      const size = parseInt(rest.slice(0, eol), 16);
+      if (!(size > 0)) break;
+      out += rest.slice(eol + 2, eol + 2 + size);
+      rest = rest.slice(eol + 2 + size + 2);
+    }
+    rest = out;
+  }
+  let json: Record<string, unknown> | null = null;
+  try {
+    json = rest === "" ? null : JSON.parse(rest);
+  } catch {
+    json = null;
+  }
+  return { status, body: rest, json };
+}
+
+/** A denovisor process with an API socket. */
+export class VmProcess {
+  readonly sock: string;
+  stdout = "";
+  stderr = "";
+  readonly child: Deno.ChildProcess;
+  readonly exited: Promise<number>;
+  #reads: Promise<void>[];
+
+  constructor(sock: string, args: string[]) {
+    this.sock = sock;
+    this.child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", "--quiet", "mod.ts", "--api-sock", sock, ...args],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const collect = async (s: ReadableStream<Uint8Array>, into: "stdout" | "stderr") => {
+      const dec = new TextDecoder();
+      for await (const chunk of s) this[into] += dec.decode(chunk, { stream: true });
+    };
+    this.#reads = [collect(this.child.stdout, "stdout"), collect(this.child.stderr, "stderr")];
+    const timer = setTimeout(() => this.kill(), 120_000);
+    this.exited = this.child.status.then(async (s) => {
+      clearTimeout(timer);
+      await Promise.all(this.#reads);
+      return s.code;
+    });
+  }
+
+  /** Waits until the socket answers. */
+  async ready(): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      try {
+        (await Deno.connect({ transport: "unix", path: this.sock })).close();
+        return;
+      } catch {
+        await sleep(50);
+      }
+    }
+    throw new Error(`no API socket at ${this.sock} after 30 s; stderr: ${this.stderr}`);
+  }
+
+  call(method: string, url: string, body?: unknown): Promise<ApiReply> {
+    return api(this.sock, method, url, body);
+  }
+
+  /** Waits until stdout holds `lines` lines. */
+  async lines(lines: number, timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.stdout.split("\n").length - 1 < lines) {
+      if (Date.now() > deadline) {
+        throw new Error(`stdout has fewer than ${lines} lines: ${JSON.stringify(this.stdout)}`);
+      }
+      await sleep(10);
+    }
+  }
+
+  kill(): void {
+    try {
+      this.child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
