@@ -103,6 +103,10 @@ export default definePlugin({
         length: 1,
         read() {
           const b = queue.length > 0 ? queue.shift()! : 0;
+          // Reading empties the output buffer, which drops IRQ 1; the next queued byte raises
+          // it again, a new edge (Linux's handler takes one byte per interrupt, and the IOAPIC
+          // line is edge-triggered, so a line left high would strand the rest of a reply).
+          irq.lower();
           updateIrq();
           return b;
         },

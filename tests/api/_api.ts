@@ -91,22 +91,26 @@ export class VmProcess {
   readonly exited: Promise<number>;
   #reads: Promise<void>[];
 
-  constructor(sock: string, args: string[]) {
+  #stdin: WritableStreamDefaultWriter<Uint8Array> | null = null;
+
+  /** Starts `mod.ts --api-sock sock ...args`; killed after `timeoutMs`; stdin piped if asked. */
+  constructor(sock: string, args: string[], opts: { timeoutMs?: number; stdin?: boolean } = {}) {
     this.sock = sock;
     this.child = new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", "--quiet", "mod.ts", "--api-sock", sock, ...args],
       cwd: ROOT,
-      stdin: "null",
+      stdin: opts.stdin ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
       env: { NO_COLOR: "1" },
     }).spawn();
+    if (opts.stdin) this.#stdin = this.child.stdin.getWriter();
     const collect = async (s: ReadableStream<Uint8Array>, into: "stdout" | "stderr") => {
       const dec = new TextDecoder();
       for await (const chunk of s) this[into] += dec.decode(chunk, { stream: true });
     };
     this.#reads = [collect(this.child.stdout, "stdout"), collect(this.child.stderr, "stderr")];
-    const timer = setTimeout(() => this.kill(), 120_000);
+    const timer = setTimeout(() => this.kill(), opts.timeoutMs ?? 120_000);
     this.exited = this.child.status.then(async (s) => {
       clearTimeout(timer);
       await Promise.all(this.#reads);
@@ -132,6 +136,25 @@ export class VmProcess {
     return api(this.sock, method, url, body);
   }
 
+  /** Writes `text` to the guest's console (needs `stdin: true`). */
+  async type(text: string): Promise<void> {
+    await this.#stdin!.write(new TextEncoder().encode(text));
+  }
+
+  /** Waits until stdout contains `text` (after `from` characters). */
+  async output(text: string, timeoutMs: number, from = 0): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.stdout.slice(from).includes(text)) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `no ${JSON.stringify(text)} on stdout after ${timeoutMs} ms: ` +
+            JSON.stringify(this.stdout.slice(-2000)),
+        );
+      }
+      await sleep(50);
+    }
+  }
+
   /** Waits until stdout holds `lines` lines. */
   async lines(lines: number, timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
@@ -144,6 +167,8 @@ export class VmProcess {
   }
 
   kill(): void {
+    this.#stdin?.close().catch(() => {});
+    this.#stdin = null;
     try {
       this.child.kill("SIGKILL");
     } catch {
