@@ -132,7 +132,14 @@ export async function apiMain(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  const bootNow = config.kernel !== null;
+  // `--restore STATE --mem-file MEM` (when this build has them): load that snapshot at once, as
+  // PUT /snapshot/load with resume_vm would, on --backend when given (else the snapshot's).
+  const restore = (config as { restore?: { statePath: string; memPath: string } }).restore;
+  if (restore !== undefined && args.configFile !== null) {
+    console.error("denovisor: --restore and --config-file cannot be combined: pick one");
+    return 2;
+  }
+  const bootNow = config.kernel !== null || restore !== undefined;
 
   const vmm = new Vmm(config);
   let server: Deno.HttpServer<Deno.UnixAddr> | null = null;
@@ -170,7 +177,16 @@ export async function apiMain(argv: string[]): Promise<number> {
   relayInput(vmm.input, () => vmm.stop(0));
   let end: VmEnd;
   if (bootNow) {
-    const started = vmm.send({ kind: "start", config: structuredClone(config) });
+    const started = restore === undefined
+      ? vmm.send({ kind: "start", config: structuredClone(config) })
+      : vmm.send({
+        kind: "snapshot-load",
+        config: structuredClone(config),
+        statePath: restore.statePath,
+        memPath: restore.memPath,
+        resume: true,
+        ...(config.backend === "auto" ? {} : { backend: config.backend }),
+      });
     const result = await Promise.race([
       started.then(() => null, (err: unknown) => err),
       vmm.ended,

@@ -92,6 +92,7 @@ export class VmProcess {
   #reads: Promise<void>[];
 
   #stdin: WritableStreamDefaultWriter<Uint8Array> | null = null;
+  #gone = false;
 
   /** Starts `mod.ts --api-sock sock ...args`; killed after `timeoutMs`; stdin piped if asked. */
   constructor(sock: string, args: string[], opts: { timeoutMs?: number; stdin?: boolean } = {}) {
@@ -112,16 +113,17 @@ export class VmProcess {
     this.#reads = [collect(this.child.stdout, "stdout"), collect(this.child.stderr, "stderr")];
     const timer = setTimeout(() => this.kill(), opts.timeoutMs ?? 120_000);
     this.exited = this.child.status.then(async (s) => {
+      this.#gone = true;
       clearTimeout(timer);
       await Promise.all(this.#reads);
       return s.code;
     });
   }
 
-  /** Waits until the socket answers. */
+  /** Waits until the socket answers (or the process has already ended). */
   async ready(): Promise<void> {
     const deadline = Date.now() + 30_000;
-    while (Date.now() < deadline) {
+    while (Date.now() < deadline && !this.#gone) {
       try {
         (await Deno.connect({ transport: "unix", path: this.sock })).close();
         return;
@@ -129,6 +131,7 @@ export class VmProcess {
         await sleep(50);
       }
     }
+    if (this.#gone) return; // it ran to its end already: the caller looks at the outcome
     throw new Error(`no API socket at ${this.sock} after 30 s; stderr: ${this.stderr}`);
   }
 

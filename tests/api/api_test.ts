@@ -7,6 +7,7 @@
 
 import { assertEquals, assertIncludes, assertTrue } from "../_assert.ts";
 import { BACKENDS, runCli } from "../_run.ts";
+import { HELP } from "../../core/cli.ts";
 import { COUNTER, COUNTER_OUTPUT, COUNTER_STATUS, sleep, VmProcess } from "./_api.ts";
 import { buildMachineFallback } from "../../core/api/layer.ts";
 import { injectCtrlAltDel } from "../../core/vm_worker.ts";
@@ -98,8 +99,14 @@ for (const backend of BACKENDS) {
       Deno.removeSync(dir, { recursive: true });
     }
   });
+}
 
-  Deno.test(`api (${backend}): snapshot while paused, load in a second process`, async () => {
+const SNAPSHOT_PAIRS: [string, string][] = BACKENDS.flatMap((from) =>
+  BACKENDS.map((to) => [from, to] as [string, string])
+);
+
+for (const [backend, target] of SNAPSHOT_PAIRS) {
+  Deno.test(`api: snapshot on ${backend} while paused, load on ${target} in a second process`, async () => {
     const a = tempSock();
     const b = tempSock();
     const first = new VmProcess(a.sock, ["--backend", backend, "--kernel", COUNTER]);
@@ -125,15 +132,48 @@ for (const backend of BACKENDS) {
 
       second = new VmProcess(b.sock, []);
       await second.ready();
+      // A damaged state file is refused, naming it, and nothing is lost.
+      const bytes = Deno.readFileSync(snap.snapshot_path);
+      const truncated = `${b.dir}/truncated.state`;
+      Deno.writeFileSync(truncated, bytes.subarray(0, bytes.length >> 1));
+      const bad = await second.call("PUT", "/snapshot/load", {
+        snapshot_path: truncated,
+        mem_backend: { backend_type: "File", backend_path: snap.mem_file_path },
+        resume_vm: true,
+      });
+      assertEquals(bad.status, 400, bad.body);
+      assertIncludes(String(bad.json?.fault_message), truncated);
+      assertEquals((await second.call("GET", "/")).json?.state, "Not started");
       const loaded = await second.call("PUT", "/snapshot/load", {
         snapshot_path: snap.snapshot_path,
         mem_backend: { backend_type: "File", backend_path: snap.mem_file_path },
         resume_vm: true,
+        ...(target === backend ? {} : { backend: target }),
       });
       assertEquals(loaded.status, 204, loaded.body);
+      assertEquals((await second.call("GET", "/")).json?.backend, target);
       const status = await second.exited;
       assertEquals(status, COUNTER_STATUS, second.stderr);
       assertEquals(before + second.stdout, COUNTER_OUTPUT);
+      if (backend === target && HELP.includes("--restore")) {
+        // `--api-sock` with `--restore`: the snapshot resumes at once, managed through the socket.
+        const third = new VmProcess(`${b.dir}/c.sock`, [
+          "--restore",
+          snap.snapshot_path,
+          "--mem-file",
+          snap.mem_file_path,
+          "--backend",
+          target,
+        ]);
+        try {
+          await third.ready();
+          assertEquals(await third.exited, COUNTER_STATUS, third.stderr);
+          assertEquals(before + third.stdout, COUNTER_OUTPUT);
+        } finally {
+          third.kill();
+          await third.exited;
+        }
+      }
     } finally {
       first.kill();
       await first.exited;
