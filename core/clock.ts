@@ -1,10 +1,14 @@
 /**
- * The VM clock and its one-shot timers. Time is host monotonic time since the VM started, so a
- * guest's `sleep 1` takes a second on either backend. Timers fire only from `service()`, which
- * the vCPU loop calls between instructions or exits: device code never runs concurrently.
+ * The VM clock and its one-shot timers. Time is VM time: host monotonic time while the clock
+ * runs, frozen while it is paused, so a guest's `sleep 1` takes a second on either backend and a
+ * paused VM sees no time pass. `save()`/`restore()` carry it to another Machine or process, where
+ * it continues from the saved time (devices keep absolute VM-clock deadlines, so they need no
+ * adjusting). Timers fire only from `service()`, which the vCPU loop calls between instructions
+ * or exits: device code never runs concurrently.
  */
 
 import type { Clock, Timer } from "../plugins/mod.ts";
+import { VmmError } from "./errors.ts";
 
 /** A timer armed on a VmClock. */
 class VmTimer implements Timer {
@@ -19,16 +23,76 @@ class VmTimer implements Timer {
   }
 }
 
-/** Host-time clock with timers, serviced by the vCPU loop. */
+/** What `VmClock.save` returns: the VM time and whether the clock was running. */
+export interface ClockState {
+  /** VM time in nanoseconds. */
+  nowNs: number;
+  running: boolean;
+}
+
+/** VM-time clock with timers, serviced by the vCPU loop. Starts at 0, running unless told not to. */
 export class VmClock implements Clock {
-  readonly #origin = performance.now();
+  /** VM time (ns) at `#hostOrigin`. */
+  #base = 0;
+  /** performance.now() (ms) when the clock last started running. */
+  #hostOrigin = performance.now();
+  #running: boolean;
   readonly #timers: VmTimer[] = [];
   /** Earliest armed deadline (Infinity when none): one compare decides whether to service. */
   nextDeadline = Infinity;
 
-  /** Nanoseconds since the VM started. */
+  /** A clock at 0, running (default) or paused until `resume()`. */
+  constructor(opts: { running?: boolean } = {}) {
+    this.#running = opts.running ?? true;
+  }
+
+  /** VM time in nanoseconds: time the clock has run since the VM started. */
   now(): number {
-    return (performance.now() - this.#origin) * 1e6;
+    return this.#running ? this.#base + (performance.now() - this.#hostOrigin) * 1e6 : this.#base;
+  }
+
+  /** True while VM time advances. */
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** Stops VM time (no-op when paused). Timer deadlines stay where they are in VM time. */
+  pause(): void {
+    if (!this.#running) return;
+    this.#base = this.now();
+    this.#running = false;
+  }
+
+  /** Lets VM time advance again from where it stopped (no-op when running). */
+  resume(): void {
+    if (this.#running) return;
+    this.#hostOrigin = performance.now();
+    this.#running = true;
+  }
+
+  /** The VM time and running flag, for snapshots. */
+  save(): ClockState {
+    return { nowNs: this.now(), running: this.#running };
+  }
+
+  /**
+   * Continues from a saved time: `now()` returns `saved.nowNs` at once and advances from there
+   * if `saved.running`. Armed timers keep their VM-time deadlines (devices re-arm theirs when
+   * restored, so restore the clock first).
+   */
+  restore(saved: ClockState): void {
+    if (
+      typeof saved !== "object" || saved === null || typeof saved.nowNs !== "number" ||
+      !Number.isFinite(saved.nowNs) || saved.nowNs < 0 || typeof saved.running !== "boolean"
+    ) {
+      throw new VmmError(
+        `Cannot restore the VM clock from ${JSON.stringify(saved)}: expected ` +
+          `{ nowNs: a time in ns >= 0, running: true or false }`,
+      );
+    }
+    this.#base = saved.nowNs;
+    this.#hostOrigin = performance.now();
+    this.#running = saved.running;
   }
 
   /** Creates a one-shot timer. */

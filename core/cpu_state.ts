@@ -101,6 +101,40 @@ export const CR4_PSE = 1 << 4, CR4_PAE = 1 << 5, CR4_PGE = 1 << 7, CR4_OSFXSR = 
 /** CR4 bits. */
 export const CR4_OSXMMEXCPT = 1 << 10;
 
+/**
+ * What is in flight between two instructions, in KVM's `kvm_vcpu_events` terms: an event the CPU
+ * accepted but has not delivered yet (a restore must deliver it, or a PIC's in-service interrupt
+ * never gets its handler) and the one-instruction interrupt shadow. -1 means none.
+ */
+export interface CpuEvents {
+  /** Interrupt shadow: 1 after STI, 2 after MOV SS or POP SS (KVM_X86_SHADOW_INT_*), 0 none. */
+  shadow: number;
+  /** Vector of an accepted external (or, with `interruptSoft`, software) interrupt, or -1. */
+  interrupt: number;
+  interruptSoft: boolean;
+  /** Vector of an exception being delivered, or -1, and its error code (-1: none). */
+  exception: number;
+  exceptionErrorCode: number;
+  /** An NMI being delivered, one waiting, and NMIs blocked (inside an NMI handler). */
+  nmiInjected: boolean;
+  nmiPending: boolean;
+  nmiMasked: boolean;
+}
+
+/** No event in flight. */
+export function noCpuEvents(): CpuEvents {
+  return {
+    shadow: 0,
+    interrupt: -1,
+    interruptSoft: false,
+    exception: -1,
+    exceptionErrorCode: -1,
+    nmiInjected: false,
+    nmiPending: false,
+    nmiMasked: false,
+  };
+}
+
 /** The full architectural state of one vCPU. */
 export interface CpuState {
   /** RAX..R15 in encoding order (see GPR_NAMES). */
@@ -128,6 +162,8 @@ export interface CpuState {
   fpu: FpuState;
   /** The vCPU is halted, waiting for an interrupt. */
   halted: boolean;
+  /** Events in flight and the interrupt shadow. */
+  events: CpuEvents;
 }
 
 /** A segment register loaded the way real mode (or reset) leaves it. */
@@ -210,6 +246,7 @@ export function resetCpuState(): CpuState {
     msrs: new Map([[MSR.PAT, 0x0007_0406_0007_0406n]]),
     fpu: resetFpuState(),
     halted: false,
+    events: noCpuEvents(),
   };
 }
 
@@ -231,6 +268,7 @@ export function cloneCpuState(s: CpuState): CpuState {
     idt: { ...s.idt },
     msrs: new Map(s.msrs),
     fpu: { ...s.fpu, st: s.fpu.st.slice(), xmm: s.fpu.xmm.slice() },
+    events: { ...s.events },
   };
 }
 

@@ -89,7 +89,8 @@ export class Machine {
   readonly ports: PortBus = new PortBus();
   readonly mmio: MmioBus = new MmioBus();
   readonly control: RunControl;
-  readonly clock: VmClock = new VmClock();
+  /** VM time: it advances only while `run()` runs the vCPU. */
+  readonly clock: VmClock = new VmClock({ running: false });
   readonly console: SerialConsole;
   readonly devices: AttachedDevice[] = [];
   readonly vcpu: Vcpu;
@@ -254,11 +255,14 @@ export class Machine {
   run(): RunResult {
     this.control.stop = null;
     let reason: StopReason;
+    this.clock.resume();
     try {
       reason = this.vcpu.run();
     } catch (err) {
       if (!(err instanceof VmmError)) throw err;
       reason = { kind: "fault", message: err.message };
+    } finally {
+      this.clock.pause();
     }
     this.console.flush();
     if (reason.kind !== "fault") return { reason };

@@ -6,7 +6,8 @@
  */
 
 import type { Backend, StopReason, Vcpu, VcpuEnv } from "../backend.ts";
-import type { CpuState } from "../cpu_state.ts";
+import type { CpuEvents, CpuState } from "../cpu_state.ts";
+import { VmmError } from "../errors.ts";
 import { GuestMemory } from "../memory.ts";
 import { Cpu, ExecOutsideRamError, F_IF, FAULT, TRIPLE, UnsupportedError } from "./cpu.ts";
 import { setCpuidPlatform } from "./cpuid.ts";
@@ -65,12 +66,26 @@ export class InterpVcpu implements Vcpu {
     }
   }
 
+  /** An event a restored state (from KVM) was delivering: delivered when the vCPU next runs. */
+  #pendingEvent: CpuEvents | null = null;
+
   getState(): CpuState {
-    return this.cpu.getState();
+    const s = this.cpu.getState();
+    if (this.#pendingEvent !== null) s.events = { ...this.#pendingEvent, shadow: s.events.shadow };
+    return s;
   }
 
   setState(state: CpuState): void {
+    const e = state.events;
+    if (e.nmiInjected || e.nmiPending || (e.interrupt >= 0 && e.interruptSoft)) {
+      throw new VmmError(
+        `The interpreter cannot take over a vCPU in the middle of delivering ` +
+          `${e.interrupt >= 0 ? `software interrupt ${e.interrupt}` : "an NMI"}: restore this ` +
+          `state on KVM`,
+      );
+    }
     this.cpu.setState(state);
+    this.#pendingEvent = e.interrupt >= 0 || e.exception >= 0 ? { ...e } : null;
   }
 
   /** Runs until the VM must stop or pause, or the guest faults beyond recovery. */
@@ -79,6 +94,17 @@ export class InterpVcpu implements Vcpu {
     const env = this.#env;
     const ctl = env.control;
     setCpuidPlatform(env.platform ?? null);
+    const pending = this.#pendingEvent;
+    if (pending !== null) {
+      this.#pendingEvent = null;
+      cpu.halted = false;
+      const r = this.#guard(() =>
+        pending.exception >= 0
+          ? cpu.deliverChecked(pending.exception, pending.exceptionErrorCode, false, cpu.ip, 0)
+          : cpu.deliverChecked(pending.interrupt & 0xff, -1, false, cpu.ip, 1)
+      );
+      if (r !== null) return r;
+    }
     for (;;) {
       if (ctl.checkRequests()) return this.#takeStop();
       if (cpu.halted) {

@@ -22,6 +22,7 @@ import {
   EFER_LME,
   EFER_NXE,
   EFER_SCE,
+  noCpuEvents,
   resetFpuState,
   type Segment,
 } from "../cpu_state.ts";
@@ -1416,9 +1417,12 @@ export class Cpu {
 
   // ---- Model-specific registers, CPUID, TSC ----------------------------------------------------
 
-  /** The virtual TSC: nanoseconds of host monotonic time (1 GHz), never going backwards. */
+  /**
+   * The virtual TSC: nanoseconds of VM-clock time (1 GHz; the machine's clock stops while the VM
+   * is paused and carries over a restore), never going backwards.
+   */
   readTsc(): number {
-    let t = Math.floor(performance.now() * 1e6) + this.tscOffset;
+    let t = Math.floor(this.io.control.now()) + this.tscOffset;
     if (t <= this.lastTsc) t = this.lastTsc + 1;
     this.lastTsc = t;
     return t;
@@ -1578,6 +1582,8 @@ export class Cpu {
         xmm: this.fpu.xmm.slice(),
       },
       halted: this.halted,
+      // Interrupts and exceptions are delivered whole, so only the shadow is ever in flight.
+      events: { ...noCpuEvents(), shadow: this.shadow ? 1 : 0 },
     };
   }
 
@@ -1639,7 +1645,7 @@ export class Cpu {
         case 0x10:
           this.tscOffset = 0;
           this.lastTsc = 0;
-          this.tscOffset = Number(v) - Math.floor(performance.now() * 1e6);
+          this.tscOffset = Number(v) - Math.floor(this.io.control.now());
           break;
         default:
           this.msrs.set(k, v);
@@ -1648,7 +1654,7 @@ export class Cpu {
     this.fpu = { ...s.fpu, st: s.fpu.st.slice(), xmm: s.fpu.xmm.slice() };
     x87FromFpuState(this);
     this.halted = s.halted;
-    this.shadow = false;
+    this.shadow = s.events.shadow !== 0;
     this.updateMode();
     this.ip = this.long64 ? toNum(s.rip) : Number(s.rip & 0xffff_ffffn);
     this.flushTlb();

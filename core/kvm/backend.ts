@@ -59,6 +59,7 @@ import {
   KVM_GET_REGS,
   KVM_GET_SREGS,
   KVM_GET_SUPPORTED_CPUID,
+  KVM_GET_VCPU_EVENTS,
   KVM_GET_VCPU_MMAP_SIZE,
   KVM_GET_XSAVE,
   KVM_INTERRUPT,
@@ -72,10 +73,12 @@ import {
   KVM_SET_SREGS,
   KVM_SET_TSS_ADDR,
   KVM_SET_USER_MEMORY_REGION,
+  KVM_SET_VCPU_EVENTS,
   KVM_SET_XSAVE,
   KVM_SREGS_SIZE,
   KVM_SYNC_X86_REGS,
   KVM_SYNC_X86_SREGS,
+  KVM_VCPU_EVENTS_SIZE,
   KVM_XSAVE_SIZE,
   RUN_EXIT_REASON,
   RUN_FIXED_SIZE,
@@ -122,12 +125,14 @@ import {
 import {
   allocCpuid2,
   cpuStateFromKvm,
+  decodeEvents,
   decodeFailEntry,
   decodeFpu,
   decodeInternalError,
   decodeMsrs,
   decodeRegs,
   decodeSregs,
+  encodeEvents,
   encodeFpu,
   encodeMemoryRegion,
   encodeMsrs,
@@ -624,10 +629,13 @@ export class KvmVcpu implements Vcpu {
     const list = this.#msrList();
     const msrBuf = encodeMsrs(list.map((i) => [i, 0n] as const));
     const n = must(ioctlBuf(this.#fd, KVM_GET_MSRS, msrBuf), "KVM_GET_MSRS");
+    const events = new Uint8Array(KVM_VCPU_EVENTS_SIZE);
+    must(ioctlBuf(this.#fd, KVM_GET_VCPU_EVENTS, events), "KVM_GET_VCPU_EVENTS");
     return cpuStateFromKvm(regs, sregs, {
       fpu,
       msrs: decodeMsrs(msrBuf, n),
       halted: this.#halted,
+      events: decodeEvents(new DataView(events.buffer)),
     });
   }
 
@@ -671,6 +679,8 @@ export class KvmVcpu implements Vcpu {
         );
       }
     }
+    // An interrupt or exception the state was delivering is delivered on the next KVM_RUN.
+    must(ioctlBuf(this.#fd, KVM_SET_VCPU_EVENTS, encodeEvents(s.events)), "KVM_SET_VCPU_EVENTS");
     this.#syncFresh = false;
     this.#halted = s.halted;
   }

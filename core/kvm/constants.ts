@@ -105,6 +105,14 @@ export const KVM_XSAVE_SIZE = 4096;
 export const KVM_GET_XSAVE: number = ior(0xa4, KVM_XSAVE_SIZE);
 /** `_IOW(KVMIO, 0xa5, struct kvm_xsave)`. */
 export const KVM_SET_XSAVE: number = iow(0xa5, KVM_XSAVE_SIZE);
+/** `_IOR(KVMIO, 0x9f, struct kvm_vcpu_events)`. */
+export const KVM_GET_VCPU_EVENTS: number = ior(0x9f, KVM_VCPU_EVENTS_SIZE);
+/** `_IOW(KVMIO, 0xa0, struct kvm_vcpu_events)`. */
+export const KVM_SET_VCPU_EVENTS: number = iow(0xa0, KVM_VCPU_EVENTS_SIZE);
+/** kvm_vcpu_events.flags: `nmi.pending` is valid. */
+export const KVM_VCPUEVENT_VALID_NMI_PENDING = 0x1;
+/** kvm_vcpu_events.flags: `interrupt.shadow` is valid. */
+export const KVM_VCPUEVENT_VALID_SHADOW = 0x4;
 /** Offset of MXCSR in the XSAVE legacy (FXSAVE) region. */
 export const XSAVE_MXCSR = 24;
 /** Offset of XSTATE_BV in the XSAVE header. */

@@ -5,8 +5,8 @@
  * works on DataViews over plain bytes, so it is tested without /dev/kvm.
  */
 
-import type { CpuState, DescriptorTable, FpuState, Segment } from "../cpu_state.ts";
-import { MSR } from "../cpu_state.ts";
+import type { CpuEvents, CpuState, DescriptorTable, FpuState, Segment } from "../cpu_state.ts";
+import { MSR, noCpuEvents } from "../cpu_state.ts";
 import {
   KVM_CPUID2_HEADER_SIZE,
   KVM_CPUID_ENTRY2_SIZE,
@@ -18,6 +18,9 @@ import {
   KVM_SEGMENT_SIZE,
   KVM_SREGS_SIZE,
   KVM_USERSPACE_MEMORY_REGION_SIZE,
+  KVM_VCPU_EVENTS_SIZE,
+  KVM_VCPUEVENT_VALID_NMI_PENDING,
+  KVM_VCPUEVENT_VALID_SHADOW,
   RUN_EXIT_REASON,
   RUN_FAIL_ENTRY_CPU,
   RUN_FAIL_ENTRY_REASON,
@@ -449,7 +452,12 @@ export const STATE_MSRS: readonly number[] = [
 export function cpuStateFromKvm(
   regs: RegsPart,
   sregs: DecodedSregs,
-  rest: { fpu: FpuState; msrs: readonly (readonly [number, bigint])[]; halted: boolean },
+  rest: {
+    fpu: FpuState;
+    msrs: readonly (readonly [number, bigint])[];
+    halted: boolean;
+    events?: CpuEvents;
+  },
 ): CpuState {
   const msrs = new Map<number, bigint>();
   for (const [i, v] of rest.msrs) msrs.set(i, v);
@@ -477,14 +485,69 @@ export function cpuStateFromKvm(
     msrs,
     fpu: rest.fpu,
     halted: rest.halted,
+    events: rest.events ?? noCpuEvents(),
   };
 }
 
-/** The MSR entries `KVM_SET_MSRS` gets for a CpuState (everything but APIC_BASE and EFER). */
+/**
+ * Decodes `struct kvm_vcpu_events` (exception at 0: injected, nr, has_error_code, pending,
+ * error_code; interrupt at 8: injected, nr, soft, shadow; nmi at 12: injected, pending, masked).
+ */
+export function decodeEvents(dv: DataView): CpuEvents {
+  const u8 = (o: number) => dv.getUint8(o);
+  return {
+    shadow: u8(11),
+    interrupt: u8(8) !== 0 ? u8(9) : -1,
+    interruptSoft: u8(8) !== 0 && u8(10) !== 0,
+    exception: u8(0) !== 0 || u8(3) !== 0 ? u8(1) : -1,
+    exceptionErrorCode: (u8(0) !== 0 || u8(3) !== 0) && u8(2) !== 0 ? dv.getUint32(4, true) : -1,
+    nmiInjected: u8(12) !== 0,
+    nmiPending: u8(13) !== 0,
+    nmiMasked: u8(14) !== 0,
+  };
+}
+
+/** Encodes `e` as `struct kvm_vcpu_events` for KVM_SET_VCPU_EVENTS (NMI pending and shadow valid). */
+export function encodeEvents(e: CpuEvents): Uint8Array {
+  const b = new Uint8Array(KVM_VCPU_EVENTS_SIZE);
+  const dv = new DataView(b.buffer);
+  if (e.exception >= 0) {
+    b[0] = 1;
+    b[1] = e.exception & 0xff;
+    if (e.exceptionErrorCode >= 0) {
+      b[2] = 1;
+      dv.setUint32(4, e.exceptionErrorCode >>> 0, true);
+    }
+  }
+  if (e.interrupt >= 0) {
+    b[8] = 1;
+    b[9] = e.interrupt & 0xff;
+    b[10] = e.interruptSoft ? 1 : 0;
+  }
+  b[11] = e.shadow & 3;
+  b[12] = e.nmiInjected ? 1 : 0;
+  b[13] = e.nmiPending ? 1 : 0;
+  b[14] = e.nmiMasked ? 1 : 0;
+  dv.setUint32(20, KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW, true);
+  return b;
+}
+
+/**
+ * MSRs the interpreter's CpuState carries that describe the (virtual) platform rather than the
+ * guest's state, which KVM refuses in KVM_SET_MSRS and answers itself: IA32_MTRRCAP (0xFE,
+ * read-only), the microcode revision (0x8B), AMD SYSCFG (0xC0010010) and HWCR (0xC0010015).
+ */
+export const READ_ONLY_MSRS: ReadonlySet<number> = new Set([0xfe, 0x8b, 0xc001_0010, 0xc001_0015]);
+
+/**
+ * The MSR entries `KVM_SET_MSRS` gets for a CpuState (everything but APIC_BASE, EFER, the FS/GS
+ * bases, which travel in the segment registers and sregs, and the read-only READ_ONLY_MSRS).
+ */
 export function msrEntriesOf(s: CpuState): [number, bigint][] {
   const out: [number, bigint][] = [];
   for (const [i, v] of s.msrs) {
     if (i === MSR.APIC_BASE || i === MSR.EFER || i === MSR.FS_BASE || i === MSR.GS_BASE) continue;
+    if (READ_ONLY_MSRS.has(i)) continue;
     out.push([i, v]);
   }
   return out;
