@@ -61,7 +61,15 @@ export type LifecycleState = "Not started" | "Running" | "Paused";
 /** What the worker posts back: the kick handle of a KVM vCPU, replies, then the outcome. */
 export type WorkerMessage =
   | { kind: "kick"; handle: VcpuKickHandle }
-  | { kind: "reply"; id: number; ok: true; state: LifecycleState; backend?: string }
+  | {
+    kind: "reply";
+    id: number;
+    ok: true;
+    state: LifecycleState;
+    /** Once a machine exists: its backend and RAM size. */
+    backend?: string;
+    memSize?: number;
+  }
   | { kind: "reply"; id: number; ok: false; message: string }
   | { kind: "done"; ok: true; outcome: VmOutcome }
   | { kind: "done"; ok: false; message: string; stack?: string };
@@ -130,6 +138,7 @@ async function lifecycle(init: InitMessage): Promise<void> {
       ok: true,
       state,
       backend: machine?.backend.name,
+      memSize: machine?.memory.size,
     });
   const refuse = (id: number, message: string) =>
     scope.postMessage({ kind: "reply", id, ok: false, message });

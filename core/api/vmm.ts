@@ -47,6 +47,8 @@ export class Vmm {
   #disableKicks: (() => void) | null = null;
   #kicker: ReturnType<typeof setInterval> | undefined;
   #done = false;
+  #inFlight = 0;
+  #stopStatus: number | null = null;
   #end: (end: VmEnd) => void;
 
   constructor(config: VmConfig) {
@@ -106,6 +108,18 @@ export class Vmm {
 
   async #send(cmd: Command): Promise<void> {
     if (this.#done) throw new LifecycleError("The VM has ended");
+    if (this.#stopStatus !== null) throw new LifecycleError("The VM is stopping");
+    this.#inFlight++;
+    try {
+      await this.#exchange(cmd);
+    } finally {
+      this.#inFlight--;
+      // A stop that came while this command held the vCPU: end now if nothing will run it.
+      if (this.#stopStatus !== null && this.state !== "Running") this.stop(this.#stopStatus);
+    }
+  }
+
+  async #exchange(cmd: Command): Promise<void> {
     const id = this.#nextId++;
     const reply = new Promise<WorkerMessage & { kind: "reply" }>((r) => this.#pending.set(id, r));
     // The vCPU is in run(): make it return, so the worker sees the message.
@@ -121,11 +135,13 @@ export class Vmm {
     if (!m.ok) throw new LifecycleError(m.message);
     this.state = m.state;
     if (m.backend !== undefined) this.backendName = m.backend;
+    if (m.memSize !== undefined) this.config.memSize = m.memSize; // a loaded snapshot's size
   }
 
   /** Ends the VM at once with `status` (Ctrl-A x, signals). */
   stop(status: number): void {
-    if (this.state !== "Running") {
+    this.#stopStatus = status;
+    if (this.state !== "Running" && this.#inFlight === 0) {
       // No vCPU is running: nothing to interrupt.
       this.#end({ ok: true, outcome: { status } });
       return;

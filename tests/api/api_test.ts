@@ -109,7 +109,14 @@ for (const [backend, target] of SNAPSHOT_PAIRS) {
   Deno.test(`api: snapshot on ${backend} while paused, load on ${target} in a second process`, async () => {
     const a = tempSock();
     const b = tempSock();
-    const first = new VmProcess(a.sock, ["--backend", backend, "--kernel", COUNTER]);
+    const first = new VmProcess(a.sock, [
+      "--backend",
+      backend,
+      "--kernel",
+      COUNTER,
+      "--mem",
+      "16M",
+    ]);
     let second: VmProcess | null = null;
     try {
       await first.ready();
@@ -152,6 +159,7 @@ for (const [backend, target] of SNAPSHOT_PAIRS) {
       });
       assertEquals(loaded.status, 204, loaded.body);
       assertEquals((await second.call("GET", "/")).json?.backend, target);
+      assertEquals((await second.call("GET", "/machine-config")).json?.mem_size_mib, 16);
       const status = await second.exited;
       assertEquals(status, COUNTER_STATUS, second.stderr);
       assertEquals(before + second.stdout, COUNTER_OUTPUT);
@@ -342,6 +350,32 @@ Deno.test("api: a stale socket file is replaced, a live one or a plain file refu
     vm.kill();
     await vm.exited;
     Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("api: SIGTERM ends a paused or running VM with 143 and removes the socket", async () => {
+  for (const pause of [true, false]) {
+    const { dir, sock } = tempSock();
+    const vm = new VmProcess(sock, ["--backend", "interp", "--kernel", COUNTER]);
+    try {
+      await vm.ready();
+      await vm.lines(2);
+      if (pause) assertEquals((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+      vm.child.kill("SIGTERM");
+      assertEquals(await vm.exited, 143, vm.stderr);
+      assertTrue(vm.stdout.split("\n").length - 1 < 30, "ended before the guest did");
+      let gone = false;
+      try {
+        Deno.lstatSync(sock);
+      } catch {
+        gone = true;
+      }
+      assertTrue(gone, "socket removed");
+    } finally {
+      vm.kill();
+      await vm.exited;
+      Deno.removeSync(dir, { recursive: true });
+    }
   }
 });
 
