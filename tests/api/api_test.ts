@@ -6,7 +6,7 @@
  */
 
 import { assertEquals, assertIncludes, assertTrue } from "../_assert.ts";
-import { BACKENDS, runCli } from "../_run.ts";
+import { BACKENDS, ROOT, runCli } from "../_run.ts";
 import { HELP } from "../../core/cli.ts";
 import { COUNTER, COUNTER_OUTPUT, COUNTER_STATUS, sleep, VmProcess } from "./_api.ts";
 import { buildMachineFallback } from "../../core/api/layer.ts";
@@ -100,6 +100,8 @@ for (const backend of BACKENDS) {
     }
   });
 }
+
+const SPIN = `${ROOT}tests/api/guests/spin.bin`;
 
 const SNAPSHOT_PAIRS: [string, string][] = BACKENDS.flatMap((from) =>
   BACKENDS.map((to) => [from, to] as [string, string])
@@ -352,6 +354,30 @@ Deno.test("api: a stale socket file is replaced, a live one or a plain file refu
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+for (const backend of BACKENDS) {
+  Deno.test(`api (${backend}): a vCPU spinning without exits pauses and resumes`, async () => {
+    const { dir, sock } = tempSock();
+    const vm = new VmProcess(sock, ["--backend", backend, "--kernel", SPIN]);
+    try {
+      await vm.ready();
+      await vm.lines(1);
+      for (let i = 0; i < 3; i++) {
+        assertEquals((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+        assertEquals((await vm.call("GET", "/")).json?.state, "Paused");
+        assertEquals((await vm.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+        assertEquals((await vm.call("GET", "/")).json?.state, "Running");
+      }
+      vm.child.kill("SIGTERM");
+      assertEquals(await vm.exited, 143, vm.stderr);
+      assertEquals(vm.stdout, "spinning\n");
+    } finally {
+      vm.kill();
+      await vm.exited;
+      Deno.removeSync(dir, { recursive: true });
+    }
+  });
+}
 
 Deno.test("api: SIGTERM ends a paused or running VM with 143 and removes the socket", async () => {
   for (const pause of [true, false]) {
