@@ -156,10 +156,17 @@ for (const [backend, target] of SNAPSHOT_PAIRS) {
       const loaded = await second.call("PUT", "/snapshot/load", {
         snapshot_path: snap.snapshot_path,
         mem_backend: { backend_type: "File", backend_path: snap.mem_file_path },
-        resume_vm: true,
+        // Across backends, load Paused (resume_vm false) and resume through PATCH /vm.
+        resume_vm: target === backend,
         ...(target === backend ? {} : { backend: target }),
       });
       assertEquals(loaded.status, 204, loaded.body);
+      if (target !== backend) {
+        assertEquals((await second.call("GET", "/")).json?.state, "Paused");
+        await sleep(300);
+        assertEquals(second.stdout, "", "a snapshot loaded Paused does not run");
+        assertEquals((await second.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+      }
       assertEquals((await second.call("GET", "/")).json?.backend, target);
       assertEquals((await second.call("GET", "/machine-config")).json?.mem_size_mib, 16);
       const status = await second.exited;
