@@ -61,6 +61,8 @@ export type LifecycleState = "Not started" | "Running" | "Paused";
 /** What the worker posts back: the kick handle of a KVM vCPU, replies, then the outcome. */
 export type WorkerMessage =
   | { kind: "kick"; handle: VcpuKickHandle }
+  /** A VMM message (lifecycle protocol: the main thread prints and logs it). */
+  | { kind: "log"; message: string }
   | {
     kind: "reply";
     id: number;
@@ -127,6 +129,7 @@ async function lifecycle(init: InitMessage): Promise<void> {
   const io: VmIo = {
     input: new InputRing(init.input),
     control: new RunControl(new Int32Array(init.control)),
+    log: (message) => scope.postMessage({ kind: "log", message }),
   };
   let machine: Machine | null = null;
   /** What the user asked for; the vCPU may be stopped for a command while this says Running. */

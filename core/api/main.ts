@@ -18,6 +18,7 @@ import {
   serveApi,
 } from "./server.ts";
 import { LifecycleError, type VmEnd, Vmm } from "./vmm.ts";
+import { ApiLogger, ApiMetrics } from "./observe.ts";
 
 /** The flags this mode adds to the plain CLI's. */
 export interface ApiArgs {
@@ -142,6 +143,12 @@ export async function apiMain(argv: string[]): Promise<number> {
   const bootNow = config.kernel !== null || restore !== undefined;
 
   const vmm = new Vmm(config);
+  const logger = new ApiLogger(args.id);
+  const metrics = new ApiMetrics({ state: () => vmm.state, backend: () => vmm.backendName });
+  vmm.onLog = (m) => {
+    console.error(m);
+    logger.log("Info", "vmm", m);
+  };
   let server: Deno.HttpServer<Deno.UnixAddr> | null = null;
   const cleanup = async () => {
     if (server !== null) {
@@ -157,7 +164,10 @@ export async function apiMain(argv: string[]): Promise<number> {
   };
   if (args.apiSock !== null) {
     try {
-      server = await serveApi(args.apiSock, apiHandler(vmm, { id: args.id, version: VERSION }));
+      server = await serveApi(
+        args.apiSock,
+        apiHandler(vmm, { id: args.id, version: VERSION }, { logger, metrics }),
+      );
     } catch (err) {
       vmm.close();
       if (err instanceof ApiError) {
@@ -200,15 +210,23 @@ export async function apiMain(argv: string[]): Promise<number> {
   }
   for (const [sig, f] of onSignal) Deno.removeSignalListener(sig, f);
   await cleanup();
+  metrics.flush();
+  metrics.close();
   restoreTerminal();
   vmm.close();
+  const say = (m: string) => {
+    console.error(m);
+    logger.log("Error", "vmm", m);
+  };
   if (!end.ok) {
-    console.error(`denovisor: internal error: ${end.message}`);
+    say(`denovisor: internal error: ${end.message}`);
     if (config.trace && end.stack) console.error(end.stack);
     return 1;
   }
   const { outcome } = end;
-  if (outcome.message) console.error(`denovisor: ${outcome.message}`);
-  if (outcome.dump) console.error(outcome.dump);
+  if (outcome.message) say(`denovisor: ${outcome.message}`);
+  if (outcome.dump) say(outcome.dump);
+  logger.log("Info", "vmm", `The VM ended with status ${outcome.status}.`);
+  logger.close();
   return outcome.status;
 }

@@ -10,6 +10,7 @@
 
 import type { VmConfig } from "../vm.ts";
 import { LifecycleError, type Vmm } from "./vmm.ts";
+import { type ApiLogger, type ApiMetrics, LOG_LEVELS } from "./observe.ts";
 
 /** Firecracker's default instance id. */
 export const DEFAULT_ID = "anonymous-instance";
@@ -197,6 +198,7 @@ function bootSourceOf(config: VmConfig): Json | undefined {
 export function apiHandler(
   vmm: Vmm,
   info: { id: string; version: string },
+  obs: { logger: ApiLogger; metrics: ApiMetrics },
 ): (req: Request) => Promise<Response> {
   const preBoot = (what: string) => {
     if (vmm.state !== "Not started") {
@@ -253,6 +255,50 @@ export function apiHandler(
         return noContent();
       },
     },
+    "/logger": {
+      PUT: async (req) => {
+        const what = "logger";
+        const b = await body(req, what);
+        onlyFields(b, ["log_path", "level", "show_level", "show_log_origin", "module"], what);
+        const logPath = str(b, "log_path", what, false);
+        const level = str(b, "level", what, false);
+        const levels = [...LOG_LEVELS, "Off"];
+        const match = levels.find((l) => l.toLowerCase() === level?.toLowerCase());
+        if (level !== undefined && match === undefined) {
+          throw new ApiError(`${what}: level "${level}" is not one of ${levels.join(", ")}`);
+        }
+        const showLevel = bool(b, "show_level", what);
+        const showOrigin = bool(b, "show_log_origin", what);
+        if (str(b, "module", what, false) !== undefined) {
+          throw new ApiError(`${what}: module filters are not supported; leave "module" out`);
+        }
+        try {
+          obs.logger.configure({
+            logPath,
+            level: match as (typeof LOG_LEVELS)[number] | "Off" | undefined,
+            showLevel,
+            showOrigin,
+          });
+        } catch (err) {
+          throw new ApiError((err as Error).message);
+        }
+        return noContent();
+      },
+    },
+    "/metrics": {
+      PUT: async (req) => {
+        const what = "metrics";
+        const b = await body(req, what);
+        onlyFields(b, ["metrics_path"], what);
+        const path = str(b, "metrics_path", what, true)!;
+        try {
+          obs.metrics.configure(path);
+        } catch (err) {
+          throw new ApiError((err as Error).message);
+        }
+        return noContent();
+      },
+    },
     "/vm/config": {
       GET: () => {
         const out: Json = { "machine-config": machineConfigOf(vmm.config) };
@@ -286,12 +332,14 @@ export function apiHandler(
             }
             return lifecycle(vmm.send({ kind: "ctrl-alt-del" }));
           case "FlushMetrics":
-            throw new ApiError(
-              "FlushMetrics: denovisor has no metrics yet; use InstanceStart or SendCtrlAltDel",
-            );
+            if (!obs.metrics.flush()) {
+              throw new ApiError("FlushMetrics: no metrics file; PUT /metrics with metrics_path");
+            }
+            return noContent();
           default:
             throw new ApiError(
-              `actions: unknown action_type "${action}"; use InstanceStart or SendCtrlAltDel`,
+              `actions: unknown action_type "${action}"; use InstanceStart, SendCtrlAltDel or ` +
+                `FlushMetrics`,
             );
         }
       },
@@ -396,8 +444,7 @@ export function apiHandler(
     },
   };
 
-  return async (req: Request): Promise<Response> => {
-    const path = new URL(req.url).pathname;
+  const answer = async (req: Request, path: string): Promise<Response> => {
     const route = routes[path] ?? routes[path.replace(/\/+$/, "")];
     if (route === undefined) {
       return fault(
@@ -416,6 +463,19 @@ export function apiHandler(
       if (err instanceof ApiError) return fault(err.message);
       return fault(`internal error: ${(err as Error)?.message ?? err}`);
     }
+  };
+  return async (req: Request): Promise<Response> => {
+    const path = new URL(req.url).pathname;
+    const method = req.method[0] + req.method.slice(1).toLowerCase();
+    obs.logger.log("Info", "api", `The API server received a ${method} request on "${path}".`);
+    const res = await answer(req, path);
+    obs.metrics.requests++;
+    if (res.status === 400) {
+      obs.metrics.faults++;
+      const text = await res.clone().text();
+      obs.logger.log("Error", "api", `Received Error. Status code: 400 Bad Request. ${text}`);
+    }
+    return res;
   };
 }
 

@@ -36,6 +36,8 @@ export class Vmm {
   state: LifecycleState = "Not started";
   /** The backend the VM runs on, once started. */
   backendName: string | null = null;
+  /** Where the VM's own messages go (default stderr). */
+  onLog: (message: string) => void = (m) => console.error(m);
   /** Resolves when the guest ends (or the worker fails). */
   readonly ended: Promise<VmEnd>;
 
@@ -72,6 +74,8 @@ export class Vmm {
       if (m.kind === "kick") {
         this.#kick = m.handle;
         this.#disableKicks ??= enableVcpuKicks();
+      } else if (m.kind === "log") {
+        this.onLog(m.message);
       } else if (m.kind === "reply") {
         const resolve = this.#pending.get(m.id);
         this.#pending.delete(m.id);

@@ -240,6 +240,11 @@ Deno.test("api: bad requests answer 400 with a fault_message naming the problem"
     await expectFault(vm, "PATCH", "/machine-config", { mem_size_mib: "big" }, "integer");
     await expectFault(vm, "PATCH", "/machine-config", { backend: "qemu" }, "auto, kvm, interp");
     await expectFault(vm, "PUT", "/actions", { action_type: "Reboot" }, "unknown action_type");
+    await expectFault(vm, "PUT", "/actions", { action_type: "FlushMetrics" }, "PUT /metrics");
+    await expectFault(vm, "PUT", "/logger", { level: "Loud" }, 'level "Loud"');
+    await expectFault(vm, "PUT", "/logger", { module: "vmm" }, "module");
+    await expectFault(vm, "PUT", "/logger", { log_path: `${dir}/no/such/dir/log` }, "log_path");
+    await expectFault(vm, "PUT", "/metrics", {}, "metrics_path");
     await expectFault(vm, "PUT", "/actions", { action_type: "InstanceStart" }, "boot-source");
     await expectFault(vm, "PUT", "/actions", { action_type: "SendCtrlAltDel" }, "not started");
     await expectFault(vm, "PATCH", "/vm", { state: "Paused" }, "not Running");
@@ -385,6 +390,47 @@ for (const backend of BACKENDS) {
     }
   });
 }
+
+Deno.test("api: PUT /logger and /metrics write the log and JSON metrics lines", async () => {
+  const { dir, sock } = tempSock();
+  const vm = new VmProcess(sock, ["--backend", "interp"]);
+  try {
+    await vm.ready();
+    const log = `${dir}/vmm.log`, metrics = `${dir}/metrics.json`;
+    assertEquals(
+      (await vm.call("PUT", "/logger", { log_path: log, level: "Info", show_level: true }))
+        .status,
+      204,
+    );
+    await expectFault(vm, "PUT", "/logger", { log_path: log }, "already configured");
+    assertEquals((await vm.call("PUT", "/metrics", { metrics_path: metrics })).status, 204);
+    await expectFault(vm, "PUT", "/metrics", { metrics_path: metrics }, "already configured");
+    assertEquals((await vm.call("PUT", "/actions", { action_type: "FlushMetrics" })).status, 204);
+    const first = JSON.parse(Deno.readTextFileSync(metrics).trim().split("\n")[0]!);
+    assertEquals(first.api_server.faults, 2);
+    assertEquals(first.vmm.state, "Not started");
+    assertEquals(
+      (await vm.call("PUT", "/boot-source", { kernel_image_path: COUNTER })).status,
+      204,
+    );
+    assertEquals((await vm.call("PUT", "/actions", { action_type: "InstanceStart" })).status, 204);
+    assertEquals(await vm.exited, COUNTER_STATUS, vm.stderr);
+    const text = Deno.readTextFileSync(log);
+    assertIncludes(
+      text,
+      '[anonymous-instance:INFO] The API server received a Put request on "/metrics".',
+    );
+    assertIncludes(text, "[anonymous-instance:ERROR] Received Error. Status code: 400");
+    assertIncludes(text, "The VM ended with status 33.");
+    const lines = Deno.readTextFileSync(metrics).trim().split("\n");
+    assertEquals(lines.length, 2, "one line per flush, one at the end");
+    assertEquals(JSON.parse(lines[1]!).vmm.backend, "interp");
+  } finally {
+    vm.kill();
+    await vm.exited;
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
 
 Deno.test("api: SIGTERM ends a paused or running VM with 143 and removes the socket", async () => {
   for (const pause of [true, false]) {
