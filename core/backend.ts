@@ -4,6 +4,7 @@
  * to the buses synchronously, and returns from `run()` only when the machine must act.
  */
 
+import type { CpuModel } from "./cpu_model.ts";
 import type { MmioBus, PortBus } from "./bus.ts";
 import type { CpuState } from "./cpu_state.ts";
 import type { GuestMemory } from "./memory.ts";
@@ -123,6 +124,8 @@ export interface VcpuEnv {
   readonly trace: TraceSink | null;
   /** Platform CPUID leaves and MSRs, for backends that emulate them (absent: none). */
   readonly platform?: VcpuPlatform;
+  /** The CPU the vCPU presents (absent: the host vendor's model). */
+  readonly cpuModel?: CpuModel;
 }
 
 /** One virtual CPU. */

@@ -4,6 +4,7 @@
  * on guest reset or power-off, 1 on a fault, 2 on bad usage).
  */
 
+import { parseCpuChoice } from "./cpu_model.ts";
 import { parseArgs } from "node:util";
 import { CONTROL_REQUEST, CONTROL_STATUS, REQUEST_STOP } from "./backend.ts";
 import { describeError, UsageError, VmmError } from "./errors.ts";
@@ -33,6 +34,9 @@ Options:
   --cmdline STR          kernel command line (Multiboot, Linux)
   --initrd PATH          initial ramdisk (Linux) or Multiboot module
   --backend NAME         auto (default: kvm when /dev/kvm works, else interp), kvm or interp
+  --cpu MODEL            host (default: the host CPU's vendor), amd or intel: the CPU the
+                         guest sees (CPUID) and, on the interpreter, whose behaviour it
+                         follows where the manuals leave results undefined
   --device SPEC          load a device plugin: PATH_OR_URL[,key=value...] (repeatable);
                          it runs sandboxed with no host permissions unless the options
                          say \`trusted\` (in-process, faster); \`timeout_ms=N\` bounds a
@@ -73,6 +77,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
         cmdline: { type: "string" },
         initrd: { type: "string" },
         backend: { type: "string", default: "auto" },
+        cpu: { type: "string", default: "host" },
         device: { type: "string", multiple: true, default: [] },
         serial: { type: "string", default: "stdio" },
         trace: { type: "boolean", default: false },
@@ -115,6 +120,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
   }
   return {
     backend: parseBackendChoice(v.backend!),
+    cpu: parseCpuChoice(v.cpu!),
     memSize,
     kernel: v.kernel ?? null,
     format,

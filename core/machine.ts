@@ -5,6 +5,7 @@
  * built-in devices and third-party plugins are wired the same way.
  */
 
+import { type CpuModel, cpuModelFor } from "./cpu_model.ts";
 import { MmioBus, PortBus } from "./bus.ts";
 import {
   type Backend,
@@ -37,6 +38,8 @@ export interface IrqSink {
 /** How to build a Machine. */
 export interface MachineOptions {
   backend: Backend;
+  /** The CPU the vCPU presents (default: the host vendor's model). */
+  cpuModel?: CpuModel;
   /** Guest RAM in bytes. */
   memSize: number;
   /** Serial output sink (null discards) and host input ring. */
@@ -85,6 +88,8 @@ export function exitStatusOf(reason: StopReason): number {
 /** One virtual machine. */
 export class Machine {
   readonly backend: Backend;
+  /** The CPU the vCPU presents. */
+  readonly cpuModel: CpuModel;
   readonly memory: GuestMemory;
   readonly ports: PortBus = new PortBus();
   readonly mmio: MmioBus = new MmioBus();
@@ -106,6 +111,7 @@ export class Machine {
 
   constructor(opts: MachineOptions) {
     this.backend = opts.backend;
+    this.cpuModel = opts.cpuModel ?? cpuModelFor("host");
     this.#log = opts.log ?? ((m) => console.error(m));
     this.#trace = opts.trace ?? null;
     this.#announceLocalApic = opts.localApic ?? true;
@@ -140,6 +146,7 @@ export class Machine {
       interrupts: this.platform,
       trace: this.#trace,
       platform: this.#vcpuPlatform(),
+      cpuModel: this.cpuModel,
     });
     this.attach(this.platform.plugin());
   }

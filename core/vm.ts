@@ -4,13 +4,14 @@
  * the vCPU's thread (a Worker when started from the CLI; tests may call it directly).
  */
 
+import { type CpuChoice, type CpuModel, cpuModelFor, hostCpuVendor } from "./cpu_model.ts";
 import { type BackendChoice, selectBackend } from "./select_backend.ts";
 import { loadImage } from "./boot/load.ts";
 import { detectFormat } from "./boot/detect.ts";
 import { writeAcpiTables } from "./boot/acpi.ts";
 import type { ImageFormat } from "./boot/types.ts";
 import type { RunControl, TraceSink } from "./backend.ts";
-import { ImageError, VmmError } from "./errors.ts";
+import { ImageError, UsageError, VmmError } from "./errors.ts";
 import { exitStatusOf, Machine } from "./machine.ts";
 import type { ByteSink, InputRing } from "./serial_io.ts";
 import { loadPlugin } from "../plugins/loader.ts";
@@ -21,6 +22,8 @@ import { DEFAULT_GUEST } from "../guests/default.ts";
 /** Everything `--flags` decide, as data that can cross to a Worker. */
 export interface VmConfig {
   backend: BackendChoice;
+  /** The CPU model (`--cpu`; absent: `host`). */
+  cpu?: CpuChoice;
   memSize: number;
   /** Kernel path, or null for the embedded default guest. */
   kernel: string | null;
@@ -113,6 +116,32 @@ function stderrTrace(): { sink: TraceSink; flush: () => void } {
   };
 }
 
+/**
+ * The backend choice for CPU model `model`: under KVM the guest's code runs on the host's own
+ * silicon, so a model of another vendor needs the interpreter (auto picks it, saying why; an
+ * explicit `--backend kvm` is refused with the fix).
+ */
+function backendFor(
+  choice: BackendChoice,
+  model: CpuModel,
+  log: (m: string) => void,
+): BackendChoice {
+  if (choice === "interp") return choice;
+  const host = hostCpuVendor();
+  if (model.vendor === host) return choice;
+  if (choice === "kvm") {
+    throw new UsageError(
+      `--cpu ${model.vendor} cannot run on KVM on this ${host} host: under KVM the guest's ` +
+        `code runs on the host's own CPU. Use --backend interp, or --cpu host`,
+    );
+  }
+  log(
+    `backend: interp (--cpu ${model.vendor} differs from this ${host} host's CPU, which KVM ` +
+      `would run the guest on)`,
+  );
+  return "interp";
+}
+
 /** Builds the VM `config` describes, runs it to the end and says how it ended. */
 export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome> {
   const log = io.log ?? ((m: string) => console.error(m));
@@ -122,11 +151,13 @@ export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome>
     const image = config.kernel === null ? DEFAULT_GUEST : readFile(config.kernel, "kernel");
     const initrd = config.initrd === null ? undefined : readFile(config.initrd, "initrd");
     const format = config.format === "auto" ? detectFormat(image) : config.format;
-    const backend = await selectBackend(config.backend, log, {
+    const cpuModel = cpuModelFor(config.cpu ?? "host");
+    const backend = await selectBackend(backendFor(config.backend, cpuModel, log), log, {
       protectedModeEvents: format === "linux",
     });
     machine = new Machine({
       backend,
+      cpuModel,
       memSize: config.memSize,
       serialSink: openSerial(config, io),
       serialInput: io.input ?? null,

@@ -7,6 +7,7 @@
 import { assertEquals, assertIncludes, assertTrue } from "./_assert.ts";
 import { BACKENDS, ROOT, runCli } from "./_run.ts";
 import { hostKvmFlavor } from "../core/select_backend.ts";
+import { hostCpuVendor } from "../core/cpu_model.ts";
 import { parseSetupHeader } from "../core/boot/linux.ts";
 import { buildInitramfs, gzip } from "../core/boot/cpio.ts";
 import { TEST_MARKER } from "../tools/guests/initramfs.ts";
@@ -29,8 +30,10 @@ const backends = BACKENDS.filter((b) => b !== "kvm" || hostKvmFlavor() !== "kvm_
 const BOOT_TIMEOUT_MS = 15 * 60_000;
 
 /** Boots the fetched kernel with `initrd`, 256M and `console=ttyS0 panic=-1`. */
-function bootLinux(backend: string, initrd: string) {
+function bootLinux(backend: string, initrd: string, cpu = "host") {
   return runCli([
+    "--cpu",
+    cpu,
     "--backend",
     backend,
     "--kernel",
@@ -79,3 +82,18 @@ for (const backend of backends) {
     },
   });
 }
+
+// The interpreter's model of the other vendor boots Linux too (the host's own is booted above).
+const otherVendor = hostCpuVendor() === "amd" ? "intel" : "amd";
+Deno.test({
+  name: `[interp --cpu ${otherVendor}] Debian's kernel boots to init on the ${otherVendor} model`,
+  ignore: !present,
+  async fn() {
+    const r = await bootLinux("interp", TEST_INITRD, otherVendor);
+    assertIncludes(r.stdout, `${TEST_MARKER} release=`, r.stderr);
+    const vendor = otherVendor === "intel" ? "Intel" : "AMD";
+    assertIncludes(r.stdout, `smpboot: CPU0: ${vendor} Denovisor x86-64 CPU`);
+    assertTrue(!r.stdout.includes("Kernel panic"), r.stdout.slice(-2000));
+    assertEquals(r.status, 0, r.stderr);
+  },
+});

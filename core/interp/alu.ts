@@ -189,25 +189,36 @@ export function mulu64(c: Cpu, al: number, ah: number, bl: number, bh: number): 
 }
 
 /**
- * Two/three-operand IMUL, 32 bits: the truncated product; CF=OF when it overflowed, SF/ZF/PF
- * from the result, AF clear.
+ * Flags after MUL or IMUL: CF = OF = `overflow`. SF, ZF, AF and PF are undefined: AMD leaves
+ * them unchanged (measured); the Intel model takes `szp` (SF/ZF/PF of the result) with AF clear
+ * (unverified on silicon).
  */
+export function mulFlags(c: Cpu, overflow: boolean, szp: number): void {
+  if (c.intel) {
+    c.setArith((overflow ? F_CF | F_OF : 0) | szp);
+    return;
+  }
+  c.materialize();
+  c.flags = (c.flags & ~(F_CF | F_OF)) | (overflow ? F_CF | F_OF : 0);
+}
+
+/** Two/three-operand IMUL, 32 bits: the truncated product; flags as `mulFlags`. */
 export function imul32(c: Cpu, a: number, b: number): number {
   const l = Math.imul(a, b);
   // The double product is exact within int32 range and never rounds back into it from outside.
-  c.setArith(((a | 0) * (b | 0) !== l ? F_CF | F_OF : 0) | Cpu.szp(l, 4));
+  mulFlags(c, (a | 0) * (b | 0) !== l, Cpu.szp(l, 4));
   return l;
 }
 
 /**
  * Two/three-operand IMUL, 64 bits: the low half of the truncated product (high half in `c.rh`);
- * CF=OF when the signed product overflowed, SF from bit 63, PF from the low byte, ZF/AF clear.
+ * flags as `mulFlags` (Intel model: SF from bit 63, PF from the low byte, ZF clear).
  */
 export function imul64(c: Cpu, al: number, ah: number, bl: number, bh: number): number {
   muls64(c, al, ah, bl, bh);
   const l = prod[0]!, h = prod[1]!;
   const of = prod[2] !== (h >> 31) || prod[3] !== (h >> 31);
-  c.setArith((of ? F_CF | F_OF : 0) | (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
+  mulFlags(c, of, (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
   c.rh = h;
   return l;
 }
@@ -347,12 +358,15 @@ export function shift(c: Cpu, op: number, a: number, cnt: number, sz: number): n
       const n = cnt % (bits + 1);
       r = a;
       cf = f & 1;
+      // OF for counts above 1 (undefined): Intel keeps the 1-bit rule on the operand before the
+      // rotate (unverified on silicon); AMD takes the top two bits of the result (measured).
       of = ((r >>> (bits - 1)) & 1) ^ cf;
       for (let i = 0; i < n; i++) {
         const low = r & 1;
         r = mask((r >>> 1) | (cf << (bits - 1)), sz);
         cf = low;
       }
+      if (!c.intel) of = ((r >>> (bits - 1)) ^ (r >>> (bits - 2))) & 1;
       c.flags = (f & ~(F_CF | F_OF)) | cf | (of << 11);
       return r;
     }
@@ -361,12 +375,17 @@ export function shift(c: Cpu, op: number, a: number, cnt: number, sz: number): n
       cf = cnt <= bits ? (a >>> (bits - cnt)) & 1 : 0;
       if (cnt === 32 && sz === 4) cf = a & 1;
       r = cnt >= bits ? 0 : mask(a << cnt, sz);
-      of = ((r >>> (bits - 1)) & 1) ^ cf;
+      // OF for counts above 1 (undefined): AMD applies the 1-bit rule to the result (MSB xor
+      // CF); Intel to the operand (its top two bits), as for a 1-bit shift.
+      of = c.intel && cnt > 1
+        ? ((a >>> (bits - 1)) ^ (a >>> (bits - 2))) & 1
+        : ((r >>> (bits - 1)) & 1) ^ cf;
       break;
     case 5: // SHR
       cf = cnt <= bits ? ((a >>> 0) >>> (cnt - 1)) & 1 : 0;
       r = cnt >= bits ? 0 : mask((a >>> 0) >>> cnt, sz);
-      of = (a >>> (bits - 1)) & 1;
+      // Intel: the operand's MSB, as for a 1-bit shift; AMD: bit B-2 of the result.
+      of = c.intel ? (a >>> (bits - 1)) & 1 : (r >>> (bits - 2)) & 1;
       break;
     default: { // SAR
       const s = sext(a, sz);
@@ -375,7 +394,9 @@ export function shift(c: Cpu, op: number, a: number, cnt: number, sz: number): n
       of = 0;
     }
   }
-  f = (f & ~(F_CF | F_OF | F_AF | 0xc4)) | cf | (of << 11) | Cpu.szp(r, sz);
+  // AF (undefined for shifts): AMD sets it (measured); Intel clears it (unverified on silicon).
+  f = (f & ~(F_CF | F_OF | F_AF | 0xc4)) | cf | (of << 11) | Cpu.szp(r, sz) |
+    (c.intel ? 0 : F_AF);
   c.flags = f;
   return r;
 }
@@ -463,22 +484,23 @@ export function shift64(c: Cpu, op: number, l: number, h: number, cnt: number): 
         }
       }
       if (op === 2) of = (rh >>> 31) ^ cf;
+      else if (!c.intel) of = ((rh >>> 31) ^ (rh >>> 30)) & 1; // RCR, as in `shift`
       c.flags = (f & ~(F_CF | F_OF)) | cf | (of << 11);
       c.rh = rh;
       return rl;
     }
     case 4:
-    case 6: // SHL
+    case 6: // SHL (OF and AF as in `shift`)
       cf = shr64(l, h, 64 - cnt) & 1;
       rl = shl64(l, h, cnt);
       rh = sh;
-      of = (rh >>> 31) ^ cf;
+      of = c.intel && cnt > 1 ? ((h >>> 31) ^ (h >>> 30)) & 1 : (rh >>> 31) ^ cf;
       break;
     case 5: // SHR
       cf = shr64(l, h, cnt - 1) & 1;
       rl = shr64(l, h, cnt);
       rh = sh;
-      of = h >>> 31;
+      of = c.intel ? h >>> 31 : (rh >>> 30) & 1;
       break;
     default: { // SAR
       cf = shr64(l, h, cnt - 1) & 1;
@@ -498,7 +520,8 @@ export function shift64(c: Cpu, op: number, l: number, h: number, cnt: number): 
   let zf = (rl | rh) === 0 ? 0x40 : 0;
   zf |= (rh >>> 31) << 7;
   const pf = Cpu.szp(rl & 0xff, 1) & 0x4;
-  c.flags = (f & ~(F_CF | F_OF | F_AF | 0xc4)) | cf | (of << 11) | zf | pf;
+  c.flags = (f & ~(F_CF | F_OF | F_AF | 0xc4)) | cf | (of << 11) | zf | pf |
+    (c.intel ? 0 : F_AF);
   c.rh = rh;
   return rl;
 }

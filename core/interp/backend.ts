@@ -11,6 +11,7 @@ import { VmmError } from "../errors.ts";
 import { GuestMemory } from "../memory.ts";
 import { Cpu, ExecOutsideRamError, F_IF, FAULT, TRIPLE, UnsupportedError } from "./cpu.ts";
 import { setCpuidPlatform } from "./cpuid.ts";
+import { cpuModelFor } from "../cpu_model.ts";
 import { runSlice } from "./exec.ts";
 import { runSliceJit } from "./jit.ts";
 
@@ -49,6 +50,7 @@ export class InterpVcpu implements Vcpu {
     this.id = id;
     this.#env = env;
     this.cpu = new Cpu(env.memory, env);
+    this.cpu.setModel(env.cpuModel ?? cpuModelFor("host"));
     env.platform?.attachTsc(() => this.cpu.readTsc(), TSC_HZ);
     env.memory.onDmaWrite = (gpa, len) => this.#dmaWritten(gpa, len);
   }
@@ -93,7 +95,7 @@ export class InterpVcpu implements Vcpu {
     const cpu = this.cpu;
     const env = this.#env;
     const ctl = env.control;
-    setCpuidPlatform(env.platform ?? null);
+    setCpuidPlatform(env.platform ?? null, cpu.model);
     const pending = this.#pendingEvent;
     if (pending !== null) {
       this.#pendingEvent = null;

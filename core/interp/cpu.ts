@@ -27,6 +27,7 @@ import {
   type Segment,
 } from "../cpu_state.ts";
 import type { GuestMemory } from "../memory.ts";
+import { AMD_MODEL, type CpuModel } from "../cpu_model.ts";
 import { VmmError } from "../errors.ts";
 import { DecodeCache } from "./decode.ts";
 import { X87, x87FromFpuState, x87ToFpuState } from "./x87.ts";
@@ -93,8 +94,11 @@ for (let i = 0; i < 256; i++) {
 }
 
 /** MSRs this CPU knows besides the ones with dedicated fields, with their reset values. */
-function defaultMsrs(): Map<number, bigint> {
+function defaultMsrs(intel = false): Map<number, bigint> {
   const m = new Map<number, bigint>();
+  // Intel's MISC_ENABLE (Linux's verify_cpu reads it unchecked on Intel): fast strings on, no
+  // branch-trace store or PEBS (KVM's reset value plus fast strings).
+  if (intel) m.set(0x1a0, (1n << 0n) | (1n << 11n) | (1n << 12n));
   m.set(0x1b, 0xfee0_0900n); // APIC_BASE: enabled, BSP, default base (SDM Vol. 3, 10.4.4)
   m.set(0x174, 0n); // SYSENTER_CS
   m.set(0x175, 0n); // SYSENTER_ESP
@@ -121,6 +125,13 @@ export class Cpu {
   readonly bytes: Uint8Array;
   readonly dv: DataView;
   io: CpuIo;
+  /** The CPU this vCPU presents (CPUID identity, vendor behaviour); set with `setModel`. */
+  model: CpuModel = AMD_MODEL;
+  /**
+   * The model is Intel: where the manuals leave a result or flag undefined, compute it as Intel
+   * silicon does (false: as AMD's). Read on hot paths, so a plain boolean.
+   */
+  intel = false;
 
   // General-purpose registers, low and high 32 bits.
   readonly lo = new Int32Array(16);
@@ -237,6 +248,13 @@ export class Cpu {
     this.tlbWrite = this.tlbWriteS;
     this.tlbOff = this.tlbOffS;
     this.resetSegments();
+  }
+
+  /** Presents CPU model `m`: its CPUID identity and its vendor's undefined-result behaviour. */
+  setModel(m: CpuModel): void {
+    this.model = m;
+    this.intel = m.vendor === "intel";
+    this.msrs = defaultMsrs(this.intel);
   }
 
   resetSegments(): void {
@@ -1449,6 +1467,9 @@ export class Cpu {
         return BigInt.asUintN(64, BigInt(this.kernelGsBase));
       case 0x10:
         return BigInt(this.readTsc());
+      case 0x10a: // IA32_ARCH_CAPABILITIES, where the model announces it
+        if (this.model.archCapabilities !== null) return this.model.archCapabilities;
+        break;
     }
     const p = this.io.platform;
     if (p !== undefined) {
@@ -1619,7 +1640,7 @@ export class Cpu {
     this.flags = (s.rflags | 2) >>> 0;
     this.cpl = (this.cr0 & CR0_PE) ? s.cs.dpl : 0;
     if ((this.cr0 & CR0_PE) && s.ss.dpl !== s.cs.dpl && !(s.cs.type & 4)) this.cpl = s.cs.dpl;
-    this.msrs = defaultMsrs();
+    this.msrs = defaultMsrs(this.intel);
     for (const [k, v] of s.msrs) {
       switch (k) {
         case 0xc000_0080:

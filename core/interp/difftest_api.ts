@@ -44,6 +44,7 @@
  * @module
  */
 
+import { type CpuModel, cpuModelFor } from "../cpu_model.ts";
 import { MmioBus, PortBus } from "../bus.ts";
 import { RunControl } from "../backend.ts";
 import type { CpuState } from "../cpu_state.ts";
@@ -76,6 +77,8 @@ export interface UserModeCpuOptions {
    * one-instruction block), to check the templates against the host CPU.
    */
   jit?: boolean;
+  /** The CPU model whose vendor behaviour to follow (default: the host vendor's). */
+  model?: CpuModel;
 }
 
 /**
@@ -98,6 +101,7 @@ export function createUserModeCpu(
     mmio: new MmioBus(),
     control: new RunControl(),
   });
+  cpu.setModel(options.model ?? cpuModelFor("host"));
   cpu.identityPaging = options.identityPaging ?? false;
   const jit = options.jit ?? false;
   return {

@@ -20,6 +20,7 @@ import {
   EFER_SCE,
   ES,
   F_AC,
+  F_AF,
   F_ARITH,
   F_CF,
   F_DF,
@@ -28,6 +29,7 @@ import {
   F_IOPL,
   F_NT,
   F_OF,
+  F_PF,
   F_RF,
   F_TF,
   F_VM,
@@ -51,6 +53,7 @@ import {
   incdec,
   incdec64,
   mask,
+  mulFlags,
   muls32,
   muls64,
   mulu32,
@@ -1101,7 +1104,7 @@ function imul2(a: number, ah: number, b: number, bh: number): void {
   const r = p & 0xffff;
   const of = sext(r, 2) !== p ? 1 : 0;
   setReg(regf, 2, r, 0);
-  c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(r, 2));
+  mulFlags(c, of !== 0, Cpu.szp(r, 2));
 }
 
 function grp3(sz: number): void {
@@ -1136,21 +1139,21 @@ function grp3(sz: number): void {
         const r = p & 0xffff;
         setReg(0, 2, r, 0);
         of = s ? (sext(r & 0xff, 1) !== p ? 1 : 0) : (r >> 8 ? 1 : 0);
-        c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(r & 0xff, 1));
+        mulFlags(c, of !== 0, Cpu.szp(r & 0xff, 1));
       } else if (sz === 2) {
         const a = c.lo[0]! & 0xffff;
         const p = s ? sext(a, 2) * sext(v, 2) : a * v;
         setReg(0, 2, p & 0xffff, 0);
         setReg(2, 2, (p >> 16) & 0xffff, 0);
         of = s ? (sext(p & 0xffff, 2) !== p ? 1 : 0) : ((p >>> 16) & 0xffff ? 1 : 0);
-        c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(p & 0xffff, 2));
+        mulFlags(c, of !== 0, Cpu.szp(p & 0xffff, 2));
       } else if (sz === 4) {
         const l = s ? muls32(c, c.lo[0]!, v) : mulu32(c, c.lo[0]!, v);
         const h = c.rh;
         setReg(0, 4, l, 0);
         setReg(2, 4, h, 0);
         of = s ? (h !== (l >> 31) ? 1 : 0) : (h !== 0 ? 1 : 0);
-        c.setArith((of ? F_CF | F_OF : 0) | Cpu.szp(l, 4));
+        mulFlags(c, of !== 0, Cpu.szp(l, 4));
       } else {
         if (s) muls64(c, c.lo[0]!, c.hi[0]!, v, vh);
         else mulu64(c, c.lo[0]!, c.hi[0]!, v, vh);
@@ -1160,7 +1163,7 @@ function grp3(sz: number): void {
         of = s
           ? (prod[2] !== sign || prod[3] !== sign ? 1 : 0)
           : ((prod[2]! | prod[3]!) !== 0 ? 1 : 0);
-        c.setArith((of ? F_CF | F_OF : 0) | (Cpu.szp(prod[0]!, 1) & 4));
+        mulFlags(c, of !== 0, Cpu.szp(prod[0]!, 1) & 4);
       }
       return;
     }
@@ -1208,6 +1211,12 @@ function grp3(sz: number): void {
         else divu(c, c.lo[0]!, c.hi[0]!, c.lo[2]!, c.hi[2]!, v, vh, 64);
         setReg(0, 8, divr[0]!, divr[1]!);
         setReg(2, 8, divr[2]!, divr[3]!);
+      }
+      // Every status flag is undefined after a division. AMD keeps CF and OF, clears SF, ZF
+      // and PF and sets AF (measured); the Intel model leaves them all (unverified on silicon).
+      if (!c.intel) {
+        c.materialize();
+        c.flags = (c.flags & ~(F_ARITH & ~(F_CF | F_OF))) | F_AF;
       }
     }
   }
@@ -1286,6 +1295,9 @@ function stringOp(b: number): void {
   }
   // REP: iterate; registers are updated every iteration so a fault restarts correctly.
   const bulk = delta > 0 && asz !== 2 && (b === 0xa4 || b === 0xa5 || b === 0xaa || b === 0xab);
+  // A 32-bit-address REP with ECX = 0 runs no iteration. Intel still writes ECX, which clears
+  // RCX[63:32]; AMD leaves RCX alone (both seen by difftest against silicon).
+  if (c.intel && asz === 4 && c.long64 && c.lo[1] === 0) c.hi[1] = 0;
   for (;;) {
     if (getAReg(1) === 0) return;
     if (bulk && repChunk(b, sz, srcSeg)) continue;
@@ -1923,9 +1935,13 @@ function exec0f(b: number): void {
     case 0xbc:
     case 0xbd: { // BSF / BSR (TZCNT/LZCNT are not advertised: F3 is ignored)
       const v = readE(osz), vh = osz === 8 ? c.rh : 0;
-      c.materialize();
+      // Undefined flags: CF, OF, SF, AF clear, PF from the index (measured on AMD; the Intel
+      // model does the same, unverified on silicon).
       if ((v | vh) === 0 || (osz === 2 && (v & 0xffff) === 0)) {
-        c.flags |= F_ZF;
+        // The destination is undefined: AMD leaves it; Intel writes it back unchanged, which
+        // zero-extends a 32-bit register (as Linux's bitops.h records from Intel).
+        c.setArith(F_ZF | F_PF);
+        if (c.intel && osz === 4) setReg(regf, 4, c.lo[regf]!, 0);
         return;
       }
       let idx: number;
@@ -1935,7 +1951,7 @@ function exec0f(b: number): void {
       } else {
         idx = vh !== 0 ? 63 - Math.clz32(vh) : 31 - Math.clz32(lo);
       }
-      c.flags &= ~F_ZF;
+      c.setArith(Cpu.szp(idx, 1) & F_PF);
       setReg(regf, osz, idx, 0);
       return;
     }
@@ -2307,9 +2323,13 @@ function shiftDouble(b: number): void {
       rh |= c.rh;
       cf = shr64x(c, d, dh, cnt - 1) & 1;
     }
-    const of = ((rh ^ dh) >>> 31) & 1;
+    const of = c.intel
+      ? ((rh ^ dh) >>> 31) & 1
+      : left
+      ? ((rh >>> 31) ^ cf) & 1
+      : ((rh >>> 31) ^ (rh >>> 30)) & 1;
     c.flags = (c.flags & ~F_ARITH) | cf | (of << 11) | ((r | rh) === 0 ? F_ZF : 0) |
-      ((rh >>> 31) << 7) | (Cpu.szp(r & 0xff, 1) & 4);
+      ((rh >>> 31) << 7) | (Cpu.szp(r & 0xff, 1) & 4) | (c.intel ? 0 : F_AF);
     writeE(8, r, rh);
     return;
   }
@@ -2336,8 +2356,17 @@ function shiftDouble(b: number): void {
     }
   }
   r = mask(r, osz);
-  const of = ((r ^ d) >>> (osz * 8 - 1)) & 1;
-  c.flags = (c.flags & ~F_ARITH) | cf | (of << 11) | Cpu.szp(r, osz);
+  // OF for counts above 1 and AF are undefined. AMD (measured): the 1-bit rule on the result,
+  // MSB xor CF for SHLD and the top two bits for SHRD, and AF set. The Intel model: the sign
+  // change between operand and result, AF clear (unverified on silicon).
+  const top = osz * 8 - 1;
+  // (AMD's 16-bit SHLD by exactly 16 gives OF = CF, as if the result's MSB were 0.)
+  const of = c.intel
+    ? ((r ^ d) >>> top) & 1
+    : left
+    ? (osz === 2 && cnt === 16 ? cf : ((r >>> top) ^ cf) & 1)
+    : ((r >>> top) ^ (r >>> (top - 1))) & 1;
+  c.flags = (c.flags & ~F_ARITH) | cf | (of << 11) | Cpu.szp(r, osz) | (c.intel ? 0 : F_AF);
   writeE(osz, r, 0);
 }
 

@@ -765,6 +765,9 @@ export function execX87(c: Cpu, op: number, modrm: number, rm: number, ea: numbe
       switch (reg) {
         case 0: // FFREE
           f.valid &= ~(1 << phys(c, i));
+          // C0-C3 are undefined: AMD clears C1 and keeps the rest (measured); the Intel model
+          // leaves all four (unverified on silicon).
+          if (!c.intel) f.sw &= ~SW_C1;
           return;
         case 2:
         case 3:

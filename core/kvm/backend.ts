@@ -20,7 +20,9 @@ import type {
 } from "../backend.ts";
 import type { CpuState } from "../cpu_state.ts";
 import { CR0_PE, EFER_LMA, MSR } from "../cpu_state.ts";
+import { cpuModelFor } from "../cpu_model.ts";
 import { HostError } from "../errors.ts";
+import { kvmCpuidFor } from "./cpuid.ts";
 import { GuestMemory, hex, layoutRegions } from "../memory.ts";
 import {
   EACCES,
@@ -125,6 +127,7 @@ import {
 import {
   allocCpuid2,
   cpuStateFromKvm,
+  decodeCpuid2,
   decodeEvents,
   decodeFailEntry,
   decodeFpu,
@@ -132,6 +135,7 @@ import {
   decodeMsrs,
   decodeRegs,
   decodeSregs,
+  encodeCpuid2,
   encodeEvents,
   encodeFpu,
   encodeMemoryRegion,
@@ -433,10 +437,20 @@ class KvmBackendImpl implements KvmBackend {
         "A KVM vCPU needs the guest memory that this backend's createMemory() returned",
       );
     }
+    // The VM's CPU model, filtered to what this host's KVM supports (the interpreter presents
+    // the same leaves).
+    const cpuid = encodeCpuid2(
+      kvmCpuidFor(
+        decodeCpuid2(this.supportedCpuid()),
+        env.cpuModel ?? cpuModelFor("host"),
+        id,
+        env.platform ?? null,
+      ),
+    );
     const vcpu = new KvmVcpu(id, env, {
       kvmFd: this.#h.kvmFd,
       vmFd: this.#h.vmFd,
-      cpuid: this.supportedCpuid(),
+      cpuid,
       syncRegs: this.#options.syncRegs ?? "regs",
       pvm: this.#h.pvm,
       onClose: (v) => this.#vcpus.delete(v),

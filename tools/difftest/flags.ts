@@ -1,12 +1,24 @@
 /**
  * Which RFLAGS bits each instruction leaves undefined, per the Intel SDM (Vol. 2, each
  * instruction's "Flags Affected" section, and Vol. 1 Appendix A "EFLAGS Cross-Reference") and
- * the AMD APM (Vol. 3, each instruction's flag table, where "U" marks undefined). Where the two
- * manuals differ, the union is masked: the tester runs on either vendor. Undefined flags are
- * excluded from the comparison; everything else must match the host exactly.
+ * the AMD APM (Vol. 3, each instruction's flag table, where "U" marks undefined), the union of
+ * the two. Silicon computes these bits the same way every time, so the interpreter models each
+ * vendor's rule (core/interp/alu.ts, exec.ts) and difftest compares them against the host
+ * exactly, except where a vendor's rule is not yet verified on its silicon
+ * (`unverifiedFlags`): those are reported as model gaps, not failures.
  */
 
-import { FLAG_AF, FLAG_CF, FLAG_OF, FLAG_PF, FLAG_SF, FLAG_ZF, STATUS_FLAGS } from "./state.ts";
+import type { CpuVendor } from "../../core/cpu_model.ts";
+import {
+  FLAG_AF,
+  FLAG_CF,
+  FLAG_OF,
+  FLAG_PF,
+  FLAG_SF,
+  FLAG_ZF,
+  STATUS_FLAGS,
+  type TestCase,
+} from "./state.ts";
 
 /**
  * Undefined flags by mnemonic, for instructions whose rule does not depend on the operands.
@@ -93,4 +105,32 @@ export function doubleShiftUndefinedFlags(count: number, bits: number): number {
   if (masked === 0) return 0;
   if (masked > bits) return STATUS_FLAGS;
   return FLAG_AF | (masked === 1 ? 0 : FLAG_OF);
+}
+
+/**
+ * Undefined flags whose Intel model is checked against Intel silicon: SHL/SAL/SAR OF for counts
+ * above 1 (the `branches` guest's hash from an Intel host's KVM, which folds OF after
+ * `shl ecx, 31` and `sar rcx, 7`, is what the Intel model computes).
+ */
+const INTEL_VERIFIED: Readonly<Record<string, number>> = {
+  shl: FLAG_OF,
+  sal: FLAG_OF,
+  sar: FLAG_OF,
+};
+
+/**
+ * Undefined flags of case `c` whose model for `vendor` has not been checked against that
+ * vendor's silicon. AMD's rules were all measured on an AMD EPYC (Zen) host; on Intel only
+ * `INTEL_VERIFIED` was. difftest on such a host reports a difference in these bits as a model
+ * gap (what the silicon did, to be modelled), not as a failure.
+ */
+export function unverifiedFlags(vendor: CpuVendor, c: TestCase): number {
+  if (vendor === "amd") return 0;
+  const name = c.mnemonic.split(" ")[0]!;
+  return c.undefinedFlags & ~(INTEL_VERIFIED[name] ?? 0);
+}
+
+/** Undefined GPRs of case `c` (BSF/BSR with a zero source) not yet verified for `vendor`. */
+export function unverifiedGprs(vendor: CpuVendor, c: TestCase): number {
+  return vendor === "amd" ? 0 : c.undefinedGprs;
 }
