@@ -5,6 +5,7 @@
  */
 
 import { GuestMemoryError } from "./errors.ts";
+import { PAGE_SIZE, PageState } from "./page_state.ts";
 
 /** Guest-physical addresses from here to 4 GiB are never RAM: MMIO devices live there. */
 export const MMIO_GAP_START = 0xC000_0000;
@@ -32,7 +33,10 @@ export function layoutRegions(size: number): MemoryRegion[] {
 
 /**
  * Guest RAM over one backing buffer. `bytes` and `view` cover the whole buffer; guest-physical
- * addresses are translated through the regions (identity below the MMIO gap).
+ * addresses are translated through the regions (identity below the MMIO gap). `pages` is the
+ * page-state map (code and dirty bits, `page_state.ts`): every view of the same RAM, on any
+ * thread, is made over the same map, and every write through the DMA accessors below records
+ * itself there, which is how device writes reach the interpreter's code caches and the dirty log.
  */
 export class GuestMemory {
   /** Total RAM in bytes. */
@@ -46,13 +50,20 @@ export class GuestMemory {
   /** The buffer the backend allocated (shared with Workers where it is a SharedArrayBuffer). */
   readonly buffer: ArrayBufferLike;
   /**
-   * Called after every write through the DMA accessors below (`write`, `fill`, `writeU*`) with
-   * the guest-physical range written; the interpreter installs it to drop instructions it
-   * decoded from those pages. The CPU's own stores do not come through here.
+   * Per-page code and dirty state, in a SharedArrayBuffer (`pages.buffer`) that goes wherever
+   * `buffer` goes: hand both to `new GuestMemory(buffer, size, pageState)` on another thread.
    */
-  onDmaWrite: ((gpa: number, len: number) => void) | null = null;
+  readonly pages: PageState;
 
-  constructor(buffer: ArrayBufferLike, size = buffer.byteLength) {
+  /**
+   * RAM over `buffer`. `pageState` is the buffer of another view's `pages` over the same RAM;
+   * without it the memory gets a new, clean map.
+   */
+  constructor(
+    buffer: ArrayBufferLike,
+    size: number = buffer.byteLength,
+    pageState?: SharedArrayBuffer | ArrayBuffer,
+  ) {
     if (size > buffer.byteLength) {
       throw new RangeError(
         `Guest memory of ${size} bytes does not fit its ${buffer.byteLength}-byte buffer`,
@@ -63,6 +74,7 @@ export class GuestMemory {
     this.regions = layoutRegions(size);
     this.bytes = new Uint8Array(buffer, 0, size);
     this.view = new DataView(buffer, 0, size);
+    this.pages = new PageState(Math.ceil(size / PAGE_SIZE), pageState);
   }
 
   /** Allocates zeroed RAM in a SharedArrayBuffer (the interpreter's and the tests' memory). */
@@ -121,14 +133,14 @@ export class GuestMemory {
   write(gpa: number, data: Uint8Array): void {
     const off = this.#check(gpa, data.length, "write");
     this.bytes.set(data, off);
-    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, data.length);
+    this.pages.written(off, data.length);
   }
 
   /** Fills `len` bytes at `gpa` with `value`. */
   fill(gpa: number, len: number, value = 0): void {
     const off = this.#check(gpa, len, "write");
     this.bytes.fill(value, off, off + len);
-    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, len);
+    this.pages.written(off, len);
   }
 
   /** Reads a little-endian 8/16/32-bit value. */
@@ -149,23 +161,27 @@ export class GuestMemory {
   }
   /** Writes an 8-bit value. */
   writeU8(gpa: number, v: number): void {
-    this.view.setUint8(this.#check(gpa, 1, "write"), v);
-    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, 1);
+    const off = this.#check(gpa, 1, "write");
+    this.view.setUint8(off, v);
+    this.pages.written(off, 1);
   }
   /** Writes a little-endian 16-bit value. */
   writeU16(gpa: number, v: number): void {
-    this.view.setUint16(this.#check(gpa, 2, "write"), v, true);
-    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, 2);
+    const off = this.#check(gpa, 2, "write");
+    this.view.setUint16(off, v, true);
+    this.pages.written(off, 2);
   }
   /** Writes a little-endian 32-bit value. */
   writeU32(gpa: number, v: number): void {
-    this.view.setUint32(this.#check(gpa, 4, "write"), v >>> 0, true);
-    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, 4);
+    const off = this.#check(gpa, 4, "write");
+    this.view.setUint32(off, v >>> 0, true);
+    this.pages.written(off, 4);
   }
   /** Writes a little-endian 64-bit value. */
   writeU64(gpa: number, v: bigint): void {
-    this.view.setBigUint64(this.#check(gpa, 8, "write"), BigInt.asUintN(64, v), true);
-    if (this.onDmaWrite !== null) this.onDmaWrite(gpa, 8);
+    const off = this.#check(gpa, 8, "write");
+    this.view.setBigUint64(off, BigInt.asUintN(64, v), true);
+    this.pages.written(off, 8);
   }
 
   /** Human-readable layout, for error messages. */

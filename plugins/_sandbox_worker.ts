@@ -96,6 +96,12 @@ export interface AttachMessage {
   kind: "attach";
   /** Guest RAM when it is a SharedArrayBuffer (the interpreter), else null (DMA by channel). */
   memory: SharedArrayBuffer | null;
+  /**
+   * The RAM's page-state map (`GuestMemory.pages.buffer`), shared with `memory`: the worker's
+   * view records its writes there, which is how they reach the vCPU's code caches and the dirty
+   * log. Null with `memory` (the host's view records channel DMA).
+   */
+  pageState: SharedArrayBuffer | null;
   memSize: number;
 }
 
@@ -213,9 +219,9 @@ class SandboxRuntime {
   }
 
   attach(msg: AttachMessage): void {
-    this.#memory = msg.memory ? new GuestMemory(msg.memory, msg.memSize) : this.#channelMemory(
-      msg.memSize,
-    );
+    this.#memory = msg.memory
+      ? new GuestMemory(msg.memory, msg.memSize, msg.pageState ?? undefined)
+      : this.#channelMemory(msg.memSize);
   }
 
   /** Serves requests until REQ_CLOSE, then returns to the event loop so the host can terminate

@@ -435,6 +435,9 @@ class SandboxedDevice {
       {
         kind: "attach",
         memory: shared ? memory.buffer as SharedArrayBuffer : null,
+        pageState: shared && memory.pages.buffer instanceof SharedArrayBuffer
+          ? memory.pages.buffer
+          : null,
         memSize: memory.size,
       } satisfies AttachMessage,
     );

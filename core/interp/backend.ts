@@ -21,8 +21,6 @@ const SLICE = 4096;
 const MAX_HALT_WAIT_MS = 1;
 /** The interpreter's TSC counts nanoseconds of host time (see `Cpu.readTsc`). */
 const TSC_HZ = 1e9;
-/** Guest page size, the unit of the decoded-instruction cache. */
-const PAGE = 4096;
 
 /** Reads a boolean environment flag ("0" is false), or `dflt` when unset or not permitted. */
 function envFlag(name: string, dflt: boolean): boolean {
@@ -52,20 +50,8 @@ export class InterpVcpu implements Vcpu {
     this.cpu = new Cpu(env.memory, env);
     this.cpu.setModel(env.cpuModel ?? cpuModelFor("host"));
     env.platform?.attachTsc(() => this.cpu.readTsc(), TSC_HZ);
-    env.memory.onDmaWrite = (gpa, len) => this.#dmaWritten(gpa, len);
-  }
-
-  /** A device wrote guest RAM: forget instructions decoded from the pages it changed. */
-  #dmaWritten(gpa: number, len: number): void {
-    const cpu = this.cpu;
-    const mem = cpu.mem;
-    const end = gpa + Math.max(len, 1);
-    for (let p = gpa - (gpa % PAGE); p < end; p += PAGE) {
-      const off = mem.offsetOf(p);
-      if (off < 0) continue;
-      const page = Math.floor(off / PAGE);
-      if (cpu.codePages[page] !== 0) cpu.codeWritten(page);
-    }
+    // Device writes to guest RAM reach the CPU's code caches through the memory's page-state
+    // map (core/page_state.ts), from this thread or a sandboxed device's Worker alike.
   }
 
   /** An event a restored state (from KVM) was delivering: delivered when the vCPU next runs. */

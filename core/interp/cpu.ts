@@ -27,6 +27,7 @@ import {
   type Segment,
 } from "../cpu_state.ts";
 import type { GuestMemory } from "../memory.ts";
+import { CODE, DIRTY_ALL, H_DIRTY_ACK, H_DIRTY_EPOCH, H_GEN } from "../page_state.ts";
 import { AMD_MODEL, type CpuModel } from "../cpu_model.ts";
 import { VmmError } from "../errors.ts";
 import { DecodeCache } from "./decode.ts";
@@ -229,8 +230,24 @@ export class Cpu {
   rh = 0;
   /** Decoded instructions (see decode.ts). */
   readonly dc = new DecodeCache();
-  /** One byte per 4 KiB page of RAM: 1 while decoded instructions from it are cached. */
+  /**
+   * One byte per 4 KiB page of RAM, nonzero while decoded instructions or compiled blocks from it
+   * are cached: the code plane of the memory's shared page-state map (`core/page_state.ts`),
+   * where other writers mark such pages STALE.
+   */
   readonly codePages: Uint8Array;
+  /** The page-state map's dirty plane (the CPU marks a page when it installs a write entry). */
+  readonly dirtyPages: Uint8Array;
+  /**
+   * The page-state map's header: `pageGen[H_GEN]` moves when another writer left work for this
+   * CPU (stale code, dirty bits taken). Compared with `pageGenSeen` at every block boundary and
+   * after every port and MMIO access; `pageSync` does the work.
+   */
+  readonly pageGen: Int32Array;
+  /** The `pageGen[H_GEN]` value `pageSync` last acted on. */
+  pageGenSeen = 0;
+  /** The dirty epoch this CPU last dropped its write-TLB entries for. */
+  #dirtyEpochSeen = 0;
   /** Difftest mode: linear = physical even with paging on (see difftest_api.ts). */
   identityPaging = false;
   /** The exceptions of the last delivery attempt ("#UD -> #GP -> #DF -> #GP"), for messages. */
@@ -243,7 +260,11 @@ export class Cpu {
     this.bytes = mem.bytes;
     this.dv = mem.view;
     this.io = io;
-    this.codePages = new Uint8Array(Math.ceil(mem.bytes.length / 4096) + 1);
+    this.codePages = mem.pages.code;
+    this.dirtyPages = mem.pages.dirty;
+    this.pageGen = mem.pages.header;
+    this.pageGenSeen = Atomics.load(this.pageGen, H_GEN);
+    this.#dirtyEpochSeen = Atomics.load(this.pageGen, H_DIRTY_EPOCH);
     this.tlbRead = this.tlbReadS;
     this.tlbWrite = this.tlbWriteS;
     this.tlbOff = this.tlbOffS;
@@ -592,7 +613,11 @@ export class Cpu {
 
   physWr32(pa: number, v: number): void {
     const off = this.mem.offsetOf(pa, 4);
-    if (off >= 0) this.dv.setInt32(off, v, true);
+    if (off < 0) return;
+    this.dv.setInt32(off, v, true);
+    const page = Math.floor(off / 4096);
+    this.dirtyPages[page] = DIRTY_ALL;
+    if (this.codePages[page] !== 0) this.codeWritten(page);
   }
 
   pageFault(lin: number, kind: number, user: boolean, present: boolean, rsvd = false): never {
@@ -741,8 +766,13 @@ export class Cpu {
     if (pageOff < 0) return -1;
     const i = (lin >>> 12) & TLB_MASK;
     const tag = lin - (lin & 0xfff);
-    // Writes to pages holding decoded code must take the slow path (see decode.ts).
-    const wtag = kind === ACC_WRITE && this.codePages[pageOff / 4096] === 0 ? tag : TLB_INVALID;
+    // Writes to pages holding decoded code must take the slow path (see decode.ts). A write
+    // entry marks its page dirty: stores through it are not seen one by one.
+    let wtag = TLB_INVALID;
+    if (kind === ACC_WRITE) {
+      this.dirtyPages[pageOff / 4096] = DIRTY_ALL;
+      if (this.codePages[pageOff / 4096] === 0) wtag = tag;
+    }
     if (user) {
       this.tlbOffU[i] = pageOff;
       this.tlbReadU[i] = tag;
@@ -921,6 +951,10 @@ export class Cpu {
   mmioRead(pa: number, size: number): number {
     const v = this.io.mmio.read(pa, size);
     if (this.io.control.stop !== null) this.breakLoop = true;
+    // The device may have written code by DMA: drop it before the next instruction.
+    if (this.pageGen[H_GEN] !== this.pageGenSeen && this.pageSync()) {
+      this.breakLoop = true;
+    }
     return size === 4 ? v | 0 : v;
   }
 
@@ -928,6 +962,9 @@ export class Cpu {
     const mask = size === 4 ? 0xffffffff : (1 << (size * 8)) - 1;
     this.io.mmio.write(pa, size, (v & mask) >>> 0);
     if (this.io.control.stop !== null) this.breakLoop = true;
+    if (this.pageGen[H_GEN] !== this.pageGenSeen && this.pageSync()) {
+      this.breakLoop = true;
+    }
   }
 
   // Supervisor (implicit) accesses: descriptor tables, TSS, IDT — always at privilege 0.
@@ -949,10 +986,34 @@ export class Cpu {
 
   /** A write hit a page with decoded instructions: forget them (self-modifying code). */
   codeWritten(page: number): void {
-    this.codePages[page] = 0;
+    Atomics.store(this.codePages, page, 0);
     this.dc.invalidatePage(page);
     if (this.onCodeWrite !== null) this.onCodeWrite(page);
   }
+
+  /**
+   * Acts on what other writers left in the page-state map since `pageGenSeen`: forgets the
+   * decoded instructions and compiled blocks of every page written while it held code (DMA from
+   * a device, on this thread or another), and after dirty bits were taken drops the write-TLB
+   * entries so the next store to each page marks it again. Callers check
+   * `pageGen[H_GEN] !== pageGenSeen` first (the hot-path test: a plain load, since an
+   * `Atomics.load` there cost 20-30 % of the block compiler's speed). Returns true when
+   * code was dropped: a caller in the middle of a block must end it (set `breakLoop`).
+   */
+  pageSync(): boolean {
+    const hdr = this.pageGen;
+    this.pageGenSeen = Atomics.load(hdr, H_GEN);
+    const epoch = Atomics.load(hdr, H_DIRTY_EPOCH);
+    if (epoch !== this.#dirtyEpochSeen) {
+      this.tlbWriteS.fill(TLB_INVALID);
+      this.tlbWriteU.fill(TLB_INVALID);
+      this.#dirtyEpochSeen = epoch;
+      Atomics.store(hdr, H_DIRTY_ACK, epoch);
+    }
+    return this.mem.pages.takeStale(this.#dropStale) > 0;
+  }
+
+  readonly #dropStale = (page: number): void => this.codeWritten(page);
 
   /** Called when a code page is written (the block compiler drops its blocks there). */
   onCodeWrite: ((page: number) => void) | null = null;
@@ -961,7 +1022,9 @@ export class Cpu {
 
   /** Marks RAM page `page` as holding decoded code: drops write-TLB entries that map it. */
   markCodePage(page: number): void {
-    this.codePages[page] = 1;
+    // Before the bytes are decoded, and a full fence: a writer on another thread that stores
+    // after this sees CODE and marks the page STALE (see page_state.ts).
+    Atomics.store(this.codePages, page, CODE);
     const off = page * 4096;
     for (let i = 0; i < TLB_SIZE; i++) {
       if (this.tlbOffS[i] === off) this.tlbWriteS[i] = TLB_INVALID;

@@ -68,8 +68,8 @@ import {
 import { cpuid, cpuidOut } from "./cpuid.ts";
 import { execFpu, execSse3, fxrstor, fxsave } from "./fpu.ts";
 import { execSse } from "./sse.ts";
+import { H_GEN } from "../page_state.ts";
 import {
-  DC_SCRATCH,
   DC_STRIDE,
   decode,
   F_BASE,
@@ -142,7 +142,10 @@ export function step(cpu: Cpu): void {
  */
 export function runSlice(cpu: Cpu, n: number): void {
   c = cpu;
+  const gen = cpu.pageGen;
   for (let i = 0; i < n; i++) {
+    // Code a device wrote (maybe from another thread) is dropped before it runs again.
+    if (gen[H_GEN] !== c.pageGenSeen) c.pageSync();
     stepOne();
     if (c.breakLoop) return;
   }
@@ -163,12 +166,11 @@ function stepOne(): void {
   let b = s * DC_STRIDE;
   // Hot path: one tag compare, then plain loads of the decoded fields (no allocation).
   if (ent[b] !== (off | 0) || ent[b + F_MODE] !== (c.long64 ? 2 : c.code32 ? 1 : 0)) {
+    // Marked before the bytes are read, so a writer on another thread cannot slip between.
+    const page = Math.floor(off / 4096);
+    if (c.codePages[page] === 0) c.markCodePage(page);
     s = decode(c, c.dc, ip, off, 4096 - d);
     b = s * DC_STRIDE;
-    if (s !== DC_SCRATCH) {
-      const page = Math.floor(off / 4096);
-      if (c.codePages[page] === 0) c.markCodePage(page);
-    }
   }
   const p = ent[b + F_PFX]!;
   osz = p & 15;
@@ -458,12 +460,15 @@ function checkIo(): void {
 function portIn(port: number, sz: number): number {
   const v = c.io.ports.read(port, sz);
   if (c.io.control.stop !== null) c.breakLoop = true;
+  // The device may have written code by DMA: drop it and end the block (see page_state.ts).
+  if (c.pageGen[H_GEN] !== c.pageGenSeen && c.pageSync()) c.breakLoop = true;
   return v;
 }
 
 function portOut(port: number, sz: number, v: number): void {
   c.io.ports.write(port, sz, sz === 4 ? v >>> 0 : v & (sz === 1 ? 0xff : 0xffff));
   if (c.io.control.stop !== null) c.breakLoop = true;
+  if (c.pageGen[H_GEN] !== c.pageGenSeen && c.pageSync()) c.breakLoop = true;
 }
 
 // ---- One-byte opcodes ------------------------------------------------------------------------------

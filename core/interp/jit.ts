@@ -8,8 +8,11 @@
  *
  * Blocks are keyed by the RAM offset of their first instruction plus the linear RIP and mode;
  * they never cross a page, and writes to a page holding compiled code drop its blocks (the same
- * code-page tracking as the decode cache). Guest exceptions propagate as `FAULT` with
- * `c.startIp` at the faulting instruction, exactly as in the interpreter.
+ * code-page tracking as the decode cache). A device's DMA over code marks the page STALE in the
+ * shared page-state map; the dispatcher and every loop back to a block's start check its
+ * generation counter and end or drop the stale code (`Cpu.pageSync`). Guest exceptions
+ * propagate as `FAULT` with `c.startIp` at the faulting instruction, exactly as in the
+ * interpreter.
  */
 
 import { type Cpu, FS } from "./cpu.ts";
@@ -33,6 +36,7 @@ import {
   F_SEG,
 } from "./decode.ts";
 import { readMemWFor, step } from "./exec.ts";
+import { H_GEN } from "../page_state.ts";
 
 /** Block table slots (direct mapped by RAM offset). */
 const BT_SIZE = 1 << 16;
@@ -203,7 +207,10 @@ function cacheFor(c: Cpu): BlockCache {
 export function runSliceJit(cpu: Cpu, n: number): void {
   const bc = cacheFor(cpu);
   const start = cpu.icount;
+  const gen = cpu.pageGen;
   while (cpu.icount - start < n) {
+    // Code a device wrote (maybe from another thread) is dropped before it runs again.
+    if (gen[H_GEN] !== cpu.pageGenSeen) cpu.pageSync();
     const ip = cpu.ip;
     let d = ip - cpu.fetchIpBase;
     if (!(d >= 0 && d < 4096)) {
@@ -281,6 +288,8 @@ function eaExpr(c: Cpu, e: Int32Array, b0: number, asz: number, next: number): s
 
 /** Calls in template code that can raise a guest exception. */
 const CAN_FAULT = /c\.(rd|wr|push|pop|peek|adjSp|gp)|X\.(rmw|step)/;
+/** Templates whose data access may reach MMIO (stack accesses are taken to be RAM). */
+const MAY_MMIO = /c\.(rd|wr)|X\.rmw/;
 
 /** Kind of the last flag-producing template in a block, for fusing it with a following Jcc. */
 type Producer = { kind: "sub" | "logic" | "add" | "eager"; w: 4 | 8 } | null;
@@ -478,7 +487,7 @@ function compileBlock(
   // The body runs inside `for (;;)`: a branch back to the block start loops without returning to
   // the dispatcher (n counts the instructions of completed iterations).
   const lines: string[] = [
-    "const L = c.lo, H = c.hi;",
+    "const L = c.lo, H = c.hi, G = c.pageGen, gs = c.pageGenSeen;",
     "let n = 0, fa = 0, fb = 0, fr = 0, fah = 0, fbh = 0, frh = 0;",
     "for (;;) {",
   ];
@@ -488,9 +497,13 @@ function compileBlock(
   let pos = 0; // byte offset from the block start
   let done = false;
   const exit = (k: number) => `c.icount += n + ${k}; return;`;
+  // A loop back to the start is a block boundary too: it leaves when a device wrote code.
   const again = (k: number) =>
-    `n += ${k}; if (n < ${LOOP_BUDGET} && !c.breakLoop) continue; c.ip = ${ip}; ` +
-    `c.icount += n; return;`;
+    `n += ${k}; if (n < ${LOOP_BUDGET} && !c.breakLoop && G[${H_GEN}] === gs) ` +
+    `continue; c.ip = ${ip}; c.icount += n; return;`;
+  // Before decoding: a writer on another thread then either sees CODE or is seen (cpu.ts).
+  const page = Math.floor(off / 4096);
+  if (c.codePages[page] === 0) c.markCodePage(page);
   while (!done && count < maxLen) {
     const avail = 4096 - (d + pos);
     if (avail < 15) break; // keep every instruction inside this page
@@ -806,6 +819,11 @@ function compileBlock(
     if (code !== null) {
       // Only templates that touch memory or the stack can fault and need `startIp`.
       lines.push(CAN_FAULT.test(code) ? `c.startIp = ${cur}; ${code}` : code);
+      // A data access may be MMIO, whose device may stop the VM or write this very block by
+      // DMA (then `breakLoop` is set): leave before the next instruction.
+      if (MAY_MMIO.test(code)) {
+        lines.push(`if (c.breakLoop) { c.ip = ${next}; ${exit(templ + 1)} }`);
+      }
       templated++;
       prod = newProd ?? (keepProd || preservesFlags(op) ? prod : null);
     } else {
@@ -821,8 +839,6 @@ function compileBlock(
   if (templated === 0 || count === 0) return { fn: null, len: 0 };
   if (!done) lines.push(`c.ip = ${ip + pos}; ${exit(templated)}`);
   lines.push("}");
-  const page = Math.floor(off / 4096);
-  if (c.codePages[page] === 0) c.markCodePage(page);
   // deno-lint-ignore no-explicit-any
   const fn = new Function("c", "X", lines.join("\n")) as any as BlockFn;
   return { fn, len: count };
