@@ -108,7 +108,13 @@ export interface AttachMessage {
 /** What the worker tells the host once the plugin module has loaded. */
 export type ReadyMessage =
   | { kind: "ready"; name: string; stateVersion: number; description?: string }
-  | { kind: "error"; message: string };
+  | { kind: "error"; message: string }
+  | LoadErrorMessage;
+
+/** The plugin's module threw while it was evaluated (`report` of what it threw). */
+export interface LoadErrorMessage extends ErrorReport {
+  kind: "load-error";
+}
 
 /** A failure report in REP_ERROR's data area (JSON). */
 export interface ErrorReport {
@@ -129,9 +135,41 @@ export interface CreatedRanges {
 interface WorkerScope {
   onmessage: ((e: MessageEvent) => void) | null;
   postMessage(message: unknown): void;
+  addEventListener(type: string, listener: (e: Event) => void): void;
 }
 
 const scope = globalThis as unknown as WorkerScope;
+
+/** Set once the plugin's module has been evaluated (`serve` ran). */
+let loaded = false;
+
+/**
+ * An error thrown while the plugin's module graph is evaluated (a top-level `throw`, a rejected
+ * top-level `await`, a denied permission) fails the Worker's entry module, and Deno then prints
+ * its own "error: Uncaught (in worker ...)" report with a stack trace to stderr, whatever the
+ * host does. The entry imports this module before the plugin, so these listeners are in place by
+ * then: cancelling the event stops that report, and the host gets a structured error instead.
+ * Errors after loading go the usual way (the Worker's `error` event on the host).
+ */
+function onLoadError(e: Event, thrown: unknown): void {
+  if (loaded) return;
+  e.preventDefault();
+  loaded = true; // one report is enough
+  const r = report(thrown);
+  // "TypeError: x is not a function" says more than the message alone; plain Errors need no name.
+  if (thrown instanceof Error && thrown.name && thrown.name !== "Error") {
+    r.message = `${thrown.name}: ${r.message}`;
+  }
+  scope.postMessage({ kind: "load-error", ...r } satisfies LoadErrorMessage);
+}
+
+if (typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope === "function") {
+  scope.addEventListener("error", (e) => onLoadError(e, (e as ErrorEvent).error));
+  scope.addEventListener(
+    "unhandledrejection",
+    (e) => onLoadError(e, (e as PromiseRejectionEvent).reason),
+  );
+}
 
 /** Finds the permission a thrown value reports being denied, if any (following `cause`). */
 export function deniedPermission(err: unknown): { permission: string; target?: string } | null {
@@ -166,6 +204,7 @@ class WrongTypeError extends Error {
 
 /** Serves `mod.default` (a plugin) over the channel the host sends. */
 export function serve(mod: Record<string, unknown>): void {
+  loaded = true;
   scope.onmessage = (e: MessageEvent) => {
     const msg = e.data as InitMessage | AttachMessage;
     if (msg.kind === "init") {

@@ -309,25 +309,32 @@ export async function loadSandboxedPlugin(
           ),
         limits.loadTimeoutMs ?? DEFAULT_LOAD_TIMEOUT_MS,
       );
+      const loadFailed = (
+        message: string,
+        denied: { permission: string; target?: string } | null,
+      ) =>
+        new PluginError(
+          denied
+            ? `Plugin "${specifier}" tried to ${
+              describeAttempt(denied.permission, denied.target)
+            } while loading and was denied (${TRUSTED_HINT})`
+            : `Plugin "${specifier}" failed to load: ${message.split("\n")[0]}`,
+        );
       worker.onmessage = (e: MessageEvent<ReadyMessage>) => {
         clearTimeout(timer);
-        if (e.data.kind === "ready") resolve(e.data);
-        else reject(new PluginError(`Module "${specifier}" ${e.data.message}`));
+        const m = e.data;
+        if (m.kind === "ready") resolve(m);
+        else if (m.kind === "load-error") {
+          // The module threw while it ran; the worker kept Deno from printing its own report.
+          const denied = m.permission ? { permission: m.permission, target: m.target } : null;
+          reject(loadFailed(m.message, denied));
+        } else reject(new PluginError(`Module "${specifier}" ${m.message}`));
       };
       worker.onerror = (e: ErrorEvent) => {
         e.preventDefault();
         clearTimeout(timer);
         const msg = String(e.message ?? e).replace(/^Uncaught (\(in promise\) )?/, "");
-        const denied = deniedFromText(msg);
-        reject(
-          new PluginError(
-            denied
-              ? `Plugin "${specifier}" tried to ${
-                describeAttempt(denied.permission, denied.target)
-              } while loading and was denied (${TRUSTED_HINT})`
-              : `Plugin "${specifier}" failed to load: ${msg.split("\n")[0]}`,
-          ),
-        );
+        reject(loadFailed(msg, deniedFromText(msg)));
       };
       worker.postMessage(
         { kind: "init", channel: channel.buffer } satisfies InitMessage,
