@@ -52,6 +52,10 @@ Options:
   --config-file FILE     boot from Firecracker's config-file JSON ("boot-source",
                          "machine-config") without API calls (combines with --api-sock)
   --id ID                the instance id GET / reports (default anonymous-instance)
+  --restore STATE_FILE   restore a snapshot instead of booting: its state file, with
+  --mem-file MEM_FILE    its memory file; the snapshot decides RAM size, CPU model and
+                         devices (no --kernel, --mem, --device); --backend picks where it
+                         continues (default: the backend it was taken on)
   -h, --help             show this help
   -V, --version          show the version
 
@@ -82,6 +86,8 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
         serial: { type: "string", default: "stdio" },
         trace: { type: "boolean", default: false },
         linux: { type: "boolean", default: false },
+        restore: { type: "string" },
+        "mem-file": { type: "string" },
         help: { type: "boolean", short: "h", default: false },
         version: { type: "boolean", short: "V", default: false },
       },
@@ -104,6 +110,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
     v.mem ??= "256M";
     v.cmdline ??= "console=ttyS0";
   }
+  const restore = parseRestore(v);
   const memSize = parseSize(v.mem ?? "128M");
   if (memSize < 1 << 20) {
     throw new UsageError(`--mem ${v.mem} is too small: give at least 1M`);
@@ -129,7 +136,42 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
     devices: v.device!.map(parseDeviceSpec),
     serial,
     trace: v.trace!,
+    ...(restore === undefined ? {} : { restore }),
   };
+}
+
+/** `--restore` and `--mem-file`: both or neither, and nothing the snapshot decides. */
+function parseRestore(v: {
+  restore?: string;
+  "mem-file"?: string;
+  kernel?: string;
+  mem?: string;
+  initrd?: string;
+  cmdline?: string;
+  device?: string[];
+  linux?: boolean;
+  cpu?: string;
+}): VmConfig["restore"] {
+  if (v.restore === undefined && v["mem-file"] === undefined) return undefined;
+  if (v.restore === undefined || v["mem-file"] === undefined) {
+    throw new UsageError("--restore STATE_FILE and --mem-file MEM_FILE go together");
+  }
+  const clash = [
+    v.linux ? "--linux" : "",
+    v.kernel !== undefined ? "--kernel" : "",
+    v.mem !== undefined ? "--mem" : "",
+    v.initrd !== undefined ? "--initrd" : "",
+    v.cmdline !== undefined ? "--cmdline" : "",
+    (v.device ?? []).length > 0 ? "--device" : "",
+    v.cpu !== undefined && v.cpu !== "host" ? "--cpu" : "",
+  ].filter((x) => x !== "");
+  if (clash.length > 0) {
+    throw new UsageError(
+      `--restore cannot be combined with ${clash.join(", ")}: the snapshot records the ` +
+        `machine (RAM, CPU model, devices and the loaded guest)`,
+    );
+  }
+  return { statePath: v.restore, memPath: v["mem-file"] };
 }
 
 /** Where `deno task guests` caches the Linux guest. */

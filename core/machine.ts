@@ -20,15 +20,17 @@ import {
   type VcpuPlatform,
 } from "./backend.ts";
 import type { BootSetup } from "./boot/types.ts";
-import { VmClock } from "./clock.ts";
-import { formatCpuState } from "./cpu_state.ts";
-import { PluginError, VmmError } from "./errors.ts";
+import { type ClockState, VmClock } from "./clock.ts";
+import { type CpuState, formatCpuState } from "./cpu_state.ts";
+import { PluginError, UsageError, VmmError } from "./errors.ts";
 import type { GuestMemory } from "./memory.ts";
 import { type ByteSink, type InputRing, SerialConsole } from "./serial_io.ts";
 import { createPcPlatform, MSR_APIC_BASE, type PcPlatform } from "../devices/platform.ts";
 import { KvmClock, kvmCpuidLeaf } from "../devices/kvm_clock.ts";
 import { makeOptions } from "../plugins/options.ts";
-import type { Device, DeviceHost, IrqLine, Logger, Plugin } from "../plugins/mod.ts";
+import type { Device, DeviceHost, DeviceState, IrqLine, Logger, Plugin } from "../plugins/mod.ts";
+import { checkStateVersion } from "../plugins/state.ts";
+import type { BackendName } from "./backend.ts";
 
 /** Where interrupt lines go (the PIC/APIC platform when one is attached). */
 export interface IrqSink {
@@ -58,11 +60,56 @@ export interface MachineOptions {
   localApic?: boolean;
 }
 
+/**
+ * Where an attached device came from, so a restore can attach the same one: a built-in device
+ * module or a `--device` plugin (by resolved module URL and the options it was given, `trusted`
+ * included), or the machine's own PC platform.
+ */
+export interface DeviceSource {
+  kind: "builtin" | "plugin" | "platform";
+  /** The plugin module's URL (the platform: "pc-platform"). */
+  specifier: string;
+  /** The options it was attached with. */
+  options: Record<string, string>;
+}
+
 /** A device attached to a machine. */
 export interface AttachedDevice {
   readonly name: string;
   readonly plugin: Plugin;
   readonly device: Device;
+  /** Where it came from (absent: attached without a source, so a snapshot cannot rebuild it). */
+  readonly source?: DeviceSource;
+}
+
+/** One device in a MachineState. */
+export interface DeviceSnapshot {
+  name: string;
+  /** Absent for a device attached without a source. */
+  source?: DeviceSource;
+  state: DeviceState;
+}
+
+/** The format version of MachineState; `restoreState` refuses any other. */
+export const MACHINE_STATE_VERSION = 1;
+
+/**
+ * Everything a Machine is besides guest RAM: what a snapshot's state file holds. Plain data with
+ * bigints, a Map and Uint8Arrays (inside `cpu` and `cpuModel`); `core/snapshot/codec.ts` turns
+ * it into JSON.
+ */
+export interface MachineState {
+  version: number;
+  /** The backend the state was taken on (informational: a restore may pick another). */
+  backend: BackendName;
+  memSize: number;
+  cpuModel: CpuModel;
+  clock: ClockState;
+  cpu: CpuState;
+  /** Every attached device, in attach order. */
+  devices: DeviceSnapshot[];
+  /** kvm-clock's MSRs (the interpreter), or null when the backend has none. */
+  kvmClock: DeviceState | null;
 }
 
 /** The result of a run, with a register dump for faults. */
@@ -148,7 +195,11 @@ export class Machine {
       platform: this.#vcpuPlatform(),
       cpuModel: this.cpuModel,
     });
-    this.attach(this.platform.plugin());
+    this.attach(this.platform.plugin(), {}, "pc-platform", {
+      kind: "platform",
+      specifier: "pc-platform",
+      options: {},
+    });
   }
 
   /** CPUID leaves and MSRs of this PC for a backend that emulates them (the interpreter). */
@@ -188,6 +239,7 @@ export class Machine {
     plugin: Plugin,
     options: Record<string, string> = {},
     name: string = options.name ?? plugin.name,
+    source?: DeviceSource,
   ): AttachedDevice {
     const host = this.#hostFor(name, options);
     let device: Device;
@@ -204,7 +256,9 @@ export class Machine {
     }
     for (const r of device.ports ?? []) this.ports.register(r.base, r.length, name, r);
     for (const r of device.mmio ?? []) this.mmio.register(r.base, r.length, name, r);
-    const attached = { name, plugin, device };
+    const attached: AttachedDevice = source === undefined
+      ? { name, plugin, device }
+      : { name, plugin, device, source: { ...source, options: { ...source.options } } };
     this.devices.push(attached);
     return attached;
   }
@@ -263,12 +317,14 @@ export class Machine {
     this.control.stop = null;
     let reason: StopReason;
     this.clock.resume();
+    this.#running = true;
     try {
       reason = this.vcpu.run();
     } catch (err) {
       if (!(err instanceof VmmError)) throw err;
       reason = { kind: "fault", message: err.message };
     } finally {
+      this.#running = false;
       this.clock.pause();
     }
     this.console.flush();
@@ -282,6 +338,12 @@ export class Machine {
     return { reason, dump };
   }
 
+  /** True while `run()` runs the vCPU (a device or timer callback sees it; a snapshot must not). */
+  get running(): boolean {
+    return this.#running;
+  }
+  #running = false;
+
   /** Asks a running vCPU to pause at its next exit (safe from any thread holding `control`). */
   pause(): void {
     Atomics.store(this.control.requests, CONTROL_STATUS, 0);
@@ -292,6 +354,113 @@ export class Machine {
   stop(status = 0): void {
     Atomics.store(this.control.requests, CONTROL_STATUS, status);
     Atomics.store(this.control.requests, CONTROL_REQUEST, REQUEST_STOP);
+  }
+
+  /**
+   * The machine's state besides RAM: vCPU, clock, every device (with where it came from), CPU
+   * model, memory size and backend. Call it while the vCPU is not running (before `run()`, or
+   * after it returned, e.g. paused).
+   */
+  saveState(): MachineState {
+    if (this.#running) {
+      throw new UsageError(
+        "Cannot save the state of a running machine: pause it first (its run() must return)",
+      );
+    }
+    const devices: DeviceSnapshot[] = this.devices.map((d) => {
+      const state = d.device.save();
+      return d.source === undefined ? { name: d.name, state } : {
+        name: d.name,
+        source: { ...d.source, options: { ...d.source.options } },
+        state,
+      };
+    });
+    return {
+      version: MACHINE_STATE_VERSION,
+      backend: this.backend.name,
+      memSize: this.memory.size,
+      cpuModel: { ...this.cpuModel },
+      clock: this.clock.save(),
+      cpu: this.vcpu.getState(),
+      devices,
+      kvmClock: this.kvmClock?.save() ?? null,
+    };
+  }
+
+  /**
+   * Loads a state `saveState` returned (from this process or another) into this machine, which
+   * must have the same memory size and the same devices attached, by name and in order. Strict:
+   * another format version, a missing, extra or renamed device, a device state version newer
+   * than the device writes, or (for a state of the device's own version) a missing or unknown
+   * field is a VmmError naming it. The clock is restored first, so devices re-arm their timers
+   * in the restored VM time. Guest RAM is not part of it (see core/snapshot/).
+   */
+  restoreState(s: MachineState): void {
+    if (s.version !== MACHINE_STATE_VERSION) {
+      throw new VmmError(
+        `Cannot restore machine state version ${JSON.stringify(s.version)}: this denovisor ` +
+          `reads version ${MACHINE_STATE_VERSION} only`,
+      );
+    }
+    if (s.memSize !== this.memory.size) {
+      throw new VmmError(
+        `Cannot restore a machine state of ${s.memSize} bytes of RAM into a machine with ` +
+          `${this.memory.size}: build the machine with the snapshot's memory size`,
+      );
+    }
+    const have = this.devices.map((d) => d.name);
+    const want = s.devices.map((d) => d.name);
+    for (const name of want) {
+      if (!have.includes(name)) {
+        throw new VmmError(
+          `Cannot restore device "${name}": this machine has no such device (it has ` +
+            `${have.join(", ")}); attach it before restoring`,
+        );
+      }
+    }
+    for (const name of have) {
+      if (!want.includes(name)) {
+        throw new VmmError(
+          `Cannot restore: the state has no section for device "${name}" (it has ` +
+            `${want.join(", ")}); a state is restored into the device set it was saved from`,
+        );
+      }
+    }
+    // The interpreter always has a kvm-clock; one the guest never enabled carries nothing.
+    const kvmClockUsed = s.kvmClock !== null &&
+      (Number(s.kvmClock.fields.systemTimeMsr ?? 0) !== 0 ||
+        Number(s.kvmClock.fields.wallClockMsr ?? 0) !== 0);
+    if (kvmClockUsed && this.kvmClock === null) {
+      throw new VmmError(
+        `Cannot restore the guest's kvm-clock state on the ${this.backend.name} backend, which ` +
+          `has no userspace kvm-clock: restore this snapshot on the ${s.backend} backend`,
+      );
+    }
+    // Check every device state before changing anything, so a refused state leaves the
+    // machine as it was.
+    for (const d of s.devices) {
+      const attached = this.devices.find((a) => a.name === d.name)!;
+      checkStateVersion(attached.plugin, d.state, d.name);
+      if (d.state.version === attached.plugin.stateVersion) {
+        checkFields(d.name, attached.device.save().fields, d.state.fields);
+      }
+    }
+    this.clock.restore(s.clock);
+    this.clock.pause();
+    this.vcpu.setState(s.cpu);
+    for (const d of s.devices) {
+      const attached = this.devices.find((a) => a.name === d.name)!;
+      try {
+        attached.device.restore(d.state);
+      } catch (err) {
+        if (err instanceof VmmError) throw err;
+        throw new PluginError(
+          `Device "${d.name}" failed to restore its state: ${(err as Error)?.message ?? err}`,
+          { cause: err },
+        );
+      }
+    }
+    if (s.kvmClock !== null && this.kvmClock !== null) this.kvmClock.restore(s.kvmClock);
   }
 
   /** Resets every device to its power-on state. */
@@ -312,4 +481,38 @@ export class Machine {
     this.vcpu.close();
     this.backend.close();
   }
+}
+
+/**
+ * Refuses a device state whose field names differ from what the device itself saves (same
+ * version): a missing field would silently become a default, an unknown one would be dropped.
+ */
+function checkFields(
+  device: string,
+  expected: Record<string, unknown>,
+  got: Record<string, unknown>,
+  path = "",
+): void {
+  for (const k of Object.keys(expected)) {
+    if (!(k in got)) {
+      throw new VmmError(
+        `Device "${device}" cannot restore its state: field "${path}${k}" is missing`,
+      );
+    }
+  }
+  for (const k of Object.keys(got)) {
+    if (!(k in expected)) {
+      throw new VmmError(
+        `Device "${device}" cannot restore its state: unknown field "${path}${k}"`,
+      );
+    }
+    const e = expected[k], g = got[k];
+    if (isPlainObject(e) && isPlainObject(g)) {
+      checkFields(device, e, g, `${path}${k}.`);
+    }
+  }
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
 }

@@ -2,6 +2,8 @@
  * Builds and runs one VM from a plain, serialisable configuration: picks the backend, wires the
  * built-in PC devices and the `--device` plugins, loads the kernel and runs to the end. It runs on
  * the vCPU's thread (a Worker when started from the CLI; tests may call it directly).
+ * `buildMachine` stops before running; `restoreMachine` builds the machine a snapshot describes
+ * and loads the snapshot into it, ready to `run()`.
  */
 
 import { type CpuChoice, type CpuModel, cpuModelFor, hostCpuVendor } from "./cpu_model.ts";
@@ -12,9 +14,11 @@ import { writeAcpiTables } from "./boot/acpi.ts";
 import type { ImageFormat } from "./boot/types.ts";
 import type { RunControl, TraceSink } from "./backend.ts";
 import { ImageError, UsageError, VmmError } from "./errors.ts";
-import { exitStatusOf, Machine } from "./machine.ts";
+import { type DeviceSource, exitStatusOf, Machine } from "./machine.ts";
+import { CR0_PE } from "./cpu_state.ts";
+import { readMemoryFile, readSnapshot, SNAPSHOT_DIRTY_CONSUMER } from "./snapshot/mod.ts";
 import type { ByteSink, InputRing } from "./serial_io.ts";
-import { loadPlugin } from "../plugins/loader.ts";
+import { loadPlugin, resolvePluginUrl } from "../plugins/loader.ts";
 import { loadSandboxedPlugin } from "../plugins/sandbox.ts";
 import type { DeviceSpec } from "../plugins/options.ts";
 import { DEFAULT_GUEST } from "../guests/default.ts";
@@ -33,6 +37,11 @@ export interface VmConfig {
   devices: DeviceSpec[];
   serial: { kind: "stdio" } | { kind: "none" } | { kind: "file"; path: string };
   trace: boolean;
+  /**
+   * Restore this snapshot instead of booting `kernel` (`--restore`, `--mem-file`): `runVm` then
+   * takes only `backend` ("auto": the snapshot's own), `serial` and `trace` from the config.
+   */
+  restore?: SnapshotFiles;
 }
 
 /** How a VM ended. */
@@ -55,6 +64,11 @@ const BUILTIN_DEVICES = [
   "../devices/post_code.ts",
   "../devices/vmm_info.ts",
 ];
+
+/** The module URL of built-in device `path` (one of BUILTIN_DEVICES). */
+function builtinUrl(path: string): string {
+  return new URL(path, import.meta.url).href;
+}
 
 /** Host-side resources the VM uses; the CLI passes shared buffers from the main thread. */
 export interface VmIo {
@@ -83,18 +97,18 @@ function readFile(path: string, what: string): Uint8Array {
   }
 }
 
-function openSerial(config: VmConfig, io: VmIo): ByteSink | null {
-  switch (config.serial.kind) {
+function openSerial(serial: VmConfig["serial"], io: VmIo): ByteSink | null {
+  switch (serial.kind) {
     case "none":
       return null;
     case "stdio":
       return io.stdout ?? Deno.stdout;
     case "file":
       try {
-        return Deno.openSync(config.serial.path, { write: true, create: true, truncate: true });
+        return Deno.openSync(serial.path, { write: true, create: true, truncate: true });
       } catch (err) {
         throw new VmmError(
-          `Cannot open --serial file "${config.serial.path}": ${(err as Error).message}`,
+          `Cannot open --serial file "${serial.path}": ${(err as Error).message}`,
         );
       }
   }
@@ -142,41 +156,107 @@ function backendFor(
   return "interp";
 }
 
-/** Builds the VM `config` describes, runs it to the end and says how it ended. */
-export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome> {
+/** What `assemble` needs: a machine without a kernel. */
+interface AssembleSpec {
+  backend: BackendChoice;
+  cpuModel: CpuModel;
+  memSize: number;
+  serial: VmConfig["serial"];
+  protectedModeEvents: boolean;
+}
+
+/**
+ * A Machine with the built-in devices attached (in BUILTIN_DEVICES order, each recorded with
+ * its source, so a snapshot can name it), no plugins and no kernel.
+ */
+async function assemble(
+  spec: AssembleSpec,
+  io: VmIo,
+  trace: TraceSink | null,
+): Promise<Machine> {
   const log = io.log ?? ((m: string) => console.error(m));
-  const trace = config.trace ? stderrTrace() : null;
-  let machine: Machine | null = null;
+  const backend = await selectBackend(backendFor(spec.backend, spec.cpuModel, log), log, {
+    protectedModeEvents: spec.protectedModeEvents,
+  });
+  const machine = new Machine({
+    backend,
+    cpuModel: spec.cpuModel,
+    memSize: spec.memSize,
+    serialSink: openSerial(spec.serial, io),
+    serialInput: io.input ?? null,
+    trace,
+    log,
+    control: io.control,
+  });
   try {
-    const image = config.kernel === null ? DEFAULT_GUEST : readFile(config.kernel, "kernel");
-    const initrd = config.initrd === null ? undefined : readFile(config.initrd, "initrd");
-    const format = config.format === "auto" ? detectFormat(image) : config.format;
-    const cpuModel = cpuModelFor(config.cpu ?? "host");
-    const backend = await selectBackend(backendFor(config.backend, cpuModel, log), log, {
-      protectedModeEvents: format === "linux",
-    });
-    machine = new Machine({
-      backend,
-      cpuModel,
-      memSize: config.memSize,
-      serialSink: openSerial(config, io),
-      serialInput: io.input ?? null,
-      trace: trace?.sink ?? null,
-      log,
-      control: io.control,
-    });
     for (const path of BUILTIN_DEVICES) {
-      const plugin = await loadPlugin(new URL(path, import.meta.url).href);
-      machine.attach(plugin, plugin.name === "vmm-info" ? { backend: backend.name } : {});
+      const specifier = builtinUrl(path);
+      const plugin = await loadPlugin(specifier);
+      const options: Record<string, string> = plugin.name === "vmm-info"
+        ? { backend: backend.name }
+        : {};
+      machine.attach(plugin, options, options.name ?? plugin.name, {
+        kind: "builtin",
+        specifier,
+        options,
+      });
     }
-    // Plugins run sandboxed (a Worker with no permissions) unless the user says `trusted`.
-    for (const spec of config.devices) {
-      const { trusted, ...options } = spec.options;
-      const plugin = trusted === "true"
-        ? await loadPlugin(spec.specifier)
-        : await loadSandboxedPlugin(spec.specifier);
-      machine.attach(plugin, options);
-    }
+  } catch (err) {
+    machine.close();
+    throw err;
+  }
+  return machine;
+}
+
+/**
+ * Attaches a `--device` plugin: sandboxed (a Worker with no permissions) unless its options
+ * say `trusted=true`; recorded with its resolved module URL and all its options.
+ */
+async function attachPlugin(
+  machine: Machine,
+  specifier: string,
+  allOptions: Record<string, string>,
+): Promise<void> {
+  const { trusted, ...options } = allOptions;
+  const plugin = trusted === "true"
+    ? await loadPlugin(specifier)
+    : await loadSandboxedPlugin(specifier);
+  let resolved = specifier;
+  try {
+    resolved = resolvePluginUrl(specifier).href;
+  } catch {
+    // The loader accepted it; keep it as given.
+  }
+  const source: DeviceSource = { kind: "plugin", specifier: resolved, options: { ...allOptions } };
+  machine.attach(plugin, options, options.name ?? plugin.name, source);
+}
+
+/**
+ * Builds the VM `config` describes, up to the vCPU in the kernel's start state: backend,
+ * devices, ACPI tables and the loaded image. The caller runs it (`machine.run()`, again after a
+ * pause) and closes it.
+ */
+export async function buildMachine(config: VmConfig, io: VmIo = {}): Promise<Machine> {
+  return await buildWith(config, io, config.trace ? stderrTrace().sink : null);
+}
+
+async function buildWith(config: VmConfig, io: VmIo, trace: TraceSink | null): Promise<Machine> {
+  const image = config.kernel === null ? DEFAULT_GUEST : readFile(config.kernel, "kernel");
+  const initrd = config.initrd === null ? undefined : readFile(config.initrd, "initrd");
+  const format = config.format === "auto" ? detectFormat(image) : config.format;
+  const machine = await assemble(
+    {
+      backend: config.backend,
+      cpuModel: cpuModelFor(config.cpu ?? "host"),
+      memSize: config.memSize,
+      serial: config.serial,
+      protectedModeEvents: format === "linux",
+    },
+    io,
+    trace,
+  );
+  try {
+    for (const spec of config.devices) await attachPlugin(machine, spec.specifier, spec.options);
     const { rsdpAddr } = writeAcpiTables(machine.memory);
     const setup = loadImage(format, image, machine.memory, {
       acpiRsdpAddr: rsdpAddr,
@@ -185,13 +265,110 @@ export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome>
       initrd,
       initrdPath: config.initrd ?? undefined,
     });
-    trace?.sink(`loaded ${setup.description}`);
+    trace?.(`loaded ${setup.description}`);
     machine.load(setup);
     io.onVcpuReady?.(machine);
-    const { reason, dump } = machine.run();
-    const status = exitStatusOf(reason);
-    if (reason.kind === "fault") return { status, message: reason.message, dump };
-    return { status };
+  } catch (err) {
+    machine.close();
+    throw err;
+  }
+  return machine;
+}
+
+/** The two files of a snapshot. */
+export interface SnapshotFiles {
+  statePath: string;
+  memPath: string;
+}
+
+/** How `restoreMachine` runs the restored VM. */
+export interface RestoreOptions {
+  /** The backend (default: the one the snapshot was taken on). */
+  backend?: BackendChoice;
+  /** Where the serial console goes (default stdio). */
+  serial?: VmConfig["serial"];
+  /** Per-instruction trace on stderr. */
+  trace?: boolean;
+}
+
+/**
+ * Builds the machine a snapshot describes (its memory size, CPU model and device set: built-in
+ * devices from this build, plugins by their recorded module URLs and options), reads guest RAM
+ * from the memory file and loads the state, ready to `run()`. Every problem with the files
+ * (corrupted, truncated, another version, memory size mismatch) or with the device set is a
+ * VmmError naming the file or device.
+ */
+export async function restoreMachine(
+  snapshot: SnapshotFiles,
+  io: VmIo = {},
+  opts: RestoreOptions = {},
+): Promise<Machine> {
+  const snap = readSnapshot(snapshot.statePath, snapshot.memPath);
+  const saved = snap.machine;
+  const choice = opts.backend ?? saved.backend;
+  const builtins = new Map(BUILTIN_DEVICES.map((p) => [p.slice(p.lastIndexOf("/") + 1), p]));
+  for (const d of saved.devices) {
+    if (d.source === undefined) {
+      throw new VmmError(
+        `Snapshot "${snapshot.statePath}": device "${d.name}" was attached without a recorded ` +
+          `source, so it cannot be rebuilt`,
+      );
+    }
+    if (d.source.kind === "builtin") {
+      const file = d.source.specifier.slice(d.source.specifier.lastIndexOf("/") + 1);
+      if (!builtins.has(file)) {
+        throw new VmmError(
+          `Snapshot "${snapshot.statePath}": built-in device "${d.name}" (${file}) does not ` +
+            `exist in this denovisor`,
+        );
+      }
+    }
+  }
+  const trace = opts.trace ? stderrTrace().sink : null;
+  const machine = await assemble(
+    {
+      backend: choice,
+      cpuModel: saved.cpuModel,
+      memSize: snap.memSize,
+      serial: opts.serial ?? { kind: "stdio" },
+      protectedModeEvents: choice === "auto" && (saved.cpu.cr0 & CR0_PE) !== 0,
+    },
+    io,
+    trace,
+  );
+  try {
+    for (const d of saved.devices) {
+      if (d.source?.kind === "plugin") {
+        await attachPlugin(machine, d.source.specifier, d.source.options);
+      }
+    }
+    // A Full snapshot lists the pages that are not zero; a (rebased) Diff's file is read whole.
+    readMemoryFile(snapshot.memPath, machine.memory, snap.type === "Full" ? snap.pages : undefined);
+    // The next Diff snapshot holds what changed after this restore.
+    machine.memory.pages.takeDirty(SNAPSHOT_DIRTY_CONSUMER);
+    machine.restoreState(saved);
+    io.onVcpuReady?.(machine);
+  } catch (err) {
+    machine.close();
+    throw err;
+  }
+  return machine;
+}
+
+/** Builds the VM `config` describes, runs it to the end and says how it ended. */
+export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome> {
+  if (config.restore !== undefined) {
+    return await runRestored(config.restore, io, {
+      ...(config.backend === "auto" ? {} : { backend: config.backend }),
+      serial: config.serial,
+      trace: config.trace,
+    });
+  }
+  const trace = config.trace ? stderrTrace() : null;
+  let machine: Machine | null = null;
+  try {
+    machine = await buildWith(config, io, trace?.sink ?? null);
+    return outcomeOf(machine);
   } catch (err) {
     if (err instanceof VmmError) return { status: err.exitCode, message: err.message };
     throw err;
@@ -203,4 +380,33 @@ export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome>
       // Closing must not hide the outcome.
     }
   }
+}
+
+/** Restores a snapshot, runs it to the end and says how it ended (the CLI's `--restore`). */
+export async function runRestored(
+  snapshot: SnapshotFiles,
+  io: VmIo = {},
+  opts: RestoreOptions = {},
+): Promise<VmOutcome> {
+  let machine: Machine | null = null;
+  try {
+    machine = await restoreMachine(snapshot, io, opts);
+    return outcomeOf(machine);
+  } catch (err) {
+    if (err instanceof VmmError) return { status: err.exitCode, message: err.message };
+    throw err;
+  } finally {
+    try {
+      machine?.close();
+    } catch {
+      // Closing must not hide the outcome.
+    }
+  }
+}
+
+function outcomeOf(machine: Machine): VmOutcome {
+  const { reason, dump } = machine.run();
+  const status = exitStatusOf(reason);
+  if (reason.kind === "fault") return { status, message: reason.message, dump };
+  return { status };
 }
