@@ -151,6 +151,13 @@ export interface Backend {
   createMemory(size: number): GuestMemory;
   /** Creates vCPU `id` over `env.memory` (which must come from `createMemory`). */
   createVcpu(id: number, env: VcpuEnv): Vcpu;
+  /**
+   * VM-wide state the backend keeps itself, for snapshots (KVM: its kvmclock, KVM_GET_CLOCK);
+   * absent when there is none. Plain data (bigints allowed).
+   */
+  saveState?(): Record<string, unknown>;
+  /** Loads what `saveState` of a backend of the same name returned. */
+  restoreState?(state: Record<string, unknown>): void;
   /** Releases host resources. */
   close(): void;
 }

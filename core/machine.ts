@@ -26,7 +26,12 @@ import { PluginError, UsageError, VmmError } from "./errors.ts";
 import type { GuestMemory } from "./memory.ts";
 import { type ByteSink, type InputRing, SerialConsole } from "./serial_io.ts";
 import { createPcPlatform, MSR_APIC_BASE, type PcPlatform } from "../devices/platform.ts";
-import { KvmClock, kvmCpuidLeaf } from "../devices/kvm_clock.ts";
+import {
+  KvmClock,
+  kvmCpuidLeaf,
+  MSR_KVM_SYSTEM_TIME_NEW,
+  MSR_KVM_WALL_CLOCK_NEW,
+} from "../devices/kvm_clock.ts";
 import { makeOptions } from "../plugins/options.ts";
 import type { Device, DeviceHost, DeviceState, IrqLine, Logger, Plugin } from "../plugins/mod.ts";
 import { checkStateVersion } from "../plugins/state.ts";
@@ -91,7 +96,7 @@ export interface DeviceSnapshot {
 }
 
 /** The format version of MachineState; `restoreState` refuses any other. */
-export const MACHINE_STATE_VERSION = 1;
+export const MACHINE_STATE_VERSION = 2;
 
 /**
  * Everything a Machine is besides guest RAM: what a snapshot's state file holds. Plain data with
@@ -110,6 +115,8 @@ export interface MachineState {
   devices: DeviceSnapshot[];
   /** kvm-clock's MSRs (the interpreter), or null when the backend has none. */
   kvmClock: DeviceState | null;
+  /** What the backend keeps itself (KVM: its kvmclock), or null; restored on the same backend. */
+  backendState: Record<string, unknown> | null;
 }
 
 /** The result of a run, with a register dump for faults. */
@@ -384,6 +391,7 @@ export class Machine {
       cpu: this.vcpu.getState(),
       devices,
       kvmClock: this.kvmClock?.save() ?? null,
+      backendState: this.backend.saveState?.() ?? null,
     };
   }
 
@@ -447,7 +455,23 @@ export class Machine {
     }
     this.clock.restore(s.clock);
     this.clock.pause();
-    this.vcpu.setState(s.cpu);
+    if (s.backendState !== null && s.backend === this.backend.name) {
+      this.backend.restoreState?.(s.backendState);
+    }
+    // A KVM guest's kvmclock registration travels in its MSRs; here the machine's own kvm-clock
+    // (the interpreter's) takes it over.
+    let cpu = s.cpu;
+    const kvmClockMsrs: [number, bigint][] = [];
+    if (this.kvmClock !== null && s.kvmClock === null) {
+      cpu = { ...s.cpu, msrs: new Map(s.cpu.msrs) };
+      for (const msr of [MSR_KVM_WALL_CLOCK_NEW, MSR_KVM_SYSTEM_TIME_NEW]) {
+        const v = cpu.msrs.get(msr);
+        if (v === undefined) continue;
+        cpu.msrs.delete(msr);
+        if (v !== 0n) kvmClockMsrs.push([msr, v]);
+      }
+    }
+    this.vcpu.setState(cpu);
     for (const d of s.devices) {
       const attached = this.devices.find((a) => a.name === d.name)!;
       try {
@@ -461,6 +485,7 @@ export class Machine {
       }
     }
     if (s.kvmClock !== null && this.kvmClock !== null) this.kvmClock.restore(s.kvmClock);
+    for (const [msr, v] of kvmClockMsrs) this.kvmClock!.wrmsr(msr, Number(v));
   }
 
   /** Resets every device to its power-on state. */

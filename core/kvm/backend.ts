@@ -40,6 +40,7 @@ import {
   KVM_CAP_USER_MEMORY,
   KVM_CAP_XSAVE,
   KVM_CHECK_EXTENSION,
+  KVM_CLOCK_DATA_SIZE,
   KVM_CPUID2_HEADER_SIZE,
   KVM_CPUID_ENTRY2_SIZE,
   KVM_CREATE_VCPU,
@@ -56,6 +57,7 @@ import {
   KVM_EXIT_SYSTEM_EVENT,
   KVM_FPU_SIZE,
   KVM_GET_API_VERSION,
+  KVM_GET_CLOCK,
   KVM_GET_FPU,
   KVM_GET_MSRS,
   KVM_GET_REGS,
@@ -67,6 +69,7 @@ import {
   KVM_INTERRUPT,
   KVM_REGS_SIZE,
   KVM_RUN,
+  KVM_SET_CLOCK,
   KVM_SET_CPUID2,
   KVM_SET_FPU,
   KVM_SET_IDENTITY_MAP_ADDR,
@@ -192,6 +195,10 @@ export interface KvmBackend extends Backend {
   readonly memory: GuestMemory | null;
   /** Creates vCPU `id`; all its ioctls must then come from the calling thread. */
   createVcpu(id: number, env: VcpuEnv): KvmVcpu;
+  /** `{ kvmclockNs }`: the VM's kvmclock (KVM_GET_CLOCK). */
+  saveState(): Record<string, unknown>;
+  /** Sets the VM's kvmclock (KVM_SET_CLOCK) from what `saveState` returned. */
+  restoreState(state: Record<string, unknown>): void;
 }
 
 function errText(negErrno: number): string {
@@ -428,6 +435,27 @@ class KvmBackendImpl implements KvmBackend {
       }
     }
     throw new HostError("KVM_GET_SUPPORTED_CPUID reports more than 4096 entries");
+  }
+
+  /** The VM's kvmclock (KVM_GET_CLOCK), in ns, for snapshots. */
+  saveState(): Record<string, unknown> {
+    const b = new Uint8Array(KVM_CLOCK_DATA_SIZE);
+    must(ioctlBuf(this.#h.vmFd, KVM_GET_CLOCK, b), "KVM_GET_CLOCK");
+    return { kvmclockNs: new DataView(b.buffer).getBigUint64(0, true) };
+  }
+
+  /** Continues the kvmclock from a saved value (KVM_SET_CLOCK), so guest time does not jump. */
+  restoreState(state: Record<string, unknown>): void {
+    const ns = state.kvmclockNs;
+    if (typeof ns !== "bigint" || Object.keys(state).length !== 1) {
+      throw new HostError(
+        `Cannot restore KVM's VM state ${JSON.stringify(Object.keys(state))}: expected ` +
+          `{ kvmclockNs }`,
+      );
+    }
+    const b = new Uint8Array(KVM_CLOCK_DATA_SIZE);
+    new DataView(b.buffer).setBigUint64(0, ns, true);
+    must(ioctlBuf(this.#h.vmFd, KVM_SET_CLOCK, b), "KVM_SET_CLOCK");
   }
 
   createVcpu(id: number, env: VcpuEnv): KvmVcpu {

@@ -105,6 +105,12 @@ export const KVM_XSAVE_SIZE = 4096;
 export const KVM_GET_XSAVE: number = ior(0xa4, KVM_XSAVE_SIZE);
 /** `_IOW(KVMIO, 0xa5, struct kvm_xsave)`. */
 export const KVM_SET_XSAVE: number = iow(0xa5, KVM_XSAVE_SIZE);
+/** sizeof(struct kvm_clock_data): clock, flags, pad0, realtime, host_tsc, pad[4]. */
+export const KVM_CLOCK_DATA_SIZE = 48;
+/** `_IOR(KVMIO, 0x7c, struct kvm_clock_data)` (VM ioctl): the VM's kvmclock in ns. */
+export const KVM_GET_CLOCK: number = ior(0x7c, KVM_CLOCK_DATA_SIZE);
+/** `_IOW(KVMIO, 0x7b, struct kvm_clock_data)` (VM ioctl). */
+export const KVM_SET_CLOCK: number = iow(0x7b, KVM_CLOCK_DATA_SIZE);
 /** `_IOR(KVMIO, 0x9f, struct kvm_vcpu_events)`. */
 export const KVM_GET_VCPU_EVENTS: number = ior(0x9f, KVM_VCPU_EVENTS_SIZE);
 /** `_IOW(KVMIO, 0xa0, struct kvm_vcpu_events)`. */

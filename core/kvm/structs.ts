@@ -434,6 +434,9 @@ export function decodeMemoryRegion(buf: Uint8Array): UserMemoryRegion {
 
 // ---- CpuState <-> kvm structs ----
 
+/** kvmclock's MSRs (as devices/kvm_clock.ts names them). */
+export const MSR_KVM_WALL_CLOCK_NEW = 0x4b56_4d00, MSR_KVM_SYSTEM_TIME_NEW = 0x4b56_4d01;
+
 /** The MSRs the backend reads into `CpuState.msrs` (EFER, FS/GS base travel in sregs). */
 export const STATE_MSRS: readonly number[] = [
   MSR.STAR,
@@ -446,6 +449,9 @@ export const STATE_MSRS: readonly number[] = [
   MSR.SYSENTER_EIP,
   MSR.PAT,
   MSR.TSC,
+  // kvmclock registration (KVM's paravirtual clock; the clock itself is KVM_GET_CLOCK).
+  MSR_KVM_WALL_CLOCK_NEW,
+  MSR_KVM_SYSTEM_TIME_NEW,
 ];
 
 /** Builds a CpuState from decoded kvm_regs, kvm_sregs, kvm_fpu and MSR entries. */

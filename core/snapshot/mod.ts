@@ -383,6 +383,7 @@ function checkMachineShape(path: string, m: MachineState, memSize: number): void
     "cpu",
     "devices",
     "kvmClock",
+    "backendState",
   ];
   for (const k of Object.keys(m)) {
     if (!fields.includes(k)) fail(path, `unknown field "machine.${k}"`);

@@ -6,7 +6,9 @@
 
 import { assertEquals, assertThrows, assertTrue } from "../../_assert.ts";
 import { type ClockState, VmClock } from "../../../core/clock.ts";
-import { VmmError } from "../../../core/errors.ts";
+import { HostError, VmmError } from "../../../core/errors.ts";
+import { createKvmBackend } from "../../../core/kvm/backend.ts";
+import { KVM_OK } from "../../_run.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MS = 1e6;
@@ -48,4 +50,28 @@ Deno.test("a restored clock continues from the saved time, running or paused", a
     VmmError,
     "running: true or false",
   );
+});
+
+Deno.test({
+  name: "kvm: a new VM's kvmclock continues from the saved one (KVM_GET_CLOCK / KVM_SET_CLOCK)",
+  ignore: !KVM_OK,
+  async fn() {
+    const a = createKvmBackend();
+    const b = createKvmBackend();
+    try {
+      a.createMemory(1 << 20);
+      b.createMemory(1 << 20);
+      await sleep(50);
+      const saved = a.saveState();
+      const ns = saved.kvmclockNs as bigint;
+      await sleep(200);
+      b.restoreState(saved);
+      const now = b.saveState().kvmclockNs as bigint;
+      assertTrue(now >= ns && now - ns < 50_000_000n, `saved ${ns}, restored ${now}`);
+      assertThrows(() => b.restoreState({ clock: 1 }), HostError, "kvmclockNs");
+    } finally {
+      a.close();
+      b.close();
+    }
+  },
 });
