@@ -16,6 +16,7 @@ import type { StartMessage, WorkerMessage } from "./vm_worker.ts";
 import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "./kvm/backend.ts";
 import { parseDeviceSpec } from "../plugins/options.ts";
 import { apiMain, wantsApi } from "./api/main.ts";
+import { ctlMain } from "./ctl/main.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /** The version `--version` prints. */
@@ -52,6 +53,8 @@ Options:
   --config-file FILE     boot from Firecracker's config-file JSON ("boot-source",
                          "machine-config") without API calls (combines with --api-sock)
   --id ID                the instance id GET / reports (default anonymous-instance)
+  --name NAME            register the VM as NAME in the runtime directory (its API socket
+                         there); manage it with \`deno run -A mod.ts ctl VERB\` (ctl --help)
   --restore STATE_FILE   restore a snapshot instead of booting: its state file, with
   --mem-file MEM_FILE    its memory file; the snapshot decides RAM size, CPU model and
                          devices (no --kernel, --mem, --device); --backend picks where it
@@ -241,6 +244,7 @@ export function restoreTerminal(): void {
 
 /** Runs the CLI and returns the process exit status. */
 export async function main(argv: string[]): Promise<number> {
+  if (argv[0] === "ctl") return await ctlMain(argv.slice(1));
   if (wantsApi(argv)) return await apiMain(argv);
   let config: VmConfig;
   try {

@@ -19,26 +19,43 @@ import {
 } from "./server.ts";
 import { LifecycleError, type VmEnd, Vmm } from "./vmm.ts";
 import { ApiLogger, ApiMetrics } from "./observe.ts";
+import {
+  ensureRunDir,
+  entryState,
+  readRecord,
+  removeEntry,
+  validateName,
+  vmPaths,
+  writeRecord,
+} from "../run_dir.ts";
 
 /** The flags this mode adds to the plain CLI's. */
 export interface ApiArgs {
   apiSock: string | null;
   configFile: string | null;
   id: string;
+  /** `--name NAME`: registered in the runtime directory (core/run_dir.ts), socket there. */
+  name: string | null;
   /** The plain CLI's flags, for parseCli. */
   rest: string[];
 }
 
-const OWN_FLAGS = ["--api-sock", "--config-file", "--id"] as const;
+const OWN_FLAGS = ["--api-sock", "--config-file", "--id", "--name"] as const;
 
 /** True when `argv` asks for this mode. */
 export function wantsApi(argv: readonly string[]): boolean {
   return argv.some((a) => OWN_FLAGS.some((f) => a === f || a.startsWith(f + "=")));
 }
 
-/** Takes `--api-sock`, `--config-file` and `--id` out of `argv`. Throws UsageError. */
+/** Takes `--api-sock`, `--config-file`, `--id` and `--name` out of `argv`. Throws UsageError. */
 export function splitApiArgs(argv: readonly string[]): ApiArgs {
-  const out: ApiArgs = { apiSock: null, configFile: null, id: DEFAULT_ID, rest: [] };
+  const out: ApiArgs = {
+    apiSock: null,
+    configFile: null,
+    id: DEFAULT_ID,
+    name: null,
+    rest: [],
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const flag = OWN_FLAGS.find((f) => a === f || a.startsWith(f + "="));
@@ -52,6 +69,7 @@ export function splitApiArgs(argv: readonly string[]): ApiArgs {
     if (value === undefined || value === "") throw new UsageError(`${flag} needs a value`);
     if (flag === "--api-sock") out.apiSock = value;
     else if (flag === "--config-file") out.configFile = value;
+    else if (flag === "--name") out.name = validateName(value);
     else {
       if (!/^[A-Za-z0-9-]{1,64}$/.test(value)) {
         throw new UsageError(`--id "${value}": use 1 to 64 letters, digits and hyphens`);
@@ -141,6 +159,10 @@ export async function apiMain(argv: string[]): Promise<number> {
     return 2;
   }
   const bootNow = config.kernel !== null || restore !== undefined;
+  if (args.name !== null) {
+    const claimed = await claimName(args, config, restore?.statePath ?? null);
+    if (claimed !== 0) return claimed;
+  }
 
   const vmm = new Vmm(config);
   const logger = new ApiLogger(args.id);
@@ -151,6 +173,9 @@ export async function apiMain(argv: string[]): Promise<number> {
   };
   let server: Deno.HttpServer<Deno.UnixAddr> | null = null;
   const cleanup = async () => {
+    if (args.name !== null && readRecord(args.name)?.pid === Deno.pid) {
+      removeEntry(args.name);
+    }
     if (server !== null) {
       const s = server;
       server = null;
@@ -170,6 +195,7 @@ export async function apiMain(argv: string[]): Promise<number> {
       );
     } catch (err) {
       vmm.close();
+      if (args.name !== null) removeEntry(args.name);
       if (err instanceof ApiError) {
         console.error(`denovisor: ${err.message}`);
         return 2;
@@ -201,6 +227,13 @@ export async function apiMain(argv: string[]): Promise<number> {
       started.then(() => null, (err: unknown) => err),
       vmm.ended,
     ]);
+    if (args.name !== null && vmm.backendName !== null) {
+      // The record learns the backend the VM runs on and its RAM (a snapshot's own size).
+      const record = readRecord(args.name);
+      if (record?.pid === Deno.pid) {
+        writeRecord({ ...record, backend: vmm.backendName, memory: vmm.config.memSize });
+      }
+    }
     if (result instanceof LifecycleError) {
       end = { ok: true, outcome: { status: 1, message: result.message } };
     } else if (result instanceof Error) throw result;
@@ -229,4 +262,50 @@ export async function apiMain(argv: string[]): Promise<number> {
   logger.log("Info", "vmm", `The VM ended with status ${outcome.status}.`);
   logger.close();
   return outcome.status;
+}
+
+/**
+ * Registers `--name` in the runtime directory: refuses a name a live VM holds, cleans a stale
+ * one (dead pid or dead socket), points the API socket there and writes the record. Returns 0,
+ * or the exit status of a refusal (its message printed).
+ */
+async function claimName(
+  args: ApiArgs,
+  config: VmConfig,
+  restored: string | null,
+): Promise<number> {
+  const name = args.name!;
+  if (args.apiSock !== null) {
+    console.error(
+      `denovisor: --name ${name} puts the API socket in the runtime directory: drop --api-sock`,
+    );
+    return 2;
+  }
+  let dir: string;
+  try {
+    dir = ensureRunDir();
+  } catch (err) {
+    console.error(`denovisor: cannot create the runtime directory: ${(err as Error).message}`);
+    return 1;
+  }
+  const state = await entryState(name, dir);
+  if (state.kind !== "stale") {
+    const pid = state.record === null ? "" : ` (pid ${state.record.pid})`;
+    console.error(
+      `denovisor: a VM named "${name}" is already running${pid} in ${dir}: pick another ` +
+        `--name, or stop it with \`deno run -A mod.ts ctl stop ${name}\``,
+    );
+    return 2;
+  }
+  removeEntry(name, dir);
+  args.apiSock = vmPaths(name, dir).sock;
+  writeRecord({
+    name,
+    pid: Deno.pid,
+    backend: config.backend,
+    memory: config.memSize,
+    started: Date.now(),
+    kernel: restored !== null ? `restore:${restored}` : config.kernel,
+  }, dir);
+  return 0;
 }
