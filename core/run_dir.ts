@@ -166,6 +166,20 @@ export async function entryState(name: string, dir = runDir()): Promise<EntrySta
     : { kind: "stale" };
 }
 
+/**
+ * Removes VM `name`'s files (logs too when `logs`) if it is still stale, checked again at once
+ * before: a VMM that took the name meanwhile (its socket answers, or its record is another) is
+ * left alone. Returns true when it removed them.
+ */
+export async function removeStale(name: string, dir = runDir(), logs = true): Promise<boolean> {
+  const before = readRecord(name, dir);
+  if ((await entryState(name, dir)).kind !== "stale") return false;
+  const now = readRecord(name, dir);
+  if (now?.pid !== before?.pid || now?.started !== before?.started) return false;
+  removeEntry(name, dir, logs);
+  return true;
+}
+
 /** The names with a record or a socket in the runtime directory, sorted. */
 export function entryNames(dir = runDir()): string[] {
   const names = new Set<string>();

@@ -26,6 +26,7 @@ import {
   removeEntry,
   validateName,
   vmPaths,
+  type VmRecord,
   writeRecord,
 } from "../run_dir.ts";
 
@@ -159,9 +160,11 @@ export async function apiMain(argv: string[]): Promise<number> {
     return 2;
   }
   const bootNow = config.kernel !== null || restore !== undefined;
+  let record: VmRecord | null = null;
   if (args.name !== null) {
     const claimed = await claimName(args, config, restore?.statePath ?? null);
-    if (claimed !== 0) return claimed;
+    if (typeof claimed === "number") return claimed;
+    record = claimed;
   }
 
   const vmm = new Vmm(config);
@@ -193,9 +196,10 @@ export async function apiMain(argv: string[]): Promise<number> {
         args.apiSock,
         apiHandler(vmm, { id: args.id, version: VERSION }, { logger, metrics }),
       );
+      // The record comes after the socket: a socket with no record is a VMM starting up.
+      if (record !== null) writeRecord(record);
     } catch (err) {
       vmm.close();
-      if (args.name !== null) removeEntry(args.name);
       if (err instanceof ApiError) {
         console.error(`denovisor: ${err.message}`);
         return 2;
@@ -265,15 +269,15 @@ export async function apiMain(argv: string[]): Promise<number> {
 }
 
 /**
- * Registers `--name` in the runtime directory: refuses a name a live VM holds, cleans a stale
- * one (dead pid or dead socket), points the API socket there and writes the record. Returns 0,
- * or the exit status of a refusal (its message printed).
+ * Claims `--name` in the runtime directory: refuses a name a live VM holds, cleans a stale
+ * one (dead pid or dead socket) and points the API socket there. Returns the record to write
+ * once the socket serves, or the exit status of a refusal (its message printed).
  */
 async function claimName(
   args: ApiArgs,
   config: VmConfig,
   restored: string | null,
-): Promise<number> {
+): Promise<VmRecord | number> {
   const name = args.name!;
   if (args.apiSock !== null) {
     console.error(
@@ -299,13 +303,12 @@ async function claimName(
   }
   removeEntry(name, dir);
   args.apiSock = vmPaths(name, dir).sock;
-  writeRecord({
+  return {
     name,
     pid: Deno.pid,
     backend: config.backend,
     memory: config.memSize,
     started: Date.now(),
     kernel: restored !== null ? `restore:${restored}` : config.kernel,
-  }, dir);
-  return 0;
+  };
 }

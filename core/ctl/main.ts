@@ -11,6 +11,7 @@ import {
   entryState,
   pidAlive,
   removeEntry,
+  removeStale,
   runDir,
   socketAlive,
   validateName,
@@ -174,8 +175,7 @@ async function find(name: string): Promise<{ record: VmRecord; sock: string }> {
   if (state.kind === "busy") {
     throw new MissingVm(`VM "${name}" is starting or ending: try again in a moment`);
   }
-  const had = entryNames(dir).includes(name);
-  if (had) removeEntry(name, dir, true);
+  const had = entryNames(dir).includes(name) && await removeStale(name, dir);
   throw new MissingVm(
     `no VM named "${name}" in ${dir}${had ? " (it had ended: its stale entry was removed)" : ""}` +
       `; \`${PROG} list\` shows the VMs there`,
@@ -235,7 +235,7 @@ async function list(_: string[]): Promise<void> {
   for (const name of entryNames(dir)) {
     const state = await entryState(name, dir);
     if (state.kind === "stale") {
-      removeEntry(name, dir, true);
+      await removeStale(name, dir);
       continue;
     }
     if (state.kind === "busy") continue;
