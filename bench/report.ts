@@ -25,6 +25,7 @@ const GROUPS: Record<string, () => Promise<BenchGroup>> = {
   interp: async () => (await import("./interp_group.ts")).runInterpGroup,
   plugins: async () => (await import("./plugins_group.ts")).runPluginsGroup,
   boot: async () => (await import("./boot_group.ts")).runBootGroup,
+  lifecycle: async () => (await import("./lifecycle_group.ts")).runLifecycleGroup,
 };
 
 /** Formats rows as a markdown table. */
