@@ -28,8 +28,8 @@ import { kvmAvailable } from "../core/kvm/backend.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const GUEST = `${ROOT}bench/guests/lifecycle.bin`;
 const MEM = "256M";
-/** Snapshot creates per VM, and restores (fresh processes) per backend. */
-const CREATES = 5, RESTORES = 5;
+/** Snapshot creates per source VM, and restores (fresh processes) per side, interleaved. */
+const CREATES = 7, RESTORES = 7;
 /** GET / requests per interleaved batch, and batches per server. */
 const BATCH = 200, BATCHES = 10;
 
@@ -215,67 +215,76 @@ const QEMU_ARGS = [
   "none",
 ];
 
-/** QEMU TCG: `CREATES` migrations of one stopped VM to files, then `RESTORES` incoming. */
-async function qemuSnapshot(dir: string): Promise<{ create: number; restore: number }> {
+/** One side of the snapshot comparison: a source VM to snapshot, then fresh processes to restore. */
+interface Side {
+  name: string;
+  /** Starts the source VM and waits until the guest has filled memory and prints. */
+  start(): Promise<void>;
+  /** Runs the guest again (not for the first), pauses it (not timed), times one snapshot. */
+  create(first: boolean): Promise<number>;
+  stopSource(): Promise<void>;
+  /** Starts a fresh process, waits until it is up, times one restore to the guest's next line. */
+  restore(i: number): Promise<number>;
+}
+
+/** QEMU TCG on the same guest: migrate to a file, `-incoming defer` from it. */
+function qemuSide(dir: string): Side {
   const disk = `${dir}/qemu-disk.bin`;
   Deno.copyFileSync(GUEST, disk);
   const drive = ["-drive", `file=${disk},format=raw,if=ide`];
   const file = `${dir}/qemu.migration`;
-  const creates: number[] = [];
-  {
-    const sock = `${dir}/qmp-src.sock`;
-    const p = new Proc("qemu-system-x86_64", [
+  const qemu = (sock: string, extra: string[] = []) =>
+    new Proc("qemu-system-x86_64", [
       ...QEMU_ARGS,
       ...drive,
       "-qmp",
       `unix:${sock},server=on,wait=off`,
+      ...extra,
     ]);
-    try {
-      await p.waitSocket(sock, "QEMU");
-      const qmp = await Qmp.open(sock);
-      while (p.stdoutBytes < 200) await p.nextOutput("QEMU guest"); // filled, printing
-      for (let i = 0; i < CREATES; i++) {
-        if (i > 0) { // QEMU migrates a VM once: run it again first
-          await qmp.cont();
-          await p.nextOutput("QEMU guest after cont");
-        }
-        await qmp.run("stop");
-        const t0 = performance.now();
-        await qmp.run("migrate", { uri: `exec:cat > ${file}` });
-        await qmp.migrated();
-        creates.push(performance.now() - t0);
+  let src: Proc | null = null, qmp: Qmp | null = null;
+  return {
+    name: "QEMU",
+    async start() {
+      const sock = `${dir}/qmp-src.sock`;
+      src = qemu(sock);
+      await src.waitSocket(sock, "QEMU");
+      qmp = await Qmp.open(sock);
+      while (src.stdoutBytes < 200) await src.nextOutput("QEMU guest"); // filled, printing
+    },
+    async create(first) {
+      if (!first) { // QEMU migrates a VM once: run it again first
+        await qmp!.cont();
+        await src!.nextOutput("QEMU guest after cont");
       }
-      qmp.close();
-    } finally {
-      await p.stop();
-    }
-  }
-  const restores: number[] = [];
-  for (let i = 0; i < RESTORES; i++) {
-    const sock = `${dir}/qmp-dst${i}.sock`;
-    const p = new Proc("qemu-system-x86_64", [
-      ...QEMU_ARGS,
-      ...drive,
-      "-qmp",
-      `unix:${sock},server=on,wait=off`,
-      "-incoming",
-      "defer",
-    ]);
-    try {
-      await p.waitSocket(sock, "QEMU -incoming");
-      const qmp = await Qmp.open(sock);
-      const running = p.nextOutput("QEMU restored guest");
+      await qmp!.run("stop");
       const t0 = performance.now();
-      await qmp.run("migrate-incoming", { uri: `exec:cat ${file}` });
-      await qmp.migrated();
-      await qmp.cont(); // saved stopped, so it arrives stopped: resume_vm's counterpart
-      restores.push(await running - t0);
-      qmp.close();
-    } finally {
-      await p.stop();
-    }
-  }
-  return { create: median(creates), restore: median(restores) };
+      await qmp!.run("migrate", { uri: `exec:cat > ${file}` });
+      await qmp!.migrated();
+      return performance.now() - t0;
+    },
+    async stopSource() {
+      qmp?.close();
+      await src?.stop();
+    },
+    async restore(i) {
+      const sock = `${dir}/qmp-dst${i}.sock`;
+      const p = qemu(sock, ["-incoming", "defer"]);
+      try {
+        await p.waitSocket(sock, "QEMU -incoming");
+        const q = await Qmp.open(sock);
+        const running = p.nextOutput("QEMU restored guest");
+        const t0 = performance.now();
+        await q.run("migrate-incoming", { uri: `exec:cat ${file}` });
+        await q.migrated();
+        await q.cont(); // saved stopped, so it arrives stopped: resume_vm's counterpart
+        const t = await running - t0;
+        q.close();
+        return t;
+      } finally {
+        await p.stop();
+      }
+    },
+  };
 }
 
 function denovisor(sock: string, args: string[]): Proc {
@@ -297,63 +306,77 @@ async function ok(sock: string, method: string, url: string, body?: unknown): Pr
   }
 }
 
-/** denovisor on `backend`: `CREATES` snapshots of one paused VM, `RESTORES` fresh loads. */
-async function denovisorSnapshot(
-  dir: string,
-  backend: "interp" | "kvm",
-): Promise<{ create: number; restore: number }> {
+/** denovisor on `backend`: `PUT /snapshot/create` Full, `PUT /snapshot/load` with resume_vm. */
+function denovisorSide(dir: string, backend: "interp" | "kvm", replies: number[]): Side {
   const state = `${dir}/${backend}.state`, mem = `${dir}/${backend}.mem`;
-  const creates: number[] = [];
-  {
-    const sock = `${dir}/${backend}-src.sock`;
-    const p = denovisor(sock, ["--backend", backend, "--mem", MEM, "--kernel", GUEST]);
-    try {
-      await p.waitSocket(sock, `denovisor ${backend}`);
-      while (p.stdoutBytes < 200) await p.nextOutput(`denovisor ${backend} guest`);
-      for (let i = 0; i < CREATES; i++) {
-        if (i > 0) { // as on QEMU: run it again between snapshots
-          await ok(sock, "PATCH", "/vm", { state: "Resumed" });
-          await p.nextOutput(`denovisor ${backend} guest after Resumed`);
-        }
-        await ok(sock, "PATCH", "/vm", { state: "Paused" });
-        const t0 = performance.now();
-        await ok(sock, "PUT", "/snapshot/create", {
-          snapshot_type: "Full",
-          snapshot_path: state,
-          mem_file_path: mem,
-        });
-        creates.push(performance.now() - t0);
+  const sock = `${dir}/${backend}-src.sock`;
+  let src: Proc | null = null;
+  return {
+    name: backend,
+    async start() {
+      src = denovisor(sock, ["--backend", backend, "--mem", MEM, "--kernel", GUEST]);
+      await src.waitSocket(sock, `denovisor ${backend}`);
+      while (src.stdoutBytes < 200) await src.nextOutput(`denovisor ${backend} guest`);
+    },
+    async create(first) {
+      if (!first) { // as on QEMU: run it again between snapshots
+        await ok(sock, "PATCH", "/vm", { state: "Resumed" });
+        await src!.nextOutput(`denovisor ${backend} guest after Resumed`);
       }
-    } finally {
-      await p.stop();
-    }
-  }
-  const restores: number[] = [], replies: number[] = [];
-  for (let i = 0; i < RESTORES; i++) {
-    const sock = `${dir}/${backend}-dst${i}.sock`;
-    const p = denovisor(sock, ["--backend", backend, "--mem", MEM]);
-    try {
-      await p.waitSocket(sock, `denovisor ${backend} (restore)`);
-      await ok(sock, "GET", "/");
-      const running = p.nextOutput(`denovisor ${backend} restored guest`);
+      await ok(sock, "PATCH", "/vm", { state: "Paused" });
       const t0 = performance.now();
-      await ok(sock, "PUT", "/snapshot/load", {
+      await ok(sock, "PUT", "/snapshot/create", {
+        snapshot_type: "Full",
         snapshot_path: state,
-        mem_backend: { backend_type: "File", backend_path: mem },
-        resume_vm: true,
+        mem_file_path: mem,
       });
-      replies.push(performance.now() - t0);
-      restores.push(await running - t0);
-    } finally {
-      await p.stop();
+      return performance.now() - t0;
+    },
+    async stopSource() {
+      await src?.stop();
+    },
+    async restore(i) {
+      const dst = `${dir}/${backend}-dst${i}.sock`;
+      const p = denovisor(dst, ["--backend", backend, "--mem", MEM]);
+      try {
+        await p.waitSocket(dst, `denovisor ${backend} (restore)`);
+        await ok(dst, "GET", "/");
+        const running = p.nextOutput(`denovisor ${backend} restored guest`);
+        const t0 = performance.now();
+        await ok(dst, "PUT", "/snapshot/load", {
+          snapshot_path: state,
+          mem_backend: { backend_type: "File", backend_path: mem },
+          resume_vm: true,
+        });
+        replies.push(performance.now() - t0);
+        return await running - t0;
+      } finally {
+        await p.stop();
+      }
+    },
+  };
+}
+
+/** Medians of `CREATES` creates and `RESTORES` restores per side, the sides interleaved. */
+async function measureSides(
+  sides: Side[],
+): Promise<Map<Side, { create: number; restore: number }>> {
+  const creates = new Map(sides.map((s) => [s, [] as number[]]));
+  const restores = new Map(sides.map((s) => [s, [] as number[]]));
+  try {
+    for (const s of sides) await s.start();
+    for (let i = 0; i < CREATES; i++) {
+      for (const s of sides) creates.get(s)!.push(await s.create(i === 0));
     }
+  } finally {
+    for (const s of sides) await s.stopSource();
   }
-  console.error(
-    `lifecycle: ${backend}: PUT /snapshot/load answered in ${
-      median(replies).toFixed(1)
-    } ms (median), the guest's next line came at ${median(restores).toFixed(1)} ms`,
+  for (let i = 0; i < RESTORES; i++) {
+    for (const s of sides) restores.get(s)!.push(await s.restore(i));
+  }
+  return new Map(
+    sides.map((s) => [s, { create: median(creates.get(s)!), restore: median(restores.get(s)!) }]),
   );
-  return { create: median(creates), restore: median(restores) };
 }
 
 /** Mean `GET /` round trip on denovisor's socket and on a minimal `Deno.serve`, interleaved. */
@@ -433,24 +456,33 @@ export async function runLifecycleGroup(): Promise<BenchRow[] | string> {
     const noKvm = await kvmRuns(dir);
     if (noKvm === null) backends.push("kvm");
     else console.error(`lifecycle: no KVM rows: ${noKvm}`);
-    const qemu = await qemuSnapshot(dir);
-    for (const backend of backends) {
-      const ours = await denovisorSnapshot(dir, backend);
+    const qemu = qemuSide(dir);
+    const replies = new Map(backends.map((b) => [b, [] as number[]]));
+    const ours = backends.map((b) => denovisorSide(dir, b, replies.get(b)!));
+    const times = await measureSides([qemu, ...ours]);
+    const q = times.get(qemu)!;
+    for (const side of ours) {
+      const t = times.get(side)!;
+      console.error(
+        `lifecycle: ${side.name}: PUT /snapshot/load answered in ${
+          median(replies.get(side.name as "interp" | "kvm")!).toFixed(1)
+        } ms (median), the guest's next line came at ${t.restore.toFixed(1)} ms`,
+      );
       rows.push({
-        name: `snapshot create (${backend})`,
+        name: `snapshot create (${side.name})`,
         unit: "ms",
-        value: ours.create,
+        value: t.create,
         baseline: "QEMU TCG stop + migrate exec:cat > FILE until completed, same guest, 256 MiB",
-        baselineValue: qemu.create,
-        ratio: ours.create / qemu.create,
+        baselineValue: q.create,
+        ratio: t.create / q.create,
       }, {
-        name: `snapshot restore (${backend})`,
+        name: `snapshot restore (${side.name})`,
         unit: "ms",
-        value: ours.restore,
+        value: t.restore,
         baseline:
           "QEMU TCG -incoming defer: migrate-incoming exec:cat FILE, cont, to the next line",
-        baselineValue: qemu.restore,
-        ratio: ours.restore / qemu.restore,
+        baselineValue: q.restore,
+        ratio: t.restore / q.restore,
       });
     }
     return rows;
