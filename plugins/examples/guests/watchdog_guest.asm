@@ -1,4 +1,4 @@
-; Uses the watchdog example plugin: arms a 100 ms watchdog, kicks it every 20 ms of its clock
+; Uses the watchdog example plugin: arms a 500 ms watchdog, kicks it every 20 ms of its clock
 ; five times, then stops kicking and waits. The watchdog must end the VM; if 3 s of its clock
 ; pass first, the guest fails with debug-exit 1 (status 3).
 ; Build: nasm -f bin -o watchdog_guest.bin watchdog_guest.asm
@@ -13,7 +13,7 @@ WDT equ 0x590
     mov dx, WDT + 8
     in eax, dx
     mov [start], eax
-    mov eax, 100            ; arm: 100 ms
+    mov eax, 500            ; arm: 500 ms (a wide margin over the 20 ms kicks on a loaded host)
     mov dx, WDT
     out dx, eax
     mov cx, 5
