@@ -16,10 +16,17 @@
 import { RunControl } from "./backend.ts";
 import { InputRing } from "./serial_io.ts";
 import type { KvmVcpu, VcpuKickHandle } from "./kvm/backend.ts";
-import { runVm, type VmConfig, type VmIo, type VmOutcome } from "./vm.ts";
+import {
+  buildMachine,
+  restoreMachine,
+  runVm,
+  type VmConfig,
+  type VmIo,
+  type VmOutcome,
+} from "./vm.ts";
 import { exitStatusOf, type Machine } from "./machine.ts";
 import { VmmError } from "./errors.ts";
-import { buildMachineFallback, findSnapshotLayer, type SnapshotType } from "./api/layer.ts";
+import { createSnapshot, type SnapshotType } from "./snapshot/mod.ts";
 
 /** The message the main thread sends to start the VM (plain CLI). */
 export interface StartMessage {
@@ -150,12 +157,8 @@ async function lifecycle(init: InitMessage): Promise<void> {
     switch (cmd.kind) {
       case "start": {
         if (state !== "Not started") return refuse(cmd.id, "The VM is already started");
-        const layer = await import("./vm.ts") as Record<string, unknown>;
-        const build = typeof layer.buildMachine === "function"
-          ? layer.buildMachine as (c: VmConfig, io: VmIo) => Promise<Machine>
-          : buildMachineFallback;
         try {
-          machine = await build(cmd.config, io);
+          machine = await buildMachine(cmd.config, io);
         } catch (err) {
           if (err instanceof VmmError) return refuse(cmd.id, err.message);
           throw err;
@@ -168,12 +171,8 @@ async function lifecycle(init: InitMessage): Promise<void> {
         if (state !== "Not started") {
           return refuse(cmd.id, "snapshot/load is only possible before the VM starts");
         }
-        const layer = await findSnapshotLayer();
-        if (layer.restoreMachine === null) {
-          return refuse(cmd.id, "snapshot/load is not available yet in this build");
-        }
         try {
-          machine = await layer.restoreMachine(
+          machine = await restoreMachine(
             { statePath: cmd.statePath, memPath: cmd.memPath },
             io,
             {
@@ -206,12 +205,8 @@ async function lifecycle(init: InitMessage): Promise<void> {
         if (machine === null || state !== "Paused") {
           return refuse(cmd.id, `The VM is ${state}: pause it (PATCH /vm) before a snapshot`);
         }
-        const layer = await findSnapshotLayer();
-        if (layer.createSnapshot === null) {
-          return refuse(cmd.id, "snapshot/create is not available yet in this build");
-        }
         try {
-          await layer.createSnapshot(machine, {
+          await createSnapshot(machine, {
             statePath: cmd.statePath,
             memPath: cmd.memPath,
             type: cmd.type,

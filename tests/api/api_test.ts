@@ -9,7 +9,7 @@ import { assertEquals, assertIncludes, assertTrue } from "../_assert.ts";
 import { BACKENDS, ROOT, runCli } from "../_run.ts";
 import { HELP } from "../../core/cli.ts";
 import { COUNTER, COUNTER_OUTPUT, COUNTER_STATUS, sleep, VmProcess } from "./_api.ts";
-import { buildMachineFallback } from "../../core/api/layer.ts";
+import { buildMachine } from "../../core/vm.ts";
 import { injectCtrlAltDel } from "../../core/vm_worker.ts";
 
 function tempSock(): { dir: string; sock: string } {
@@ -491,7 +491,7 @@ Deno.test("--config-file boots Firecracker's config JSON without API calls", asy
 });
 
 Deno.test("SendCtrlAltDel types Ctrl, Alt, Del as i8042 keyboard data", async () => {
-  const machine = await buildMachineFallback({
+  const machine = await buildMachine({
     backend: "interp",
     memSize: 1 << 20,
     kernel: COUNTER,
