@@ -93,12 +93,13 @@ async function listed(dir: string): Promise<Record<string, string>> {
   return table(r.stdout);
 }
 
-/** Waits until `ctl list` shows `n` VMs. */
+/** Waits until `ctl list` shows `n` VMs, all Running (a VM is "Not started" for a moment). */
 async function untilListed(dir: string, n: number, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const rows = await listed(dir);
-    if (Object.keys(rows).length >= n) return;
+    const states = Object.values(rows);
+    if (states.length >= n && states.every((s) => s === "Running")) return;
     if (Date.now() > deadline) throw new Error(`list shows ${JSON.stringify(rows)}`);
     await new Promise((r) => setTimeout(r, 200));
   }
