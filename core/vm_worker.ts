@@ -18,6 +18,7 @@ import { InputRing } from "./serial_io.ts";
 import type { KvmVcpu, VcpuKickHandle } from "./kvm/backend.ts";
 import {
   buildMachine,
+  preloadMachineModules,
   restoreMachine,
   runVm,
   type VmConfig,
@@ -138,6 +139,10 @@ async function lifecycle(init: InitMessage): Promise<void> {
     control: new RunControl(new Int32Array(init.control)),
     log: (message) => scope.postMessage({ kind: "log", message }),
   };
+  // Idle until the first command: compile what a build or a restore will import meanwhile.
+  preloadMachineModules().catch(() => {
+    // A module that fails to load fails the command that needs it, with its own message.
+  });
   let machine: Machine | null = null;
   /** What the user asked for; the vCPU may be stopped for a command while this says Running. */
   let state = "Not started" as LifecycleState;
