@@ -149,6 +149,18 @@ export interface Backend {
   readonly name: BackendName;
   /** Allocates `size` bytes of zeroed guest RAM this backend can run on. */
   createMemory(size: number): GuestMemory;
+  /**
+   * Guest RAM over a snapshot's memory file (`size` bytes of raw RAM), mapped copy-on-write
+   * (MAP_PRIVATE): no copy up front, and the file is never written. Absent where the backend
+   * cannot run on such a mapping (the interpreter's RAM is a SharedArrayBuffer): read the file.
+   */
+  mapMemoryFile?(path: string, size: number): GuestMemory;
+  /**
+   * Feeds the pages the guest wrote that the page-state map cannot see itself (KVM's stores
+   * go straight to RAM: KVM_GET_DIRTY_LOG) into its dirty bits. Absent where every store
+   * marks the map already (the interpreter). Call it while no vCPU runs.
+   */
+  collectDirtyLog?(): void;
   /** Creates vCPU `id` over `env.memory` (which must come from `createMemory`). */
   createVcpu(id: number, env: VcpuEnv): Vcpu;
   /**

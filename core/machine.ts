@@ -63,6 +63,12 @@ export interface MachineOptions {
    * false gives a PIC-only PC, as on machines before the APIC).
    */
   localApic?: boolean;
+  /**
+   * A snapshot's memory file (raw RAM of `memSize` bytes) to map as guest RAM where the
+   * backend can (`Backend.mapMemoryFile`, KVM); otherwise RAM is fresh and the caller reads the
+   * file in (`memoryMapped` says which).
+   */
+  memoryFile?: string;
 }
 
 /**
@@ -145,6 +151,8 @@ export class Machine {
   /** The CPU the vCPU presents. */
   readonly cpuModel: CpuModel;
   readonly memory: GuestMemory;
+  /** RAM is `memoryFile` mapped copy-on-write (the backend could map it): nothing to read. */
+  readonly memoryMapped: boolean;
   readonly ports: PortBus = new PortBus();
   readonly mmio: MmioBus = new MmioBus();
   readonly control: RunControl;
@@ -170,7 +178,10 @@ export class Machine {
     this.#trace = opts.trace ?? null;
     this.#announceLocalApic = opts.localApic ?? true;
     this.control = opts.control ?? new RunControl();
-    this.memory = opts.backend.createMemory(opts.memSize);
+    this.memory = opts.memoryFile !== undefined && opts.backend.mapMemoryFile !== undefined
+      ? opts.backend.mapMemoryFile(opts.memoryFile, opts.memSize)
+      : opts.backend.createMemory(opts.memSize);
+    this.memoryMapped = opts.memoryFile !== undefined && opts.backend.mapMemoryFile !== undefined;
     this.console = new SerialConsole(opts.serialSink ?? null, opts.serialInput ?? null);
     this.control.service = () => {
       this.clock.fireDue();

@@ -178,6 +178,8 @@ interface AssembleSpec {
   memSize: number;
   serial: VmConfig["serial"];
   protectedModeEvents: boolean;
+  /** Map this memory file as RAM where the backend can (a restore on KVM). */
+  memoryFile?: string;
 }
 
 /**
@@ -197,6 +199,7 @@ async function assemble(
     backend,
     cpuModel: spec.cpuModel,
     memSize: spec.memSize,
+    ...(spec.memoryFile === undefined ? {} : { memoryFile: spec.memoryFile }),
     serialSink: openSerial(spec.serial, io),
     serialInput: io.input ?? null,
     trace,
@@ -347,6 +350,8 @@ export async function restoreMachine(
       memSize: snap.memSize,
       serial: opts.serial ?? { kind: "stdio" },
       protectedModeEvents: choice === "auto" && (saved.cpu.cr0 & CR0_PE) !== 0,
+      // Every snapshot's memory file is complete RAM here (a Diff's is read whole, below).
+      memoryFile: snapshot.memPath,
     },
     io,
     trace,
@@ -357,9 +362,17 @@ export async function restoreMachine(
         await attachPlugin(machine, d.source.specifier, d.source.options);
       }
     }
-    // A Full snapshot lists the pages that are not zero; a (rebased) Diff's file is read whole.
-    readMemoryFile(snapshot.memPath, machine.memory, snap.type === "Full" ? snap.pages : undefined);
+    // On KVM the file is guest RAM already (mapped MAP_PRIVATE). Otherwise: a Full snapshot
+    // lists the pages that are not zero; a (rebased) Diff's file is read whole.
+    if (!machine.memoryMapped) {
+      readMemoryFile(
+        snapshot.memPath,
+        machine.memory,
+        snap.type === "Full" ? snap.pages : undefined,
+      );
+    }
     // The next Diff snapshot holds what changed after this restore.
+    machine.backend.collectDirtyLog?.();
     machine.memory.pages.takeDirty(SNAPSHOT_DIRTY_CONSUMER);
     machine.restoreState(saved);
     io.onVcpuReady?.(machine);

@@ -45,6 +45,7 @@ import {
   KVM_CPUID_ENTRY2_SIZE,
   KVM_CREATE_VCPU,
   KVM_CREATE_VM,
+  KVM_DIRTY_LOG_SIZE,
   KVM_EXIT_FAIL_ENTRY,
   KVM_EXIT_HLT,
   KVM_EXIT_INTERNAL_ERROR,
@@ -58,6 +59,7 @@ import {
   KVM_FPU_SIZE,
   KVM_GET_API_VERSION,
   KVM_GET_CLOCK,
+  KVM_GET_DIRTY_LOG,
   KVM_GET_FPU,
   KVM_GET_MSRS,
   KVM_GET_REGS,
@@ -67,6 +69,7 @@ import {
   KVM_GET_VCPU_MMAP_SIZE,
   KVM_GET_XSAVE,
   KVM_INTERRUPT,
+  KVM_MEM_LOG_DIRTY_PAGES,
   KVM_REGS_SIZE,
   KVM_RUN,
   KVM_SET_CLOCK,
@@ -117,6 +120,8 @@ import {
   type LibcSymbols,
   mmapAnonymous,
   mmapFd,
+  mmapFilePrivate,
+  O_RDONLY,
   O_RDWR,
   pointerAddress,
   strerror,
@@ -183,6 +188,11 @@ export interface KvmOptions {
    * while GET_SREGS on the rare state read costs one ioctl.
    */
   syncRegs?: "none" | "regs" | "all";
+  /**
+   * Register RAM slots with KVM_MEM_LOG_DIRTY_PAGES, so `collectDirtyLog` can feed the pages
+   * the guest wrote into the page-state map (Diff snapshots). Default true.
+   */
+  dirtyLog?: boolean;
 }
 
 /** The KVM backend. */
@@ -199,6 +209,10 @@ export interface KvmBackend extends Backend {
   saveState(): Record<string, unknown>;
   /** Sets the VM's kvmclock (KVM_SET_CLOCK) from what `saveState` returned. */
   restoreState(state: Record<string, unknown>): void;
+  /** Guest RAM mapped copy-on-write from a memory file (see `Backend.mapMemoryFile`). */
+  mapMemoryFile(path: string, size: number): GuestMemory;
+  /** KVM_GET_DIRTY_LOG per RAM slot into the page-state map (see `Backend.collectDirtyLog`). */
+  collectDirtyLog(): void;
 }
 
 function errText(negErrno: number): string {
@@ -348,6 +362,8 @@ class KvmBackendImpl implements KvmBackend {
   readonly #owner: boolean;
   #memory: GuestMemory | null = null;
   #memPtr: Deno.PointerObject | null = null;
+  /** RAM slots and a reusable dirty bitmap each (one bit per page, whole 64-bit words). */
+  #slots: { slot: number; firstPage: number; bitmap: Uint8Array; flags: number }[] = [];
   #cpuid: Uint8Array | null = null;
   #vcpus = new Set<KvmVcpu>();
   #closed = false;
@@ -377,18 +393,50 @@ class KvmBackendImpl implements KvmBackend {
   }
 
   createMemory(size: number): GuestMemory {
-    if (this.#memory !== null) {
-      throw new HostError("This KVM VM already has guest memory; create one backend per VM");
-    }
-    if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
-      throw new RangeError(`Guest memory size ${size} must be a positive multiple of 4 KiB`);
-    }
+    this.#checkNewMemory(size);
     const p = mmapAnonymous(size);
     if (typeof p === "number") {
       throw new HostError(
         `Cannot map ${size} bytes of guest memory: ${errText(p)}. Use a smaller --mem`,
       );
     }
+    return this.#registerMemory(p, size);
+  }
+
+  /**
+   * Guest RAM over the memory file `path` (raw RAM, `size` bytes: byte `offset` of the file is
+   * byte `offset` of `GuestMemory.bytes`, so the regions around the MMIO gap line up with the
+   * slots below), mapped MAP_PRIVATE: nothing is read up front, pages fault in from the page
+   * cache as the guest touches them, and the guest's and devices' stores go to private copies,
+   * never to the file. The file must not change while this VM runs (a page not yet copied would
+   * show the change).
+   */
+  mapMemoryFile(path: string, size: number): GuestMemory {
+    this.#checkNewMemory(size);
+    const fd = sysOpen(path, O_RDONLY);
+    if (fd < 0) throw new HostError(`Cannot open the memory file "${path}": ${errText(fd)}`);
+    let p: Deno.PointerObject | number;
+    try {
+      p = mmapFilePrivate(fd, size);
+    } finally {
+      sysClose(fd); // the mapping keeps the file
+    }
+    if (typeof p === "number") {
+      throw new HostError(`Cannot map the memory file "${path}" (${size} bytes): ${errText(p)}`);
+    }
+    return this.#registerMemory(p, size);
+  }
+
+  #checkNewMemory(size: number): void {
+    if (this.#memory !== null) {
+      throw new HostError("This KVM VM already has guest memory; create one backend per VM");
+    }
+    if (!Number.isSafeInteger(size) || size <= 0 || size % PAGE_SIZE !== 0) {
+      throw new RangeError(`Guest memory size ${size} must be a positive multiple of 4 KiB`);
+    }
+  }
+
+  #registerMemory(p: Deno.PointerObject, size: number): GuestMemory {
     const base = pointerAddress(p);
     const regions = layoutRegions(size);
     const slots = ioctlInt(this.#h.kvmFd, KVM_CHECK_EXTENSION, KVM_CAP_NR_MEMSLOTS);
@@ -396,10 +444,11 @@ class KvmBackendImpl implements KvmBackend {
       sysMunmap(p, size);
       throw new HostError(`KVM offers ${slots} memory slots; guest RAM needs ${regions.length}`);
     }
+    const flags = this.#options.dirtyLog === false ? 0 : KVM_MEM_LOG_DIRTY_PAGES;
     regions.forEach((r, slot) => {
       const region = encodeMemoryRegion({
         slot,
-        flags: 0,
+        flags,
         guestPhysAddr: r.gpa,
         memorySize: r.size,
         userspaceAddr: base + BigInt(r.offset),
@@ -412,11 +461,41 @@ class KvmBackendImpl implements KvmBackend {
             `failed: ${errText(rc)}`,
         );
       }
+      const pages = r.size / PAGE_SIZE;
+      const bitmap = new Uint8Array(Math.ceil(pages / 64) * 8);
+      this.#slots.push({ slot, firstPage: r.offset / PAGE_SIZE, bitmap, flags });
     });
     this.#memPtr = p;
     this.#h.memory = { address: base, size };
     this.#memory = new GuestMemory(viewMapping(p, size), size);
     return this.#memory;
+  }
+
+  /**
+   * Marks in the page-state map every page the guest wrote through KVM since the last call
+   * (KVM_GET_DIRTY_LOG per slot, which also clears KVM's log). Writes through `GuestMemory`
+   * (device DMA, the loader) mark the map themselves. Call it while no vCPU runs. Without
+   * dirty logging (`dirtyLog: false`) it throws.
+   */
+  collectDirtyLog(): void {
+    if (this.#memory === null) return;
+    if (!this.#owner) throw new HostError("Collect KVM's dirty log on the VM's owning thread");
+    const arg = new Uint8Array(KVM_DIRTY_LOG_SIZE);
+    const dv = new DataView(arg.buffer);
+    for (const s of this.#slots) {
+      if ((s.flags & KVM_MEM_LOG_DIRTY_PAGES) === 0) {
+        throw new HostError(
+          "This KVM VM's RAM was registered without dirty logging (dirtyLog: false): it cannot " +
+            "say which pages the guest wrote",
+        );
+      }
+      dv.setUint32(0, s.slot, true);
+      dv.setUint32(4, 0, true);
+      // Safe: the bitmap is a plain ArrayBuffer the kernel fills during the call only.
+      dv.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(s.bitmap))), true);
+      must(ioctlBuf(this.#h.vmFd, KVM_GET_DIRTY_LOG, arg), `KVM_GET_DIRTY_LOG slot ${s.slot}`);
+      this.#memory.pages.markDirtyBitmap(s.bitmap, s.firstPage);
+    }
   }
 
   /** KVM_GET_SUPPORTED_CPUID, fetched once. */

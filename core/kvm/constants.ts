@@ -73,6 +73,13 @@ export const KVM_GET_VCPU_MMAP_SIZE: number = io(0x04);
 export const KVM_GET_SUPPORTED_CPUID: number = iowr(0x05, KVM_CPUID2_HEADER_SIZE);
 /** `_IO(KVMIO, 0x41)` on a VM fd: returns a vCPU fd. */
 export const KVM_CREATE_VCPU: number = io(0x41);
+/** Bytes of `struct kvm_dirty_log`: slot u32, padding u32, dirty_bitmap pointer u64. */
+export const KVM_DIRTY_LOG_SIZE = 16;
+/**
+ * `_IOW(KVMIO, 0x42, struct kvm_dirty_log)` on a VM fd: copies a slot's dirty bitmap (one bit per
+ * page, 64-bit words) out and clears it.
+ */
+export const KVM_GET_DIRTY_LOG: number = iow(0x42, KVM_DIRTY_LOG_SIZE);
 /** `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`. */
 export const KVM_SET_USER_MEMORY_REGION: number = iow(0x46, KVM_USERSPACE_MEMORY_REGION_SIZE);
 /** `_IO(KVMIO, 0x47)`: three pages the VMX real-mode emulation needs, below 4 GiB. */

@@ -6,7 +6,7 @@
  */
 
 /** `open(2)` flags (asm-generic/fcntl.h). */
-export const O_RDWR = 0o2, O_CLOEXEC = 0o2000000;
+export const O_RDONLY = 0o0, O_RDWR = 0o2, O_CLOEXEC = 0o2000000;
 /** `mmap(2)` protections and flags (asm-generic/mman-common.h, mman.h). */
 export const PROT_READ = 0x1, PROT_WRITE = 0x2;
 /** mmap flags. */
@@ -103,6 +103,22 @@ function mapped(p: Deno.PointerValue): p is Deno.PointerObject {
 /** `mmap` of `size` bytes of fd `fd` (MAP_SHARED, read/write): the pointer, or -errno. */
 export function mmapFd(fd: number, size: number): Deno.PointerObject | number {
   const p = libc().mmap(null, BigInt(size), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n);
+  return mapped(p) ? p : fail();
+}
+
+/**
+ * `mmap` of the first `size` bytes of file `fd` copy-on-write (MAP_PRIVATE, read/write, not
+ * reserved): stores go to private copies of the pages, never to the file. The pointer, or -errno.
+ */
+export function mmapFilePrivate(fd: number, size: number): Deno.PointerObject | number {
+  const p = libc().mmap(
+    null,
+    BigInt(size),
+    PROT_READ | PROT_WRITE,
+    MAP_PRIVATE | MAP_NORESERVE,
+    fd,
+    0n,
+  );
   return mapped(p) ? p : fail();
 }
 

@@ -23,8 +23,13 @@
  * {@link SNAPSHOT_DIRTY_CONSUMER}). The pages are written at their offsets into `memPath`
  * without truncating it, so pointing a Diff at a copy of the previous snapshot's memory file
  * updates that copy into a complete, restorable memory file (Firecracker's "rebase", done in
- * place); a Diff written to a fresh file is applied to a base with {@link applyDiff}. Diff is
- * interpreter-only for now: KVM's dirty log does not feed the map yet.
+ * place); a Diff written to a fresh file is applied to a base with {@link applyDiff}. On KVM the
+ * guest's own stores bypass the map: KVM's dirty log (KVM_GET_DIRTY_LOG, `collectDirtyLog`)
+ * feeds it first; device DMA goes through `GuestMemory` and marks the map itself.
+ *
+ * A KVM VM restored from a memory file runs on it mapped MAP_PRIVATE, so a Full snapshot replaces
+ * its memory file (a new file at the path) rather than truncating it in place: snapshotting over
+ * the files a running VM was restored from must not pull its RAM from under it.
  */
 
 import { UsageError, VmmError } from "../errors.ts";
@@ -98,13 +103,9 @@ export function createSnapshot(machine: Machine, params: SnapshotParams): Snapsh
   if (type !== "Full" && type !== "Diff") {
     throw new UsageError(`Unknown snapshot type ${JSON.stringify(type)}: use "Full" or "Diff"`);
   }
-  if (type === "Diff" && machine.backend.name !== "interp") {
-    throw new UsageError(
-      `Diff snapshots need the page-state map's dirty log, which only the interpreter feeds ` +
-        `yet (KVM's dirty log is not wired up): take a "Full" snapshot on ${machine.backend.name}`,
-    );
-  }
   const state = machine.saveState();
+  // The backend's own log (KVM) first: then the map holds every page written.
+  machine.backend.collectDirtyLog?.();
   // Taken while the vCPU is stopped: every store after this marks its page again.
   const { pages: dirty } = machine.memory.pages.takeDirty(SNAPSHOT_DIRTY_CONSUMER);
   let memBytesWritten: number;
@@ -434,7 +435,15 @@ export function writeMemoryFile(
 ): { written: number; runs: [number, number][] } {
   let file: Deno.FsFile;
   try {
-    file = Deno.openSync(path, { write: true, create: true, truncate: true });
+    // A new file, not the old one truncated: a VM restored from the old one may map it.
+    Deno.removeSync(path);
+  } catch (err) {
+    if (!(err instanceof Deno.errors.NotFound)) {
+      fail(path, `cannot replace the memory file: ${(err as Error).message}`);
+    }
+  }
+  try {
+    file = Deno.openSync(path, { write: true, createNew: true });
   } catch (err) {
     fail(path, `cannot create the memory file: ${(err as Error).message}`);
   }

@@ -330,18 +330,120 @@ Deno.test("interp: a Diff snapshot holds only the pages written since the Full o
   }
 });
 
+async function sha256(path: string): Promise<string> {
+  const d = await crypto.subtle.digest("SHA-256", Deno.readFileSync(path));
+  return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 if (KVM_OK) {
-  Deno.test("kvm: a Diff snapshot is refused until KVM's dirty log feeds the page-state map", async () => {
+  for (const from of ["kvm", "interp"] as const) {
+    Deno.test(`kvm: a snapshot taken on ${from} restores with its memory file mapped copy-on-write; the file is unchanged`, async () => {
+      const whole = await uninterrupted("kvm");
+      const dir = Deno.makeTempDirSync();
+      try {
+        const first = await runAndSnapshot(from, dir, 50);
+        const before = await sha256(first.memPath);
+        const out = collector();
+        const m = await restoreMachine(first, { ...quiet, stdout: out.sink }, { backend: "kvm" });
+        try {
+          assert(m.memoryMapped, "KVM maps the memory file instead of reading it");
+          // A device's DMA lands in the private copy too.
+          m.memory.writeU32(0x8000, 0xdead_beef);
+          assertEquals(m.memory.readU32(0x8000), 0xdead_beef);
+          assertEquals(m.run().reason, { kind: "exit", status: 1 }, out.text);
+        } finally {
+          m.close();
+        }
+        assertEquals(first.text + out.text, whole);
+        // The guest wrote its counter and stack on every line: none of it reached the file.
+        assertEquals(await sha256(first.memPath), before);
+        // And it restores again, the same.
+        assertEquals(first.text + (await restoreAndFinish(first, "kvm")), whole);
+      } finally {
+        Deno.removeSync(dir, { recursive: true });
+      }
+    });
+  }
+
+  Deno.test("kvm: a Full snapshot over the memory file a running VM was restored from leaves that VM's RAM intact", async () => {
+    const whole = await uninterrupted("kvm");
     const dir = Deno.makeTempDirSync();
-    const m = await buildMachine(config("kvm"), { ...quiet, stdout: collector().sink });
     try {
-      refused(
-        () => createSnapshot(m, { statePath: `${dir}/s`, memPath: `${dir}/m`, type: "Diff" }),
-        "Diff snapshots need",
-        "Full",
-      );
+      const first = await runAndSnapshot("kvm", dir, 50);
+      let machine: Machine | null = null;
+      let pauseAt = 100;
+      const out = collector((n) => {
+        if (n === pauseAt) machine?.pause();
+      });
+      machine = await restoreMachine(first, { ...quiet, stdout: out.sink }, { backend: "kvm" });
+      try {
+        assertEquals(machine.run().reason, { kind: "pause" });
+        // Same paths: the mapped file is replaced, not truncated under the mapping.
+        createSnapshot(machine, { statePath: first.statePath, memPath: first.memPath });
+        pauseAt = -1;
+        assertEquals(machine.run().reason, { kind: "exit", status: 1 });
+      } finally {
+        machine.close();
+      }
+      assertEquals(first.text + out.text, whole);
+      // The new snapshot (taken 100 lines after the restore) restores too.
+      const upTo = first.text.split("\n").length - 1 + 100;
+      const prefix = whole.split("\n").slice(0, upTo).join("\n") + "\n";
+      assertEquals(prefix + (await restoreAndFinish(first, "kvm")), whole);
     } finally {
-      m.close();
+      Deno.removeSync(dir, { recursive: true });
+    }
+  });
+
+  Deno.test("kvm: a Diff snapshot holds only the pages written since the Full one (KVM's dirty log), and restores once applied", async () => {
+    const whole = await uninterrupted("kvm");
+    const dir = Deno.makeTempDirSync();
+    let machine: Machine | null = null;
+    let pauseAt = 40;
+    const out = collector((n) => {
+      if (n === pauseAt) machine?.pause();
+    });
+    machine = await buildMachine(config("kvm"), { ...quiet, stdout: out.sink });
+    try {
+      assertEquals(machine.run().reason, { kind: "pause" });
+      const full = createSnapshot(machine, {
+        statePath: `${dir}/full.state`,
+        memPath: `${dir}/full.mem`,
+        type: "Full",
+      });
+      pauseAt = 120;
+      assertEquals(machine.run().reason, { kind: "pause" });
+      const diff = createSnapshot(machine, {
+        statePath: `${dir}/diff.state`,
+        memPath: `${dir}/diff.mem`,
+        type: "Diff",
+      });
+      const first = out.text;
+      // The guest writes its counter, its stack and nothing else: a page or two, which only
+      // KVM's dirty log knows about (no GuestMemory write happened in between).
+      assertTrue(
+        diff.memBytesWritten > 0 && diff.memBytesWritten <= 2 * 4096,
+        `${diff.memBytesWritten}`,
+      );
+      assertTrue(diff.memBytesWritten < full.memBytesWritten);
+      const snap = readSnapshot(`${dir}/diff.state`, `${dir}/diff.mem`);
+      assertEquals(snap.type, "Diff");
+      Deno.copyFileSync(`${dir}/full.mem`, `${dir}/rebased.mem`);
+      applyDiff(`${dir}/rebased.mem`, `${dir}/diff.state`, `${dir}/diff.mem`);
+      const rest = await restoreAndFinish(
+        { statePath: `${dir}/diff.state`, memPath: `${dir}/rebased.mem` },
+        "kvm",
+      );
+      assertEquals(first + rest, whole);
+      // Nothing written since: the next Diff is empty.
+      const none = createSnapshot(machine, {
+        statePath: `${dir}/d2.state`,
+        memPath: `${dir}/d2.mem`,
+        type: "Diff",
+      });
+      assertEquals(none.memBytesWritten, 0);
+    } finally {
+      machine.close();
       Deno.removeSync(dir, { recursive: true });
     }
   });
