@@ -135,6 +135,39 @@ export function noCpuEvents(): CpuEvents {
   };
 }
 
+/** The debug registers DR0–DR3 (breakpoint addresses), DR6 (status) and DR7 (control). */
+export interface DebugRegs {
+  dr0: bigint;
+  dr1: bigint;
+  dr2: bigint;
+  dr3: bigint;
+  dr6: bigint;
+  dr7: bigint;
+}
+
+/** DR6 and DR7 as reset leaves them (SDM Vol. 3, 18.2), DR0–DR3 zero. */
+export function resetDebugRegs(): DebugRegs {
+  return { dr0: 0n, dr1: 0n, dr2: 0n, dr3: 0n, dr6: 0xffff_0ff0n, dr7: 0x400n };
+}
+
+/** KVM_MP_STATE_* in order (the index is the kernel's number); x86 uses the first five and the last two. */
+export const MP_STATES = [
+  "runnable",
+  "uninitialized",
+  "init-received",
+  "halted",
+  "sipi-received",
+  "stopped",
+  "check-stop",
+  "operating",
+  "load",
+  "ap-reset-hold",
+  "suspended",
+] as const;
+
+/** The multiprocessing state of a vCPU, in KVM's `kvm_mp_state` terms. */
+export type MpState = typeof MP_STATES[number];
+
 /** The full architectural state of one vCPU. */
 export interface CpuState {
   /** RAX..R15 in encoding order (see GPR_NAMES). */
@@ -164,6 +197,20 @@ export interface CpuState {
   halted: boolean;
   /** Events in flight and the interrupt shadow. */
   events: CpuEvents;
+  debug: DebugRegs;
+  /** XCR0 (XFEATURE_ENABLED_MASK): 1 (x87 only) where the CPU model announces no XSAVE. */
+  xcr0: bigint;
+  /**
+   * The raw `kvm_xsave` area (4096 bytes, standard format) when taken on KVM with XSAVE, or null
+   * (the interpreter). Its legacy x87/SSE region is redundant with `fpu`, and `fpu` wins on
+   * restore: a backend takes only the state beyond SSE (AVX and up) from here.
+   */
+  xsave: Uint8Array | null;
+  /**
+   * KVM_MP_STATE_*: "halted" whenever `halted` is true (both backends keep the two in sync; a
+   * restore treats either as halted).
+   */
+  mpState: MpState;
 }
 
 /** A segment register loaded the way real mode (or reset) leaves it. */
@@ -247,6 +294,10 @@ export function resetCpuState(): CpuState {
     fpu: resetFpuState(),
     halted: false,
     events: noCpuEvents(),
+    debug: resetDebugRegs(),
+    xcr0: 1n,
+    xsave: null,
+    mpState: "runnable",
   };
 }
 
@@ -269,6 +320,8 @@ export function cloneCpuState(s: CpuState): CpuState {
     msrs: new Map(s.msrs),
     fpu: { ...s.fpu, st: s.fpu.st.slice(), xmm: s.fpu.xmm.slice() },
     events: { ...s.events },
+    debug: { ...s.debug },
+    xsave: s.xsave?.slice() ?? null,
   };
 }
 

@@ -101,8 +101,11 @@ export interface DeviceSnapshot {
   state: DeviceState;
 }
 
-/** The format version of MachineState; `restoreState` refuses any other. */
-export const MACHINE_STATE_VERSION = 2;
+/**
+ * The format version of MachineState; `restoreState` refuses any other. 3: CpuState carries the
+ * debug registers, XCR0, the KVM XSAVE area and the MP state.
+ */
+export const MACHINE_STATE_VERSION = 3;
 
 /**
  * Everything a Machine is besides guest RAM: what a snapshot's state file holds. Plain data with

@@ -196,6 +196,11 @@ export class Cpu {
   readonly x87 = new X87();
 
   halted = false;
+  /**
+   * DR0..DR7 as low/high 32-bit halves (DR4/DR5 unused: MOV aliases them to DR6/DR7). Stored and
+   * read back only: no breakpoint fires.
+   */
+  readonly dr: Int32Array = Cpu.resetDr();
   /** Interrupts are inhibited for one instruction (after STI, MOV SS, POP SS). */
   shadow = false;
   /** Set by instructions that must end the current run slice (I/O stop, HLT, IF set). */
@@ -1668,7 +1673,31 @@ export class Cpu {
       halted: this.halted,
       // Interrupts and exceptions are delivered whole, so only the shadow is ever in flight.
       events: { ...noCpuEvents(), shadow: this.shadow ? 1 : 0 },
+      debug: {
+        dr0: this.#drValue(0),
+        dr1: this.#drValue(1),
+        dr2: this.#drValue(2),
+        dr3: this.#drValue(3),
+        dr6: this.#drValue(6),
+        dr7: this.#drValue(7),
+      },
+      // No XSAVE in this CPU's CPUID: XCR0 is x87 only and there is no XSAVE area.
+      xcr0: 1n,
+      xsave: null,
+      mpState: this.halted ? "halted" : "runnable",
     };
+  }
+
+  /** DR0..DR7 at reset: DR6 0xFFFF0FF0, DR7 0x400 (SDM Vol. 3, 18.2), the others 0. */
+  static resetDr(): Int32Array {
+    const dr = new Int32Array(16);
+    dr[12] = 0xffff_0ff0 | 0;
+    dr[14] = 0x400;
+    return dr;
+  }
+
+  #drValue(n: number): bigint {
+    return (BigInt(this.dr[n * 2 + 1]! >>> 0) << 32n) | BigInt(this.dr[n * 2]! >>> 0);
   }
 
   setState(s: CpuState): void {
@@ -1737,7 +1766,13 @@ export class Cpu {
     }
     this.fpu = { ...s.fpu, st: s.fpu.st.slice(), xmm: s.fpu.xmm.slice() };
     x87FromFpuState(this);
-    this.halted = s.halted;
+    // A KVM state's xsave area adds only AVX and up, which this CPU lacks: `fpu` is all it uses.
+    this.halted = s.halted || s.mpState === "halted";
+    const d = s.debug;
+    [d.dr0, d.dr1, d.dr2, d.dr3, d.dr6, d.dr6, d.dr6, d.dr7].forEach((v, n) => {
+      this.dr[n * 2] = Number(v & 0xffff_ffffn) | 0;
+      this.dr[n * 2 + 1] = Number((v >> 32n) & 0xffff_ffffn) | 0;
+    });
     this.shadow = s.events.shadow !== 0;
     this.updateMode();
     this.ip = this.long64 ? toNum(s.rip) : Number(s.rip & 0xffff_ffffn);

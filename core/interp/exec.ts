@@ -1823,11 +1823,15 @@ function exec0f(b: number): void {
       return;
     }
     case 0x21:
-    case 0x23: { // MOV DRn (stored, no debug behaviour)
+    case 0x23: { // MOV DRn (stored, no debug behaviour; DR4/DR5 alias DR6/DR7 as with CR4.DE=0)
       requireCpl0();
       const r = rmReg >= 0 ? rmReg : (modrmByte & 7) | ((rex & 1) << 3);
-      if (b === 0x21) setReg(r, c.long64 ? 8 : 4, debugRegs[regf & 7]!, 0);
-      else debugRegs[regf & 7] = c.lo[r]!;
+      const n = regf & 4 ? (regf & 7) | 2 : regf & 7;
+      if (b === 0x21) setReg(r, c.long64 ? 8 : 4, c.dr[n * 2]!, c.dr[n * 2 + 1]!);
+      else {
+        c.dr[n * 2] = c.lo[r]!;
+        c.dr[n * 2 + 1] = c.long64 ? c.hi[r]! : 0;
+      }
       return;
     }
     case 0x30: { // WRMSR
@@ -2004,8 +2008,6 @@ function exec0f(b: number): void {
       c.ud();
   }
 }
-
-const debugRegs = new Int32Array(8);
 
 function grp6(): void {
   const op = regf & 7;

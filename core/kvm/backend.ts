@@ -21,7 +21,7 @@ import type {
 import type { CpuState } from "../cpu_state.ts";
 import { CR0_PE, EFER_LMA, MSR } from "../cpu_state.ts";
 import { cpuModelFor } from "../cpu_model.ts";
-import { HostError } from "../errors.ts";
+import { HostError, VmmError } from "../errors.ts";
 import { kvmCpuidFor } from "./cpuid.ts";
 import { GuestMemory, hex, layoutRegions } from "../memory.ts";
 import {
@@ -32,12 +32,15 @@ import {
   IDENTITY_MAP_ADDRESS,
   INTERNAL_ERROR_NAMES,
   KVM_API_VERSION,
+  KVM_CAP_DEBUGREGS,
   KVM_CAP_EXT_CPUID,
+  KVM_CAP_MP_STATE,
   KVM_CAP_NR_MEMSLOTS,
   KVM_CAP_SET_IDENTITY_MAP_ADDR,
   KVM_CAP_SET_TSS_ADDR,
   KVM_CAP_SYNC_REGS,
   KVM_CAP_USER_MEMORY,
+  KVM_CAP_XCRS,
   KVM_CAP_XSAVE,
   KVM_CHECK_EXTENSION,
   KVM_CLOCK_DATA_SIZE,
@@ -45,6 +48,7 @@ import {
   KVM_CPUID_ENTRY2_SIZE,
   KVM_CREATE_VCPU,
   KVM_CREATE_VM,
+  KVM_DEBUGREGS_SIZE,
   KVM_DIRTY_LOG_SIZE,
   KVM_EXIT_FAIL_ENTRY,
   KVM_EXIT_HLT,
@@ -59,34 +63,42 @@ import {
   KVM_FPU_SIZE,
   KVM_GET_API_VERSION,
   KVM_GET_CLOCK,
+  KVM_GET_DEBUGREGS,
   KVM_GET_DIRTY_LOG,
   KVM_GET_FPU,
+  KVM_GET_MP_STATE,
   KVM_GET_MSRS,
   KVM_GET_REGS,
   KVM_GET_SREGS,
   KVM_GET_SUPPORTED_CPUID,
   KVM_GET_VCPU_EVENTS,
   KVM_GET_VCPU_MMAP_SIZE,
+  KVM_GET_XCRS,
   KVM_GET_XSAVE,
   KVM_INTERRUPT,
   KVM_MEM_LOG_DIRTY_PAGES,
+  KVM_MP_STATE_SIZE,
   KVM_REGS_SIZE,
   KVM_RUN,
   KVM_SET_CLOCK,
   KVM_SET_CPUID2,
+  KVM_SET_DEBUGREGS,
   KVM_SET_FPU,
   KVM_SET_IDENTITY_MAP_ADDR,
+  KVM_SET_MP_STATE,
   KVM_SET_MSRS,
   KVM_SET_REGS,
   KVM_SET_SREGS,
   KVM_SET_TSS_ADDR,
   KVM_SET_USER_MEMORY_REGION,
   KVM_SET_VCPU_EVENTS,
+  KVM_SET_XCRS,
   KVM_SET_XSAVE,
   KVM_SREGS_SIZE,
   KVM_SYNC_X86_REGS,
   KVM_SYNC_X86_SREGS,
   KVM_VCPU_EVENTS_SIZE,
+  KVM_XCRS_SIZE,
   KVM_XSAVE_SIZE,
   RUN_EXIT_REASON,
   RUN_FIXED_SIZE,
@@ -107,9 +119,7 @@ import {
   RUN_SYNC_REGS_SREGS,
   RUN_SYSTEM_EVENT_TYPE,
   TSS_ADDRESS,
-  XFEATURE_MASK_FPSSE,
   XSAVE_MXCSR,
-  XSAVE_XSTATE_BV,
 } from "./constants.ts";
 import { dispatchIoExit, dispatchMmioExit } from "./exit_dispatch.ts";
 import {
@@ -136,22 +146,30 @@ import {
   allocCpuid2,
   cpuStateFromKvm,
   decodeCpuid2,
+  decodeDebugRegs,
   decodeEvents,
   decodeFailEntry,
   decodeFpu,
   decodeInternalError,
+  decodeMpState,
   decodeMsrs,
   decodeRegs,
   decodeSregs,
+  decodeXcrs,
   encodeCpuid2,
+  encodeDebugRegs,
   encodeEvents,
   encodeFpu,
   encodeMemoryRegion,
+  encodeMpState,
   encodeMsrs,
   encodeRegs,
   encodeSregs,
+  encodeXcrs,
   msrEntriesOf,
+  putFpuInXsave,
   STATE_MSRS,
+  supportedXcr0,
 } from "./structs.ts";
 
 /** The KVM device node. */
@@ -611,6 +629,12 @@ export class KvmVcpu implements Vcpu {
   readonly #syncMask: number;
   /** KVM_GET/SET_XSAVE work here (KVM_GET_FPU does not report MXCSR; XSAVE does). */
   #xsave: boolean;
+  /** KVM_CAP_DEBUGREGS, KVM_CAP_XCRS and KVM_CAP_MP_STATE on this host. */
+  #debugRegs = false;
+  #xcrs = false;
+  #mpState = false;
+  /** The XCR0 bits the guest's CPUID allows (1: x87 only, no XSAVE announced). */
+  #xcr0Mask = 1n;
   /** kvm_run's synced registers describe the vCPU (false before a run and after setState). */
   #syncFresh = false;
   #halted = false;
@@ -657,6 +681,10 @@ export class KvmVcpu implements Vcpu {
       this.#dv.setUint32(RUN_KVM_VALID_REGS, this.#syncMask, true);
       this.#dv.setUint32(RUN_KVM_DIRTY_REGS, 0, true);
       this.#xsave = ioctlInt(setup.kvmFd, KVM_CHECK_EXTENSION, KVM_CAP_XSAVE) > 0;
+      this.#debugRegs = ioctlInt(setup.kvmFd, KVM_CHECK_EXTENSION, KVM_CAP_DEBUGREGS) > 0;
+      this.#xcrs = ioctlInt(setup.kvmFd, KVM_CHECK_EXTENSION, KVM_CAP_XCRS) > 0;
+      this.#mpState = ioctlInt(setup.kvmFd, KVM_CHECK_EXTENSION, KVM_CAP_MP_STATE) > 0;
+      this.#xcr0Mask = supportedXcr0(decodeCpuid2(setup.cpuid));
     } catch (err) {
       sysClose(this.#fd);
       throw err;
@@ -746,17 +774,36 @@ export class KvmVcpu implements Vcpu {
     must(ioctlBuf(this.#fd, KVM_GET_FPU, fpuBuf), "KVM_GET_FPU");
     const fpu = decodeFpu(new DataView(fpuBuf.buffer));
     const xsave = this.#getXsave();
-    if (xsave !== null) fpu.mxcsr = xsave.getUint32(XSAVE_MXCSR, true);
+    if (xsave !== null) {
+      fpu.mxcsr = xsave.getUint32(XSAVE_MXCSR, true);
+      // The area as setState writes it back (x87/SSE marked present, from `fpu`), so a
+      // get-set-get round trip returns the same bytes.
+      putFpuInXsave(fpu, xsave);
+    }
     const list = this.#msrList();
     const msrBuf = encodeMsrs(list.map((i) => [i, 0n] as const));
     const n = must(ioctlBuf(this.#fd, KVM_GET_MSRS, msrBuf), "KVM_GET_MSRS");
     const events = new Uint8Array(KVM_VCPU_EVENTS_SIZE);
     must(ioctlBuf(this.#fd, KVM_GET_VCPU_EVENTS, events), "KVM_GET_VCPU_EVENTS");
+    const dr = new Uint8Array(KVM_DEBUGREGS_SIZE);
+    if (this.#debugRegs) must(ioctlBuf(this.#fd, KVM_GET_DEBUGREGS, dr), "KVM_GET_DEBUGREGS");
+    let xcr0 = 1n;
+    if (this.#xcrs) {
+      const b = new Uint8Array(KVM_XCRS_SIZE);
+      must(ioctlBuf(this.#fd, KVM_GET_XCRS, b), "KVM_GET_XCRS");
+      xcr0 = decodeXcrs(new DataView(b.buffer)).find(([i]) => i === 0)?.[1] ?? 1n;
+    }
+    const mp = new Uint8Array(KVM_MP_STATE_SIZE);
+    if (this.#mpState) must(ioctlBuf(this.#fd, KVM_GET_MP_STATE, mp), "KVM_GET_MP_STATE");
     return cpuStateFromKvm(regs, sregs, {
       fpu,
       msrs: decodeMsrs(msrBuf, n),
       halted: this.#halted,
       events: decodeEvents(new DataView(events.buffer)),
+      debug: this.#debugRegs ? decodeDebugRegs(new DataView(dr.buffer)) : undefined,
+      xcr0,
+      xsave: xsave === null ? null : new Uint8Array(xsave.buffer),
+      mpState: decodeMpState(new DataView(mp.buffer)),
     });
   }
 
@@ -774,16 +821,25 @@ export class KvmVcpu implements Vcpu {
     must(ioctlBuf(this.#fd, KVM_SET_SREGS, sregs), "KVM_SET_SREGS");
     must(ioctlBuf(this.#fd, KVM_SET_REGS, regs), "KVM_SET_REGS");
     must(ioctlBuf(this.#fd, KVM_SET_FPU, fpu), "KVM_SET_FPU");
-    const xsave = this.#getXsave();
+    if (this.#xcrs) {
+      // XCR0 before XSAVE. A state from the interpreter (or a model without XSAVE) has 1.
+      if ((s.xcr0 & ~this.#xcr0Mask) !== 0n || (s.xcr0 & 1n) === 0n) {
+        throw new VmmError(
+          `Cannot restore XCR0 ${hex(s.xcr0)}: the guest's CPU model allows ` +
+            `${hex(this.#xcr0Mask)} (restore with the CPU model the state was taken with)`,
+        );
+      }
+      const rc = ioctlBuf(this.#fd, KVM_SET_XCRS, encodeXcrs([[0, s.xcr0]]));
+      if (rc < 0) throw new HostError(`KVM refused XCR0 ${hex(s.xcr0)}: ${errText(rc)}`);
+    }
+    // XSAVE last: it rewrites what KVM_SET_FPU set, so its legacy region is `s.fpu` (KVM_SET_FPU
+    // leaves MXCSR alone; XSAVE with the SSE bit in XSTATE_BV sets it), and the state beyond
+    // SSE is the snapshot's (`s.xsave`) or, without one, the vCPU's own.
+    const xsave = this.#xsave && s.xsave !== null && s.xsave.length === KVM_XSAVE_SIZE
+      ? new DataView(s.xsave.slice().buffer)
+      : this.#getXsave();
     if (xsave !== null) {
-      // KVM_SET_FPU leaves MXCSR alone; the kernel takes it from an XSAVE image whose
-      // XSTATE_BV has the SSE bit.
-      xsave.setUint32(XSAVE_MXCSR, s.fpu.mxcsr >>> 0, true);
-      xsave.setUint32(
-        XSAVE_XSTATE_BV,
-        xsave.getUint32(XSAVE_XSTATE_BV, true) | XFEATURE_MASK_FPSSE,
-        true,
-      );
+      putFpuInXsave(s.fpu, xsave);
       const rc = ioctlBuf(this.#fd, KVM_SET_XSAVE, new Uint8Array(xsave.buffer));
       if (rc < 0) {
         throw new HostError(`KVM refused MXCSR ${hex(s.fpu.mxcsr)}: ${errText(rc)}`);
@@ -802,8 +858,19 @@ export class KvmVcpu implements Vcpu {
     }
     // An interrupt or exception the state was delivering is delivered on the next KVM_RUN.
     must(ioctlBuf(this.#fd, KVM_SET_VCPU_EVENTS, encodeEvents(s.events)), "KVM_SET_VCPU_EVENTS");
+    if (this.#debugRegs) {
+      must(ioctlBuf(this.#fd, KVM_SET_DEBUGREGS, encodeDebugRegs(s.debug)), "KVM_SET_DEBUGREGS");
+    }
+    const halted = s.halted || s.mpState === "halted";
+    if (this.#mpState) {
+      // HLT exits to this VMM (no in-kernel irqchip), which waits itself (#halted): KVM's side
+      // stays runnable, the only state it accepts without an in-kernel LAPIC.
+      const mp = halted ? "runnable" : s.mpState;
+      const rc = ioctlBuf(this.#fd, KVM_SET_MP_STATE, encodeMpState(mp));
+      if (rc < 0) throw new HostError(`KVM refused MP state ${mp}: ${errText(rc)}`);
+    }
     this.#syncFresh = false;
-    this.#halted = s.halted;
+    this.#halted = halted;
   }
 
   // ---- run loop ----

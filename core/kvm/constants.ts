@@ -126,6 +126,26 @@ export const KVM_SET_VCPU_EVENTS: number = iow(0xa0, KVM_VCPU_EVENTS_SIZE);
 export const KVM_VCPUEVENT_VALID_NMI_PENDING = 0x1;
 /** kvm_vcpu_events.flags: `interrupt.shadow` is valid. */
 export const KVM_VCPUEVENT_VALID_SHADOW = 0x4;
+/** sizeof(struct kvm_debugregs): db[4], dr6, dr7, flags, reserved[9] (all u64). */
+export const KVM_DEBUGREGS_SIZE = 128;
+/** `_IOR(KVMIO, 0xa1, struct kvm_debugregs)`. */
+export const KVM_GET_DEBUGREGS: number = ior(0xa1, KVM_DEBUGREGS_SIZE);
+/** `_IOW(KVMIO, 0xa2, struct kvm_debugregs)`. */
+export const KVM_SET_DEBUGREGS: number = iow(0xa2, KVM_DEBUGREGS_SIZE);
+/** KVM_MAX_XCRS: entries in kvm_xcrs.xcrs. */
+export const KVM_MAX_XCRS = 16;
+/** sizeof(struct kvm_xcrs): nr_xcrs, flags (u32), xcrs[16] {xcr, reserved: u32; value: u64}, padding[16] (u64). */
+export const KVM_XCRS_SIZE = 8 + KVM_MAX_XCRS * 16 + 16 * 8;
+/** `_IOR(KVMIO, 0xa6, struct kvm_xcrs)`. */
+export const KVM_GET_XCRS: number = ior(0xa6, KVM_XCRS_SIZE);
+/** `_IOW(KVMIO, 0xa7, struct kvm_xcrs)`. */
+export const KVM_SET_XCRS: number = iow(0xa7, KVM_XCRS_SIZE);
+/** sizeof(struct kvm_mp_state): one u32. */
+export const KVM_MP_STATE_SIZE = 4;
+/** `_IOR(KVMIO, 0x98, struct kvm_mp_state)`. */
+export const KVM_GET_MP_STATE: number = ior(0x98, KVM_MP_STATE_SIZE);
+/** `_IOW(KVMIO, 0x99, struct kvm_mp_state)`. */
+export const KVM_SET_MP_STATE: number = iow(0x99, KVM_MP_STATE_SIZE);
 /** Offset of MXCSR in the XSAVE legacy (FXSAVE) region. */
 export const XSAVE_MXCSR = 24;
 /** Offset of XSTATE_BV in the XSAVE header. */
@@ -149,6 +169,12 @@ export const KVM_CAP_EXT_CPUID = 7;
 export const KVM_CAP_SET_IDENTITY_MAP_ADDR = 37;
 /** KVM_CAP_NR_MEMSLOTS: number of memory slots. */
 export const KVM_CAP_NR_MEMSLOTS = 10;
+/** KVM_CAP_MP_STATE: KVM_GET_MP_STATE / KVM_SET_MP_STATE. */
+export const KVM_CAP_MP_STATE = 14;
+/** KVM_CAP_DEBUGREGS: KVM_GET_DEBUGREGS / KVM_SET_DEBUGREGS. */
+export const KVM_CAP_DEBUGREGS = 50;
+/** KVM_CAP_XCRS: KVM_GET_XCRS / KVM_SET_XCRS. */
+export const KVM_CAP_XCRS = 56;
 /** KVM_CAP_XSAVE: KVM_GET_XSAVE / KVM_SET_XSAVE. */
 export const KVM_CAP_XSAVE = 55;
 /** KVM_CAP_SYNC_REGS: returns the mask of KVM_SYNC_X86_* sets kvm_run can carry. */

@@ -5,13 +5,24 @@
  * works on DataViews over plain bytes, so it is tested without /dev/kvm.
  */
 
-import type { CpuEvents, CpuState, DescriptorTable, FpuState, Segment } from "../cpu_state.ts";
-import { MSR, noCpuEvents } from "../cpu_state.ts";
+import type {
+  CpuEvents,
+  CpuState,
+  DebugRegs,
+  DescriptorTable,
+  FpuState,
+  MpState,
+  Segment,
+} from "../cpu_state.ts";
+import { MP_STATES, MSR, noCpuEvents, resetDebugRegs } from "../cpu_state.ts";
 import {
   KVM_CPUID2_HEADER_SIZE,
   KVM_CPUID_ENTRY2_SIZE,
+  KVM_DEBUGREGS_SIZE,
   KVM_DTABLE_SIZE,
   KVM_FPU_SIZE,
+  KVM_MAX_XCRS,
+  KVM_MP_STATE_SIZE,
   KVM_MSR_ENTRY_SIZE,
   KVM_MSRS_HEADER_SIZE,
   KVM_REGS_SIZE,
@@ -21,6 +32,7 @@ import {
   KVM_VCPU_EVENTS_SIZE,
   KVM_VCPUEVENT_VALID_NMI_PENDING,
   KVM_VCPUEVENT_VALID_SHADOW,
+  KVM_XCRS_SIZE,
   RUN_EXIT_REASON,
   RUN_FAIL_ENTRY_CPU,
   RUN_FAIL_ENTRY_REASON,
@@ -36,6 +48,9 @@ import {
   RUN_MMIO_IS_WRITE,
   RUN_MMIO_LEN,
   RUN_MMIO_PHYS_ADDR,
+  XFEATURE_MASK_FPSSE,
+  XSAVE_MXCSR,
+  XSAVE_XSTATE_BV,
 } from "./constants.ts";
 
 // ---- kvm_regs ----
@@ -463,6 +478,10 @@ export function cpuStateFromKvm(
     msrs: readonly (readonly [number, bigint])[];
     halted: boolean;
     events?: CpuEvents;
+    debug?: DebugRegs;
+    xcr0?: bigint;
+    xsave?: Uint8Array | null;
+    mpState?: MpState;
   },
 ): CpuState {
   const msrs = new Map<number, bigint>();
@@ -492,6 +511,10 @@ export function cpuStateFromKvm(
     fpu: rest.fpu,
     halted: rest.halted,
     events: rest.events ?? noCpuEvents(),
+    debug: rest.debug ?? resetDebugRegs(),
+    xcr0: rest.xcr0 ?? 1n,
+    xsave: rest.xsave ?? null,
+    mpState: rest.halted ? "halted" : rest.mpState ?? "runnable",
   };
 }
 
@@ -536,6 +559,95 @@ export function encodeEvents(e: CpuEvents): Uint8Array {
   b[14] = e.nmiMasked ? 1 : 0;
   dv.setUint32(20, KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW, true);
   return b;
+}
+
+/**
+ * The XCR0 bits a guest with this CPUID may set: 1 (x87) alone unless leaf 1 announces XSAVE
+ * (ECX bit 26), else x87 plus leaf 0xD subleaf 0's EDX:EAX (what KVM itself allows in XSETBV).
+ */
+export function supportedXcr0(cpuid: readonly CpuidEntry[]): bigint {
+  const leaf1 = cpuid.find((e) => e.function === 1);
+  if (leaf1 === undefined || (leaf1.ecx & (1 << 26)) === 0) return 1n;
+  const d = cpuid.find((e) => e.function === 0xd && e.index === 0);
+  if (d === undefined) return 1n;
+  return 1n | BigInt(d.eax >>> 0) | (BigInt(d.edx >>> 0) << 32n);
+}
+
+/** Decodes `struct kvm_debugregs`: db[4] at 0, dr6 at 32, dr7 at 40 (flags and reserved after). */
+export function decodeDebugRegs(dv: DataView): DebugRegs {
+  const q = (o: number) => dv.getBigUint64(o, true);
+  return { dr0: q(0), dr1: q(8), dr2: q(16), dr3: q(24), dr6: q(32), dr7: q(40) };
+}
+
+/** Encodes `d` as `struct kvm_debugregs` for KVM_SET_DEBUGREGS (flags 0, as KVM requires). */
+export function encodeDebugRegs(d: DebugRegs): Uint8Array {
+  const b = new Uint8Array(KVM_DEBUGREGS_SIZE);
+  const dv = new DataView(b.buffer);
+  const vals = [d.dr0, d.dr1, d.dr2, d.dr3, d.dr6, d.dr7];
+  vals.forEach((v, i) => dv.setBigUint64(i * 8, BigInt.asUintN(64, v), true));
+  return b;
+}
+
+/** Decodes `struct kvm_xcrs` into [index, value] pairs (nr_xcrs of them, at most KVM_MAX_XCRS). */
+export function decodeXcrs(dv: DataView): [number, bigint][] {
+  const n = Math.min(dv.getUint32(0, true), KVM_MAX_XCRS);
+  const out: [number, bigint][] = [];
+  for (let i = 0; i < n; i++) {
+    out.push([dv.getUint32(8 + i * 16, true), dv.getBigUint64(8 + i * 16 + 8, true)]);
+  }
+  return out;
+}
+
+/** Encodes [index, value] pairs as `struct kvm_xcrs` for KVM_SET_XCRS. */
+export function encodeXcrs(xcrs: readonly (readonly [number, bigint])[]): Uint8Array {
+  if (xcrs.length > KVM_MAX_XCRS) throw new RangeError(`at most ${KVM_MAX_XCRS} XCRs`);
+  const b = new Uint8Array(KVM_XCRS_SIZE);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(0, xcrs.length, true);
+  xcrs.forEach(([index, value], i) => {
+    dv.setUint32(8 + i * 16, index >>> 0, true);
+    dv.setBigUint64(8 + i * 16 + 8, BigInt.asUintN(64, value), true);
+  });
+  return b;
+}
+
+/** Decodes `struct kvm_mp_state` (an unknown number is an error: the state would be lost). */
+export function decodeMpState(dv: DataView): MpState {
+  const n = dv.getUint32(0, true);
+  const name = MP_STATES[n];
+  if (name === undefined) throw new RangeError(`unknown KVM_MP_STATE ${n}`);
+  return name;
+}
+
+/** Encodes `m` as `struct kvm_mp_state`. */
+export function encodeMpState(m: MpState): Uint8Array {
+  const b = new Uint8Array(KVM_MP_STATE_SIZE);
+  new DataView(b.buffer).setUint32(0, MP_STATES.indexOf(m), true);
+  return b;
+}
+
+/**
+ * Writes `f` into the legacy (FXSAVE) region of an XSAVE image and marks x87 and SSE present in
+ * XSTATE_BV, so KVM_SET_XSAVE restores exactly `f` and leaves the state beyond SSE as `xsave`
+ * holds it.
+ */
+export function putFpuInXsave(f: FpuState, xsave: DataView): void {
+  xsave.setUint16(0, f.fcw, true);
+  xsave.setUint16(2, f.fsw, true);
+  xsave.setUint8(4, f.ftw & 0xff);
+  xsave.setUint8(5, 0);
+  xsave.setUint16(6, f.fop, true);
+  xsave.setBigUint64(8, BigInt.asUintN(64, f.fip), true);
+  xsave.setBigUint64(16, BigInt.asUintN(64, f.fdp), true);
+  xsave.setUint32(XSAVE_MXCSR, f.mxcsr >>> 0, true);
+  const u8 = new Uint8Array(xsave.buffer, xsave.byteOffset, xsave.byteLength);
+  u8.set(f.st.subarray(0, 128), 32);
+  u8.set(f.xmm.subarray(0, 256), 160);
+  xsave.setUint32(
+    XSAVE_XSTATE_BV,
+    xsave.getUint32(XSAVE_XSTATE_BV, true) | XFEATURE_MASK_FPSSE,
+    true,
+  );
 }
 
 /**
@@ -650,4 +762,7 @@ export const STRUCT_SIZES = {
   regs: KVM_REGS_SIZE,
   sregs: KVM_SREGS_SIZE,
   fpu: KVM_FPU_SIZE,
+  debugregs: KVM_DEBUGREGS_SIZE,
+  xcrs: KVM_XCRS_SIZE,
+  mpState: KVM_MP_STATE_SIZE,
 } as const;

@@ -412,6 +412,8 @@ function checkShape(path: string, where: string, expected: unknown, got: unknown
       : v === null
       ? "null"
       : typeof v;
+  // A null in the template stands for bytes or null (`cpu.xsave`: KVM with XSAVE has the area).
+  if (expected === null && got instanceof Uint8Array) return;
   if (kind(expected) !== kind(got)) {
     fail(path, `field "${where}" is ${kind(got)}, expected ${kind(expected)}`);
   }

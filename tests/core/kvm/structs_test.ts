@@ -8,6 +8,7 @@ import * as K from "../../../core/kvm/constants.ts";
 import {
   cpuStateFromKvm,
   decodeCpuid2,
+  decodeDebugRegs,
   decodeDtable,
   decodeExitReason,
   decodeFailEntry,
@@ -16,25 +17,34 @@ import {
   decodeIoExit,
   decodeMemoryRegion,
   decodeMmioExit,
+  decodeMpState,
   decodeMsrs,
   decodeRegs,
   decodeSegment,
   decodeSregs,
+  decodeXcrs,
   encodeCpuid2,
+  encodeDebugRegs,
   encodeDtable,
   encodeFpu,
   encodeMemoryRegion,
+  encodeMpState,
   encodeMsrs,
   encodeRegs,
   encodeSegment,
   encodeSregs,
+  encodeXcrs,
   msrEntriesOf,
+  putFpuInXsave,
+  supportedXcr0,
 } from "../../../core/kvm/structs.ts";
 import {
   type CpuState,
   flatSegment,
+  MP_STATES,
   MSR,
   resetCpuState,
+  resetFpuState,
   type Segment,
 } from "../../../core/cpu_state.ts";
 
@@ -66,6 +76,99 @@ Deno.test("ioctl numbers match the kernel's _IO/_IOR/_IOW encodings", () => {
   assertEquals(K.KVM_SET_CPUID2, 0x4008ae90);
   assertEquals(K.KVM_GET_XSAVE, 0x9000aea4);
   assertEquals(K.KVM_SET_XSAVE, 0x5000aea5);
+  assertEquals(K.KVM_GET_DEBUGREGS, 0x8080aea1);
+  assertEquals(K.KVM_SET_DEBUGREGS, 0x4080aea2);
+  assertEquals(K.KVM_GET_XCRS, 0x8188aea6);
+  assertEquals(K.KVM_SET_XCRS, 0x4188aea7);
+  assertEquals(K.KVM_GET_MP_STATE, 0x8004ae98);
+  assertEquals(K.KVM_SET_MP_STATE, 0x4004ae99);
+});
+
+Deno.test("kvm_debugregs: db[0..3] at 0, dr6 at 32, dr7 at 40, flags 0; round trip", () => {
+  const d = {
+    dr0: 0x1234_5678n,
+    dr1: 0xffff_ffff_8100_0000n,
+    dr2: 0n,
+    dr3: 0xdead_beefn,
+    dr6: 0xffff_0ff0n,
+    dr7: 0x401n,
+  };
+  const b = encodeDebugRegs(d);
+  assertEquals(b.length, 128);
+  const dv = new DataView(b.buffer);
+  assertEquals(dv.getBigUint64(8, true), 0xffff_ffff_8100_0000n);
+  assertEquals(dv.getBigUint64(32, true), 0xffff_0ff0n);
+  assertEquals(dv.getBigUint64(40, true), 0x401n);
+  assertEquals(dv.getBigUint64(48, true), 0n, "flags");
+  assertEquals(decodeDebugRegs(dv), d);
+});
+
+Deno.test("kvm_xcrs: nr_xcrs, flags, then {xcr, reserved, value} entries of 16 bytes", () => {
+  const b = encodeXcrs([[0, 7n]]);
+  assertEquals(b.length, 392);
+  const dv = new DataView(b.buffer);
+  assertEquals(dv.getUint32(0, true), 1);
+  assertEquals(dv.getUint32(8, true), 0);
+  assertEquals(dv.getBigUint64(16, true), 7n);
+  assertEquals(decodeXcrs(dv), [[0, 7n]]);
+  assertEquals(decodeXcrs(new DataView(encodeXcrs([[0, 1n], [1, 3n]]).buffer)), [[0, 1n], [1, 3n]]);
+});
+
+Deno.test("kvm_mp_state: every KVM_MP_STATE_* round-trips by number", () => {
+  MP_STATES.forEach((name, n) => {
+    const b = encodeMpState(name);
+    assertEquals(new DataView(b.buffer).getUint32(0, true), n);
+    assertEquals(decodeMpState(new DataView(b.buffer)), name);
+  });
+  assertEquals(MP_STATES[3], "halted");
+  const bad = new DataView(new ArrayBuffer(4));
+  bad.setUint32(0, 99, true);
+  let threw = false;
+  try {
+    decodeMpState(bad);
+  } catch {
+    threw = true;
+  }
+  assertEquals(threw, true, "an unknown MP state is an error");
+});
+
+Deno.test("the x87/SSE part of an XSAVE image comes from FpuState, the rest is kept", () => {
+  const img = new Uint8Array(K.KVM_XSAVE_SIZE);
+  img.fill(0xaa, 576, 832); // YMM_Hi128 (AVX) state
+  const f = resetFpuState();
+  f.fcw = 0x27f;
+  f.ftw = 0x81;
+  f.fip = 0x1234n;
+  f.mxcsr = 0x1fa0;
+  f.st[0] = 0x11;
+  f.xmm[255] = 0x22;
+  const dv = new DataView(img.buffer);
+  dv.setUint32(K.XSAVE_XSTATE_BV, 0x4, true);
+  putFpuInXsave(f, dv);
+  // The legacy region has FXSAVE's layout.
+  assertEquals(dv.getUint16(0, true), 0x27f);
+  assertEquals(img[4], 0x81);
+  assertEquals(dv.getBigUint64(8, true), 0x1234n);
+  assertEquals(dv.getUint32(K.XSAVE_MXCSR, true), 0x1fa0);
+  assertEquals(img[32], 0x11);
+  assertEquals(img[160 + 255], 0x22);
+  assertEquals(dv.getUint32(K.XSAVE_XSTATE_BV, true), 0x7, "x87 and SSE added to AVX");
+  assertEquals(img[576], 0xaa, "AVX state untouched");
+});
+
+Deno.test("the XCR0 bits a guest may set follow its CPUID: x87 only without XSAVE", () => {
+  const leaf = (fn: number, index: number, eax: number, ecx: number, edx = 0) => ({
+    function: fn,
+    index,
+    flags: 0,
+    eax,
+    ebx: 0,
+    ecx,
+    edx,
+  });
+  assertEquals(supportedXcr0([leaf(1, 0, 0, 0), leaf(0xd, 0, 7, 0)]), 1n);
+  assertEquals(supportedXcr0([leaf(1, 0, 0, 1 << 26), leaf(0xd, 0, 7, 0)]), 7n);
+  assertEquals(supportedXcr0([leaf(1, 0, 0, 1 << 26)]), 1n);
 });
 
 Deno.test("kvm_run's sync-regs area holds kvm_regs then kvm_sregs after the 256-byte union", () => {
