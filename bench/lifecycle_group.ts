@@ -22,7 +22,7 @@
 
 import type { BenchRow } from "./report.ts";
 import { haveQemu } from "./boot_group.ts";
-import { api } from "../tests/api/_api.ts";
+import { request as api } from "../core/ctl/http.ts";
 import { kvmAvailable } from "../core/kvm/backend.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;

@@ -1,6 +1,6 @@
 /**
- * A small HTTP/1.1 client over a unix socket for `ctl`: one request per connection
- * (Connection: close), JSON bodies, chunked answers understood.
+ * A small HTTP/1.1 client over a unix socket for `ctl` (and the API tests and bench): one
+ * request per connection (Connection: close), JSON bodies, chunked answers understood.
  */
 
 /** An answer from the VMM. */
@@ -23,7 +23,10 @@ function concat(chunks: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Sends `method url` (with `body` as JSON) to the API on socket `sock`. */
+/**
+ * Sends `method url` to the API on socket `sock`, with `body` as JSON (a string is sent as it
+ * is, so tests can send malformed JSON).
+ */
 export async function request(
   sock: string,
   method: string,
@@ -46,7 +49,9 @@ export async function request(
   }, timeoutMs);
   try {
     const enc = new TextEncoder();
-    const payload = body === undefined ? new Uint8Array() : enc.encode(JSON.stringify(body));
+    const payload = body === undefined
+      ? new Uint8Array()
+      : enc.encode(typeof body === "string" ? body : JSON.stringify(body));
     const head = enc.encode(
       `${method} ${url} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n` +
         `Content-Type: application/json\r\nContent-Length: ${payload.length}\r\n` +

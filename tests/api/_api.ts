@@ -1,8 +1,9 @@
 /**
  * Helpers for the API tests: a denovisor process serving `--api-sock`, its stdout collected as
- * it comes, and a tiny HTTP/1.1 client over the unix socket (no curl needed).
+ * it comes, and `ctl`'s HTTP/1.1 client over the unix socket (no curl needed).
  */
 
+import { type Reply, request } from "../../core/ctl/http.ts";
 import { ROOT } from "../_run.ts";
 
 /** The counter guest: "tick 00" .. "tick 29", one line per ~50 ms of VM time, exit 0x10. */
@@ -16,70 +17,11 @@ export const COUNTER_OUTPUT: string = Array.from(
 export const COUNTER_STATUS = 33;
 
 /** An HTTP answer. */
-export interface ApiReply {
-  status: number;
-  body: string;
-  json: Record<string, unknown> | null;
-}
+export type ApiReply = Reply;
 
 /** Sends one request over the unix socket `path` (Connection: close) and reads the answer. */
-export async function api(
-  path: string,
-  method: string,
-  url: string,
-  body?: unknown,
-): Promise<ApiReply> {
-  const conn = await Deno.connect({ transport: "unix", path });
-  const enc = new TextEncoder();
-  const payload = body === undefined
-    ? new Uint8Array()
-    : enc.encode(typeof body === "string" ? body : JSON.stringify(body));
-  const head = `${method} ${url} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n` +
-    `Content-Type: application/json\r\nContent-Length: ${payload.length}\r\n` +
-    `Connection: close\r\n\r\n`;
-  const req = new Uint8Array(head.length + payload.length);
-  req.set(enc.encode(head));
-  req.set(payload, head.length);
-  let off = 0;
-  while (off < req.length) off += await conn.write(req.subarray(off));
-  const chunks: Uint8Array[] = [];
-  const buf = new Uint8Array(65536);
-  for (;;) {
-    const n = await conn.read(buf);
-    if (n === null) break;
-    chunks.push(buf.slice(0, n));
-  }
-  conn.close();
-  const text = new TextDecoder().decode(
-    chunks.reduce((a, b) => {
-      const c = new Uint8Array(a.length + b.length);
-      c.set(a);
-      c.set(b, a.length);
-      return c;
-    }, new Uint8Array()),
-  );
-  const split = text.indexOf("\r\n\r\n");
-  const headers = text.slice(0, split);
-  let rest = text.slice(split + 4);
-  const status = Number(/^HTTP\/1\.1 (\d+)/.exec(headers)?.[1] ?? 0);
-  if (/transfer-encoding: chunked/i.test(headers)) {
-    let out = "";
-    for (;;) {
-      const eol = rest.indexOf("\r\n");
-      const size = parseInt(rest.slice(0, eol), 16);
-      if (!(size > 0)) break;
-      out += rest.slice(eol + 2, eol + 2 + size);
-      rest = rest.slice(eol + 2 + size + 2);
-    }
-    rest = out;
-  }
-  let json: Record<string, unknown> | null = null;
-  try {
-    json = rest === "" ? null : JSON.parse(rest);
-  } catch {
-    json = null;
-  }
-  return { status, body: rest, json };
+export function api(path: string, method: string, url: string, body?: unknown): Promise<ApiReply> {
+  return request(path, method, url, body);
 }
 
 /** A denovisor process with an API socket. */
