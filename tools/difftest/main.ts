@@ -165,6 +165,14 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestSum
         const got = interp.run(c);
         const diffs = compareStates(c, after[i]!, got, { vendor: summary.vendor });
         if (diffs.length === 0) continue;
+        const report: DivergenceReport = {
+          index: index + i,
+          seed: options.seed,
+          testCase: c,
+          native: after[i]!,
+          interp: got,
+          diffs,
+        };
         if (diffs.every((d) => d.unverified)) {
           const name = c.mnemonic.split(" ")[0]!;
           const seen = summary.modelGaps.get(name) ?? 0;
@@ -173,14 +181,7 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestSum
             log(
               `MODEL GAP (not a failure): ${summary.vendor} silicon computes what the manuals ` +
                 `leave undefined differently from the interpreter's unverified model\n` +
-                formatReproducer({
-                  index: index + i,
-                  seed: options.seed,
-                  testCase: c,
-                  native: after[i]!,
-                  interp: got,
-                  diffs,
-                }),
+                formatReproducer(report),
             );
           }
           continue;
@@ -195,14 +196,6 @@ export async function runDifftest(options: DifftestOptions): Promise<DifftestSum
         }
         count.failed++;
         summary.failures++;
-        const report: DivergenceReport = {
-          index: index + i,
-          seed: options.seed,
-          testCase: c,
-          native: after[i]!,
-          interp: got,
-          diffs,
-        };
         summary.reports.push(report);
         log(formatReproducer(report));
       }
