@@ -1301,8 +1301,14 @@ function stringOp(b: number): void {
   // REP: iterate; registers are updated every iteration so a fault restarts correctly.
   const bulk = delta > 0 && asz !== 2 && (b === 0xa4 || b === 0xa5 || b === 0xaa || b === 0xab);
   // A 32-bit-address REP with ECX = 0 runs no iteration. Intel still writes ECX, which clears
-  // RCX[63:32]; AMD leaves RCX alone (both seen by difftest against silicon).
-  if (c.intel && asz === 4 && c.long64 && c.lo[1] === 0) c.hi[1] = 0;
+  // RCX[63:32], and for MOVS and STOS (its fast-string operations) also the index registers
+  // they use, ESI and EDI; CMPS, SCAS and LODS leave theirs, AMD leaves all of them (each
+  // seen by difftest against silicon).
+  if (c.intel && asz === 4 && c.long64 && c.lo[1] === 0) {
+    c.hi[1] = 0;
+    if (b === 0xa4 || b === 0xa5) c.hi[6] = 0;
+    if (b === 0xa4 || b === 0xa5 || b === 0xaa || b === 0xab) c.hi[7] = 0;
+  }
   for (;;) {
     if (getAReg(1) === 0) return;
     if (bulk && repChunk(b, sz, srcSeg)) continue;

@@ -148,6 +148,27 @@ Deno.test("REPNE CMPSW with a 32-bit address and ECX = 0: Intel clears RCX[63:32
   });
 });
 
+Deno.test("REP MOVS/STOS with a 32-bit address and ECX = 0: Intel clears RSI/RDI[63:32], CMPS keeps them", () => {
+  // The cases difftest found on an Intel host: f3 67 66 a5 (a32 rep movsw), f3 67 66 ab
+  // (a32 rep stosw), f3 67 66 a7 (a32 repe cmpsw), each with ECX = 0.
+  const RSI = 6, RDI = 7;
+  const hi = 0xa8be_d995_0000_0000n, lo = 0x003a_7f8fn;
+  const regs = { [RCX]: 0n, [RSI]: hi | lo, [RDI]: hi | lo };
+  expectBoth("f36766a5", regs, 0, { amd: 0, intel: 0 }, { index: RSI, amd: hi | lo, intel: lo });
+  expectBoth("f36766a5", regs, 0, { amd: 0, intel: 0 }, { index: RDI, amd: hi | lo, intel: lo });
+  expectBoth("f36766ab", regs, 0, { amd: 0, intel: 0 }, { index: RDI, amd: hi | lo, intel: lo });
+  expectBoth("f36766ab", regs, 0, { amd: 0, intel: 0 }, {
+    index: RSI,
+    amd: hi | lo,
+    intel: hi | lo,
+  });
+  expectBoth("f36766a7", regs, 0, { amd: 0, intel: 0 }, {
+    index: RDI,
+    amd: hi | lo,
+    intel: hi | lo,
+  });
+});
+
 Deno.test("CPUID presents the model's vendor and signature; Intel announces ARCH_CAPABILITIES", () => {
   const vendor = (m: CpuModel) => {
     modelCpuid(m, null, 0, 0, 0, cpuidOut);
