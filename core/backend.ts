@@ -30,6 +30,20 @@ export const REQUEST_PAUSE = 1;
 export const REQUEST_STOP = 2;
 /** Exit status that goes with REQUEST_STOP. */
 export const CONTROL_STATUS = 1;
+/**
+ * Time slices for work the vCPU's thread does between runs (live migration): SLICE_OFF, or
+ * SLICE_ARMED while the thread runs a slice, which another thread ends by moving it to
+ * SLICE_DUE (compare-and-swap, so a late tick after the work is done changes nothing).
+ */
+export const CONTROL_SLICE = 2;
+/** No slicing. */
+export const SLICE_OFF = 0;
+/** A slice runs; the ticker may end it. */
+export const SLICE_ARMED = 1;
+/** The slice is over: the vCPU returns `pause`. */
+export const SLICE_DUE = 2;
+/** Cells of the shared control array. */
+export const CONTROL_CELLS = 4;
 
 /**
  * Stop requests shared by devices (same thread) and the supervisor (other threads through a
@@ -48,7 +62,9 @@ export class RunControl {
   /** The VM clock in ns, the time base of `nextDeadline`; installed by the machine. */
   now: () => number = () => performance.now() * 1e6;
 
-  constructor(requests: Int32Array = new Int32Array(new SharedArrayBuffer(8))) {
+  constructor(
+    requests: Int32Array = new Int32Array(new SharedArrayBuffer(4 * CONTROL_CELLS)),
+  ) {
     this.requests = requests;
   }
 
@@ -56,7 +72,15 @@ export class RunControl {
   checkRequests(): boolean {
     if (this.stop !== null) return true;
     const r = Atomics.load(this.requests, CONTROL_REQUEST);
-    if (r === REQUEST_NONE) return false;
+    if (r === REQUEST_NONE) {
+      if (
+        this.requests.length <= CONTROL_SLICE ||
+        Atomics.load(this.requests, CONTROL_SLICE) !== SLICE_DUE
+      ) return false;
+      Atomics.compareExchange(this.requests, CONTROL_SLICE, SLICE_DUE, SLICE_ARMED);
+      this.stop = { kind: "pause" };
+      return true;
+    }
     Atomics.store(this.requests, CONTROL_REQUEST, REQUEST_NONE);
     this.stop = r === REQUEST_PAUSE
       ? { kind: "pause" }

@@ -14,7 +14,7 @@ import { writeAcpiTables } from "./boot/acpi.ts";
 import type { ImageFormat } from "./boot/types.ts";
 import type { RunControl, TraceSink } from "./backend.ts";
 import { ImageError, UsageError, VmmError } from "./errors.ts";
-import { type DeviceSource, exitStatusOf, Machine } from "./machine.ts";
+import { type DeviceSource, exitStatusOf, Machine, type MachineState } from "./machine.ts";
 import { CR0_PE } from "./cpu_state.ts";
 import { readMemoryFile, readSnapshot, SNAPSHOT_DIRTY_CONSUMER } from "./snapshot/mod.ts";
 import type { ByteSink, InputRing } from "./serial_io.ts";
@@ -323,45 +323,18 @@ export async function restoreMachine(
 ): Promise<Machine> {
   const snap = readSnapshot(snapshot.statePath, snapshot.memPath);
   const saved = snap.machine;
-  const choice = opts.backend ?? saved.backend;
-  const builtins = new Map(BUILTIN_DEVICES.map((p) => [p.slice(p.lastIndexOf("/") + 1), p]));
-  for (const d of saved.devices) {
-    if (d.source === undefined) {
-      throw new VmmError(
-        `Snapshot "${snapshot.statePath}": device "${d.name}" was attached without a recorded ` +
-          `source, so it cannot be rebuilt`,
-      );
-    }
-    if (d.source.kind === "builtin") {
-      const file = d.source.specifier.slice(d.source.specifier.lastIndexOf("/") + 1);
-      if (!builtins.has(file)) {
-        throw new VmmError(
-          `Snapshot "${snapshot.statePath}": built-in device "${d.name}" (${file}) does not ` +
-            `exist in this denovisor`,
-        );
-      }
-    }
-  }
-  const trace = opts.trace ? stderrTrace().sink : null;
-  const machine = await assemble(
+  const machine = await machineForState(
+    saved,
+    snap.memSize,
+    `Snapshot "${snapshot.statePath}"`,
+    io,
     {
-      backend: choice,
-      cpuModel: saved.cpuModel,
-      memSize: snap.memSize,
-      serial: opts.serial ?? { kind: "stdio" },
-      protectedModeEvents: choice === "auto" && (saved.cpu.cr0 & CR0_PE) !== 0,
+      ...opts,
       // Every snapshot's memory file is complete RAM here (a Diff's is read whole, below).
       memoryFile: snapshot.memPath,
     },
-    io,
-    trace,
   );
   try {
-    for (const d of saved.devices) {
-      if (d.source?.kind === "plugin") {
-        await attachPlugin(machine, d.source.specifier, d.source.options);
-      }
-    }
     // On KVM the file is guest RAM already (mapped MAP_PRIVATE). Otherwise: a Full snapshot
     // lists the pages that are not zero; a (rebased) Diff's file is read whole.
     if (!machine.memoryMapped) {
@@ -376,6 +349,64 @@ export async function restoreMachine(
     machine.memory.pages.takeDirty(SNAPSHOT_DIRTY_CONSUMER);
     machine.restoreState(saved);
     io.onVcpuReady?.(machine);
+  } catch (err) {
+    machine.close();
+    throw err;
+  }
+  return machine;
+}
+
+/**
+ * Builds the machine `saved` describes, without loading it: its memory size, CPU model and
+ * device set (built-in devices from this build, plugins by their recorded module URLs and
+ * options) on `opts.backend` (default: the one it was saved on). RAM is zero unless
+ * `opts.memoryFile` maps a file as RAM. `where` names the state's origin in errors (a snapshot
+ * file, a migration source). A snapshot restore and a migration's destination both use it.
+ */
+export async function machineForState(
+  saved: MachineState,
+  memSize: number,
+  where: string,
+  io: VmIo = {},
+  opts: RestoreOptions & { memoryFile?: string } = {},
+): Promise<Machine> {
+  const choice = opts.backend ?? saved.backend;
+  const builtins = new Map(BUILTIN_DEVICES.map((p) => [p.slice(p.lastIndexOf("/") + 1), p]));
+  for (const d of saved.devices) {
+    if (d.source === undefined) {
+      throw new VmmError(
+        `${where}: device "${d.name}" was attached without a recorded source, so it cannot be ` +
+          `rebuilt`,
+      );
+    }
+    if (d.source.kind === "builtin") {
+      const file = d.source.specifier.slice(d.source.specifier.lastIndexOf("/") + 1);
+      if (!builtins.has(file)) {
+        throw new VmmError(
+          `${where}: built-in device "${d.name}" (${file}) does not exist in this denovisor`,
+        );
+      }
+    }
+  }
+  const trace = opts.trace ? stderrTrace().sink : null;
+  const machine = await assemble(
+    {
+      backend: choice,
+      cpuModel: saved.cpuModel,
+      memSize,
+      serial: opts.serial ?? { kind: "stdio" },
+      protectedModeEvents: choice === "auto" && (saved.cpu.cr0 & CR0_PE) !== 0,
+      ...(opts.memoryFile === undefined ? {} : { memoryFile: opts.memoryFile }),
+    },
+    io,
+    trace,
+  );
+  try {
+    for (const d of saved.devices) {
+      if (d.source?.kind === "plugin") {
+        await attachPlugin(machine, d.source.specifier, d.source.options);
+      }
+    }
   } catch (err) {
     machine.close();
     throw err;

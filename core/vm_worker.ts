@@ -13,11 +13,12 @@
  *   and runs the guest again if it is still meant to be running.
  */
 
-import { RunControl } from "./backend.ts";
+import { CONTROL_SLICE, RunControl, SLICE_ARMED, SLICE_OFF } from "./backend.ts";
 import { InputRing } from "./serial_io.ts";
 import type { KvmVcpu, VcpuKickHandle } from "./kvm/backend.ts";
 import {
   buildMachine,
+  machineForState,
   preloadMachineModules,
   restoreMachine,
   runVm,
@@ -28,6 +29,15 @@ import {
 import { exitStatusOf, type Machine } from "./machine.ts";
 import { VmmError } from "./errors.ts";
 import { createSnapshot, type SnapshotType } from "./snapshot/mod.ts";
+import { type MigrationStatus, sendMigration } from "./migration/send.ts";
+import { receiveMigration } from "./migration/receive.ts";
+import {
+  formatMigrationUrl,
+  listenerUrl,
+  listenMigration,
+  type MigrationUrl,
+  parseMigrationUrl,
+} from "./migration/url.ts";
 
 /** The message the main thread sends to start the VM (plain CLI). */
 export interface StartMessage {
@@ -61,6 +71,9 @@ export type LifecycleCommand =
       resume: boolean;
       backend?: "auto" | "kvm" | "interp";
     }
+    | { kind: "migrate-send"; url: string; downtimeMs?: number; maxPasses?: number }
+    /** Listens on `url` for a migrating VM; `config` gives the backend, serial and trace. */
+    | { kind: "migrate-receive"; url: string; config: VmConfig }
   );
 
 /** The VM's state as the API reports it. */
@@ -71,6 +84,8 @@ export type WorkerMessage =
   | { kind: "kick"; handle: VcpuKickHandle }
   /** A VMM message (lifecycle protocol: the main thread prints and logs it). */
   | { kind: "log"; message: string }
+  /** A migration's progress (either side). */
+  | { kind: "migration"; status: MigrationStatus }
   | {
     kind: "reply";
     id: number;
@@ -157,6 +172,18 @@ async function lifecycle(init: InitMessage): Promise<void> {
     });
   const refuse = (id: number, message: string) =>
     scope.postMessage({ kind: "reply", id, ok: false, message });
+  const progress = (status: MigrationStatus) => scope.postMessage({ kind: "migration", status });
+  const slice = io.control!.requests;
+  /** Set when a command ends the VM here (it migrated away, or ended during a migration). */
+  let finished: VmOutcome | null = null;
+  const parseUrl = (id: number, url: string, what: string): MigrationUrl | null => {
+    try {
+      return parseMigrationUrl(url, what);
+    } catch (err) {
+      refuse(id, (err as Error).message);
+      return null;
+    }
+  };
 
   const handle = async (cmd: LifecycleCommand): Promise<void> => {
     switch (cmd.kind) {
@@ -206,6 +233,89 @@ async function lifecycle(init: InitMessage): Promise<void> {
         if (machine === null) return refuse(cmd.id, "The VM is not started");
         injectCtrlAltDel(machine);
         return ok(cmd.id);
+      case "migrate-send": {
+        if (machine === null) return refuse(cmd.id, "The VM is not started: nothing to migrate");
+        const url = parseUrl(cmd.id, cmd.url, "destination_url");
+        if (url === null) return;
+        const m: Machine = machine;
+        const live = state === "Running";
+        // Guest time between bursts of pages: the main thread ends each slice (SLICE_DUE).
+        const runSlice = () => {
+          if (!live) return { reason: { kind: "pause" as const } };
+          Atomics.store(slice, CONTROL_SLICE, SLICE_ARMED);
+          return m.run();
+        };
+        let result;
+        try {
+          result = await sendMigration(m, {
+            url,
+            runSlice,
+            progress,
+            ...(cmd.downtimeMs === undefined ? {} : { downtimeMs: cmd.downtimeMs }),
+            ...(cmd.maxPasses === undefined ? {} : { maxPasses: cmd.maxPasses }),
+            resume: live,
+          });
+        } finally {
+          Atomics.store(slice, CONTROL_SLICE, SLICE_OFF);
+        }
+        const to = formatMigrationUrl(url);
+        if (result.kind === "failed") {
+          io.log?.(`migration: to ${to} failed: ${result.message}; the VM runs on here`);
+          return refuse(cmd.id, `Migration to ${to} failed: ${result.message}`);
+        }
+        if (result.kind === "ended") {
+          const { reason, dump } = result.result;
+          const status = exitStatusOf(reason);
+          finished = reason.kind === "fault"
+            ? { status, message: reason.message, dump }
+            : { status };
+          return refuse(cmd.id, `The guest ended during the migration to ${to}`);
+        }
+        const st = result.status;
+        finished = {
+          status: 0,
+          message: `migration: the VM moved to ${to} (${st.passes} passes, ` +
+            `${(st.bytes / 1048576).toFixed(1)} MiB sent, downtime ${st.downtimeMs} ms, ` +
+            `total ${st.totalMs} ms)`,
+        };
+        return ok(cmd.id);
+      }
+      case "migrate-receive": {
+        if (state !== "Not started") {
+          return refuse(cmd.id, "An incoming migration needs a VM that is not started");
+        }
+        const url = parseUrl(cmd.id, cmd.url, "receiver_url");
+        if (url === null) return;
+        let listener: Deno.Listener;
+        try {
+          listener = listenMigration(url);
+        } catch (err) {
+          return refuse(
+            cmd.id,
+            `Cannot listen on ${formatMigrationUrl(url)}: ${(err as Error).message}`,
+          );
+        }
+        io.log?.(`migration: waiting for the VM on ${formatMigrationUrl(listenerUrl(listener))}`);
+        const c = cmd.config;
+        try {
+          const got = await receiveMigration(listener, {
+            progress,
+            build: (saved, memSize) =>
+              machineForState(saved, memSize, "The migration source's VM", io, {
+                backend: c.backend,
+                serial: c.serial,
+                trace: c.trace,
+              }),
+          });
+          machine = got.machine;
+          state = got.resume ? "Running" : "Paused";
+        } catch (err) {
+          return refuse(cmd.id, `Incoming migration failed: ${(err as Error)?.message ?? err}`);
+        }
+        io.log?.(`migration: the VM arrived; it runs on the ${machine.backend.name} backend`);
+        announceVcpu(machine);
+        return ok(cmd.id);
+      }
       case "snapshot-create": {
         if (machine === null || state !== "Paused") {
           return refuse(cmd.id, `The VM is ${state}: pause it (PATCH /vm) before a snapshot`);
@@ -240,6 +350,10 @@ async function lifecycle(init: InitMessage): Promise<void> {
         // Paused by the main thread for a command, which follows the request (or is queued).
       }
       await handle(await next());
+      if (finished !== null) {
+        outcome = finished;
+        break;
+      }
     }
   } catch (err) {
     scope.postMessage(failure(err));

@@ -37,11 +37,13 @@ export interface ApiArgs {
   id: string;
   /** `--name NAME`: registered in the runtime directory (core/run_dir.ts), socket there. */
   name: string | null;
+  /** `--incoming URL`: wait for a migrating VM there instead of booting one. */
+  incoming: string | null;
   /** The plain CLI's flags, for parseCli. */
   rest: string[];
 }
 
-const OWN_FLAGS = ["--api-sock", "--config-file", "--id", "--name"] as const;
+const OWN_FLAGS = ["--api-sock", "--config-file", "--id", "--name", "--incoming"] as const;
 
 /** True when `argv` asks for this mode. */
 export function wantsApi(argv: readonly string[]): boolean {
@@ -55,6 +57,7 @@ export function splitApiArgs(argv: readonly string[]): ApiArgs {
     configFile: null,
     id: DEFAULT_ID,
     name: null,
+    incoming: null,
     rest: [],
   };
   for (let i = 0; i < argv.length; i++) {
@@ -71,6 +74,7 @@ export function splitApiArgs(argv: readonly string[]): ApiArgs {
     if (flag === "--api-sock") out.apiSock = value;
     else if (flag === "--config-file") out.configFile = value;
     else if (flag === "--name") out.name = validateName(value);
+    else if (flag === "--incoming") out.incoming = value;
     else {
       if (!/^[A-Za-z0-9-]{1,64}$/.test(value)) {
         throw new UsageError(`--id "${value}": use 1 to 64 letters, digits and hyphens`);
@@ -159,7 +163,23 @@ export async function apiMain(argv: string[]): Promise<number> {
     console.error("denovisor: --restore and --config-file cannot be combined: pick one");
     return 2;
   }
-  const bootNow = config.kernel !== null || restore !== undefined;
+  if (args.incoming !== null) {
+    const other = config.kernel !== null
+      ? "--kernel/--linux"
+      : restore !== undefined
+      ? "--restore"
+      : args.configFile !== null
+      ? "--config-file"
+      : null;
+    if (other !== null) {
+      console.error(
+        `denovisor: --incoming takes the VM from a migration source: drop ${other} (the ` +
+          `source's VM brings its kernel, memory and devices)`,
+      );
+      return 2;
+    }
+  }
+  const bootNow = config.kernel !== null || restore !== undefined || args.incoming !== null;
   let record: VmRecord | null = null;
   if (args.name !== null) {
     const claimed = await claimName(args, config, restore?.statePath ?? null);
@@ -217,7 +237,9 @@ export async function apiMain(argv: string[]): Promise<number> {
   relayInput(vmm.input, () => vmm.stop(0));
   let end: VmEnd;
   if (bootNow) {
-    const started = restore === undefined
+    const started = args.incoming !== null
+      ? vmm.send({ kind: "migrate-receive", url: args.incoming, config: structuredClone(config) })
+      : restore === undefined
       ? vmm.send({ kind: "start", config: structuredClone(config) })
       : vmm.send({
         kind: "snapshot-load",

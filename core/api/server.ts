@@ -9,6 +9,7 @@
  */
 
 import type { VmConfig } from "../vm.ts";
+import type { MigrationStatus } from "../migration/send.ts";
 import { LifecycleError, type Vmm } from "./vmm.ts";
 import { type ApiLogger, type ApiMetrics, LOG_LEVELS } from "./observe.ts";
 
@@ -194,6 +195,24 @@ function bootSourceOf(config: VmConfig): Json | undefined {
   return b;
 }
 
+/** A migration status in the API's spelling (snake_case). */
+export function migrationJson(m: MigrationStatus): Json {
+  return {
+    role: m.role,
+    state: m.state,
+    url: m.url,
+    passes: m.passes,
+    pages: m.pages,
+    zero_pages: m.zeroPages,
+    bytes: m.bytes,
+    dirty_rate_pages_per_s: m.dirtyRate,
+    final_pages: m.finalPages,
+    downtime_ms: m.downtimeMs,
+    total_ms: m.totalMs,
+    ...(m.message === undefined ? {} : { message: m.message }),
+  };
+}
+
 /** Routes and answers one API request. */
 export function apiHandler(
   vmm: Vmm,
@@ -363,6 +382,50 @@ export function apiHandler(
           return lifecycle(vmm.send({ kind: "resume" }));
         }
         throw new ApiError(`vm: field "state" must be "Paused" or "Resumed", not "${state}"`);
+      },
+    },
+    "/migration": {
+      GET: () => {
+        const m = vmm.migration;
+        if (m === null) return Promise.resolve(Response.json({ state: "none" }));
+        return Promise.resolve(Response.json(migrationJson(m)));
+      },
+    },
+    "/migration/send": {
+      PUT: async (req) => {
+        const what = "migration/send";
+        const b = await body(req, what);
+        onlyFields(b, ["destination_url", "downtime_ms", "max_passes"], what);
+        const url = str(b, "destination_url", what, true)!;
+        const downtimeMs = int(b, "downtime_ms", what, false);
+        const maxPasses = int(b, "max_passes", what, false);
+        if (downtimeMs !== undefined && downtimeMs < 1) {
+          throw new ApiError(`${what}: downtime_ms must be at least 1`);
+        }
+        if (maxPasses !== undefined && maxPasses < 1) {
+          throw new ApiError(`${what}: max_passes must be at least 1`);
+        }
+        if (vmm.state === "Not started") {
+          throw new ApiError(`${what}: the microVM is not started: there is nothing to migrate`);
+        }
+        return lifecycle(vmm.send({
+          kind: "migrate-send",
+          url,
+          ...(downtimeMs === undefined ? {} : { downtimeMs }),
+          ...(maxPasses === undefined ? {} : { maxPasses }),
+        }));
+      },
+    },
+    "/migration/receive": {
+      PUT: async (req) => {
+        const what = "migration/receive";
+        const b = await body(req, what);
+        onlyFields(b, ["receiver_url"], what);
+        const url = str(b, "receiver_url", what, true)!;
+        preBoot(what);
+        return lifecycle(
+          vmm.send({ kind: "migrate-receive", url, config: structuredClone(vmm.config) }),
+        );
       },
     },
     "/snapshot/create": {

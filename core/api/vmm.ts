@@ -6,11 +6,24 @@
  * messages once `run()` has returned.
  */
 
-import { CONTROL_REQUEST, CONTROL_STATUS, REQUEST_PAUSE, REQUEST_STOP } from "../backend.ts";
+import {
+  CONTROL_CELLS,
+  CONTROL_REQUEST,
+  CONTROL_SLICE,
+  CONTROL_STATUS,
+  REQUEST_PAUSE,
+  REQUEST_STOP,
+  SLICE_ARMED,
+  SLICE_DUE,
+} from "../backend.ts";
 import { InputRing } from "../serial_io.ts";
 import type { VmConfig, VmOutcome } from "../vm.ts";
 import type { InitMessage, LifecycleCommand, LifecycleState, WorkerMessage } from "../vm_worker.ts";
 import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "../kvm/backend.ts";
+import type { MigrationStatus } from "../migration/send.ts";
+
+/** How often a migrating vCPU's slice ends, for the worker to send pages (ms). */
+const SLICE_MS = 5;
 
 /** A command without its id (the Vmm numbers them). */
 type Command = LifecycleCommand extends infer C ? C extends unknown ? Omit<C, "id"> : never
@@ -30,7 +43,7 @@ export class LifecycleError extends Error {}
 export class Vmm {
   /** Shared with the worker: console input ring and the control word. */
   readonly input: InputRing = new InputRing();
-  readonly requests: Int32Array = new Int32Array(new SharedArrayBuffer(8));
+  readonly requests: Int32Array = new Int32Array(new SharedArrayBuffer(4 * CONTROL_CELLS));
   /** The configuration PUT /boot-source and /machine-config build (kernel null: not set). */
   config: VmConfig;
   state: LifecycleState = "Not started";
@@ -38,6 +51,8 @@ export class Vmm {
   backendName: string | null = null;
   /** Where the VM's own messages go (default stderr). */
   onLog: (message: string) => void = (m) => console.error(m);
+  /** The last (or current) migration's status, for GET /migration. */
+  migration: MigrationStatus | null = null;
   /** Resolves when the guest ends (or the worker fails). */
   readonly ended: Promise<VmEnd>;
 
@@ -48,6 +63,7 @@ export class Vmm {
   #kick: VcpuKickHandle | null = null;
   #disableKicks: (() => void) | null = null;
   #kicker: ReturnType<typeof setInterval> | undefined;
+  #slicer: ReturnType<typeof setInterval> | undefined;
   #done = false;
   #inFlight = 0;
   #stopStatus: number | null = null;
@@ -74,6 +90,8 @@ export class Vmm {
       if (m.kind === "kick") {
         this.#kick = m.handle;
         this.#disableKicks ??= enableVcpuKicks();
+      } else if (m.kind === "migration") {
+        this.migration = m.status;
       } else if (m.kind === "log") {
         this.onLog(m.message);
       } else if (m.kind === "reply") {
@@ -133,9 +151,12 @@ export class Vmm {
       Atomics.store(this.requests, CONTROL_REQUEST, REQUEST_PAUSE);
       this.#startKicking();
     }
+    // A live migration runs the guest in slices: end each one, so the worker can send pages.
+    if (cmd.kind === "migrate-send") this.#startSlicing();
     this.#worker.postMessage({ ...cmd, id } as LifecycleCommand);
     const m = await reply;
     if (interrupt) this.#stopKicking();
+    this.#stopSlicing();
     if (!m.ok) throw new LifecycleError(m.message);
     this.state = m.state;
     if (m.backend !== undefined) this.backendName = m.backend;
@@ -162,6 +183,22 @@ export class Vmm {
     this.#kicker = setInterval(() => kickVcpu(handle), 10);
   }
 
+  #startSlicing(): void {
+    const requests = this.requests;
+    this.#slicer = setInterval(() => {
+      // Only a slice the worker armed ends; a tick after the migration changes nothing.
+      if (
+        Atomics.compareExchange(requests, CONTROL_SLICE, SLICE_ARMED, SLICE_DUE) === SLICE_ARMED &&
+        this.#kick !== null
+      ) kickVcpu(this.#kick);
+    }, SLICE_MS);
+  }
+
+  #stopSlicing(): void {
+    clearInterval(this.#slicer);
+    this.#slicer = undefined;
+  }
+
   #stopKicking(): void {
     clearInterval(this.#kicker);
     this.#kicker = undefined;
@@ -170,6 +207,7 @@ export class Vmm {
   /** Releases the worker and the kick handler. */
   close(): void {
     this.#stopKicking();
+    this.#stopSlicing();
     this.#disableKicks?.();
     this.#disableKicks = null;
     this.#worker.terminate();

@@ -1,0 +1,257 @@
+/**
+ * The source side of a live migration (pre-copy). Runs on the vCPU's thread, between slices of
+ * guest time: all of RAM first, then passes over the pages dirtied meanwhile, until what is left
+ * fits the downtime target at the measured bandwidth (or the pass limit is reached); then, with
+ * the vCPU paused, the last dirty pages and the machine state, and the destination's word that it
+ * verified and loaded them. Any failure leaves the source machine as it was, ready to run on.
+ */
+
+import type { Machine, RunResult } from "../machine.ts";
+import { PAGE_SIZE } from "../page_state.ts";
+import {
+  FRAME_CANCEL,
+  FRAME_DONE,
+  FRAME_ERROR,
+  FRAME_HELLO,
+  FRAME_READY,
+  FRAME_STATE,
+  frameJson,
+  frameName,
+  FrameReader,
+  jsonFrame,
+  MigrationError,
+  PAGES_PER_FRAME,
+  pagesFrame,
+  preamble,
+  writeAll,
+} from "./wire.ts";
+import { connectMigration, formatMigrationUrl, type MigrationUrl } from "./url.ts";
+
+/** The page-state map's dirty-log consumer bit migration and replication use. */
+export const MIGRATION_DIRTY_CONSUMER = 1;
+/** Default downtime target (ms). */
+export const DEFAULT_DOWNTIME_MS = 50;
+/** Default limit of pre-copy passes before the final stop-and-copy. */
+export const DEFAULT_MAX_PASSES = 30;
+/** Wall time spent sending between two guest slices (ms). */
+const SEND_BUDGET_MS = 5;
+/** How long the source waits for the destination's verdict after the last frame (ms). */
+const VERDICT_TIMEOUT_MS = 30_000;
+
+/** What `GET /migration` reports, on either side. */
+export interface MigrationStatus {
+  role: "source" | "destination";
+  state: "setup" | "active" | "completed" | "failed";
+  url: string;
+  /** Pre-copy passes so far (the final stop-and-copy not counted). */
+  passes: number;
+  /** Pages sent or received, and those of them that were zero (no data on the wire). */
+  pages: number;
+  zeroPages: number;
+  /** Bytes on the wire (sent by the source, received by the destination). */
+  bytes: number;
+  /** Pages dirtied per second during the last pass. */
+  dirtyRate: number;
+  /** Pages sent in the final stop-and-copy. */
+  finalPages: number;
+  /** From the pause at the source to the destination's word that it runs the VM (ms). */
+  downtimeMs: number | null;
+  totalMs: number | null;
+  message?: string;
+}
+
+/** A fresh status. */
+export function newStatus(role: MigrationStatus["role"], url: string): MigrationStatus {
+  return {
+    role,
+    state: "setup",
+    url,
+    passes: 0,
+    pages: 0,
+    zeroPages: 0,
+    bytes: 0,
+    dirtyRate: 0,
+    finalPages: 0,
+    downtimeMs: null,
+    totalMs: null,
+  };
+}
+
+/** How the source migrates. */
+export interface SendOptions {
+  url: MigrationUrl;
+  downtimeMs?: number;
+  maxPasses?: number;
+  /** Runs the guest for one slice (the caller arranges for it to return `pause`). */
+  runSlice: () => RunResult;
+  /** Called with the status as it changes. */
+  progress?: (status: MigrationStatus) => void;
+  /** Whether the destination runs the VM on arrival (false: a paused VM arrives paused). */
+  resume?: boolean;
+}
+
+/** How a send ended: moved, failed (the VM runs on), or the guest ended meanwhile. */
+export type SendResult =
+  | { kind: "moved"; status: MigrationStatus }
+  | { kind: "failed"; status: MigrationStatus; message: string }
+  | { kind: "ended"; status: MigrationStatus; result: RunResult };
+
+class GuestEnded extends Error {
+  constructor(readonly result: RunResult) {
+    super("the guest ended during the migration");
+  }
+}
+
+/** The pages written since the consumer last looked (KVM's own log first). */
+function takeDirty(machine: Machine): number[] {
+  machine.backend.collectDirtyLog?.();
+  return machine.memory.pages.takeDirty(MIGRATION_DIRTY_CONSUMER).pages;
+}
+
+/**
+ * Migrates `machine` (paused: its `run()` returned) to `opts.url`. On "moved" the destination
+ * runs the VM and this machine must not run again; otherwise it is unchanged.
+ */
+export async function sendMigration(machine: Machine, opts: SendOptions): Promise<SendResult> {
+  const where = formatMigrationUrl(opts.url);
+  const status = newStatus("source", where);
+  const report = () => opts.progress?.({ ...status });
+  const downtimeTarget = opts.downtimeMs ?? DEFAULT_DOWNTIME_MS;
+  const maxPasses = opts.maxPasses ?? DEFAULT_MAX_PASSES;
+  const t0 = performance.now();
+  let conn: Deno.Conn;
+  try {
+    conn = await connectMigration(opts.url);
+  } catch (err) {
+    status.state = "failed";
+    status.message = `cannot connect to ${where}: ${(err as Error).message}`;
+    report();
+    return { kind: "failed", status, message: status.message };
+  }
+  if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
+  const reader = new FrameReader(conn);
+  let writeMs = 0;
+  const send = async (bytes: Uint8Array) => {
+    const t = performance.now();
+    await writeAll(conn, bytes);
+    writeMs += performance.now() - t;
+    status.bytes += bytes.length;
+  };
+  /** The destination's answer to HELLO or STATE: READY/DONE, or why it refused. */
+  const answer = async (want: number, timeoutMs: number): Promise<unknown> => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new MigrationError(`the destination did not answer within ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+    });
+    try {
+      const frame = await Promise.race([reader.next(), timeout]);
+      if (frame === null) {
+        throw new MigrationError("the destination closed the connection");
+      }
+      if (frame.type === FRAME_ERROR) {
+        const { message } = frameJson<{ message: string }>(frame);
+        throw new MigrationError(`the destination refused: ${message}`);
+      }
+      if (frame.type !== want) {
+        throw new MigrationError(
+          `the destination sent ${frameName(frame.type)} where ${frameName(want)} was due`,
+        );
+      }
+      return frameJson(frame);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  /** Sends `pages`, running guest slices between bursts when `live`. */
+  const sendPages = async (pages: number[], live: boolean) => {
+    let burst = performance.now();
+    for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) {
+      const chunk = pages.slice(i, i + PAGES_PER_FRAME);
+      const { frame, dataPages } = pagesFrame(machine.memory, chunk);
+      await send(frame);
+      status.pages += chunk.length;
+      status.zeroPages += chunk.length - dataPages;
+      if (live && performance.now() - burst >= SEND_BUDGET_MS) {
+        const r = opts.runSlice();
+        if (r.reason.kind !== "pause") throw new GuestEnded(r);
+        burst = performance.now();
+      }
+    }
+  };
+
+  try {
+    await send(preamble());
+    await send(
+      jsonFrame(FRAME_HELLO, { memSize: machine.memory.size, state: machine.saveState() }),
+    );
+    await answer(FRAME_READY, VERDICT_TIMEOUT_MS);
+    status.state = "active";
+    report();
+
+    // Pass 1 sends all of RAM; the dirty log restarts first, so every later write is seen.
+    takeDirty(machine);
+    let pending: number[] = Array.from(
+      { length: Math.ceil(machine.memory.size / PAGE_SIZE) },
+      (_, i) => i,
+    );
+    for (;;) {
+      const passStart = performance.now();
+      await sendPages(pending, true);
+      status.passes++;
+      const dirty = takeDirty(machine);
+      const passMs = performance.now() - passStart;
+      status.dirtyRate = passMs > 0 ? Math.round(dirty.length / (passMs / 1000)) : 0;
+      // Bytes per ms the wire took, counting only time spent writing.
+      const bandwidth = writeMs > 0 ? status.bytes / writeMs : Infinity;
+      const estimateMs = (dirty.length * PAGE_SIZE) / bandwidth;
+      report();
+      pending = dirty;
+      if (estimateMs <= downtimeTarget || status.passes >= maxPasses) break;
+      // Not converged: the guest runs a slice before the next pass.
+      const r = opts.runSlice();
+      if (r.reason.kind !== "pause") throw new GuestEnded(r);
+      pending = pending.concat(takeDirty(machine));
+      pending = [...new Set(pending)].sort((a, b) => a - b);
+    }
+
+    // Stop-and-copy: the vCPU is paused (no slice since the last take).
+    const pauseAt = performance.now();
+    status.finalPages = pending.length;
+    await sendPages(pending, false);
+    await send(
+      jsonFrame(FRAME_STATE, { machine: machine.saveState(), resume: opts.resume ?? true }),
+    );
+    await answer(FRAME_DONE, VERDICT_TIMEOUT_MS);
+    const now = performance.now();
+    status.downtimeMs = Math.round((now - pauseAt) * 100) / 100;
+    status.totalMs = Math.round(now - t0);
+    status.state = "completed";
+    report();
+    return { kind: "moved", status };
+  } catch (err) {
+    status.state = "failed";
+    status.totalMs = Math.round(performance.now() - t0);
+    const ended = err instanceof GuestEnded;
+    status.message = ended
+      ? "the guest ended during the migration"
+      : `${(err as Error).message ?? err}`;
+    if (!(err instanceof MigrationError) && !ended) {
+      status.message = `the connection to ${where} failed: ${status.message}`;
+    }
+    // Tell the destination, when it still listens, so it stops waiting.
+    await writeAll(conn, jsonFrame(FRAME_CANCEL, { reason: status.message })).catch(() => {});
+    report();
+    return ended
+      ? { kind: "ended", status, result: (err as GuestEnded).result }
+      : { kind: "failed", status, message: status.message };
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Already closed.
+    }
+  }
+}
