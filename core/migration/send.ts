@@ -239,7 +239,12 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
       ? "the guest ended during the migration"
       : `${(err as Error).message ?? err}`;
     if (!(err instanceof MigrationError) && !ended) {
-      status.message = `the connection to ${where} failed: ${status.message}`;
+      // A write (or read) failed: the destination may have refused and closed while pages were
+      // still going out, its ERROR frame waiting unread here. Its reason beats "Broken pipe".
+      const refusal = await pendingRefusal(reader);
+      status.message = refusal !== null
+        ? `the destination refused: ${refusal}`
+        : `the connection to ${where} failed: ${status.message}`;
     }
     // Tell the destination, when it still listens, so it stops waiting.
     await writeAll(conn, jsonFrame(FRAME_CANCEL, { reason: status.message })).catch(() => {});
@@ -253,5 +258,22 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
     } catch {
       // Already closed.
     }
+  }
+}
+
+/** The message of an ERROR frame the destination sent before the connection broke, or null. */
+async function pendingRefusal(reader: FrameReader): Promise<string | null> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const frame = await Promise.race([
+      reader.next(),
+      new Promise<null>((r) => timer = setTimeout(() => r(null), 1000)),
+    ]);
+    if (frame?.type !== FRAME_ERROR) return null;
+    return frameJson<{ message: string }>(frame).message;
+  } catch {
+    return null;
+  } finally {
+    clearTimeout(timer);
   }
 }
