@@ -42,8 +42,12 @@ export const SLICE_OFF = 0;
 export const SLICE_ARMED = 1;
 /** The slice is over: the vCPU returns `pause`. */
 export const SLICE_DUE = 2;
+/** The slice length the vCPU's thread asks for (ms), set before it arms a slice. */
+export const CONTROL_SLICE_MS = 3;
+/** Bumped by the vCPU's thread each time it arms a slice (the ticker times each from then). */
+export const CONTROL_SLICE_SEQ = 4;
 /** Cells of the shared control array. */
-export const CONTROL_CELLS = 4;
+export const CONTROL_CELLS = 8;
 
 /**
  * Stop requests shared by devices (same thread) and the supervisor (other threads through a

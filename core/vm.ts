@@ -35,7 +35,7 @@ export interface VmConfig {
   cmdline: string;
   initrd: string | null;
   devices: DeviceSpec[];
-  serial: { kind: "stdio" } | { kind: "none" } | { kind: "file"; path: string };
+  serial: { kind: "stdio" } | { kind: "none" } | { kind: "file"; path: string; append?: boolean };
   trace: boolean;
   /**
    * Restore this snapshot instead of booting `kernel` (`--restore`, `--mem-file`): `runVm` then
@@ -95,6 +95,8 @@ export interface VmIo {
   log?: (message: string) => void;
   /** Called once the vCPU exists, before it first runs (the CLI takes KVM's kick handle). */
   onVcpuReady?: (machine: Machine) => void;
+  /** Puts something between the guest's console and its sink (replication's output gate). */
+  wrapSerial?: (sink: ByteSink | null) => ByteSink | null;
 }
 
 function readFile(path: string, what: string): Uint8Array {
@@ -113,6 +115,11 @@ function readFile(path: string, what: string): Uint8Array {
 }
 
 function openSerial(serial: VmConfig["serial"], io: VmIo): ByteSink | null {
+  const sink = openSerialSink(serial, io);
+  return io.wrapSerial === undefined ? sink : io.wrapSerial(sink);
+}
+
+function openSerialSink(serial: VmConfig["serial"], io: VmIo): ByteSink | null {
   switch (serial.kind) {
     case "none":
       return null;
@@ -120,7 +127,13 @@ function openSerial(serial: VmConfig["serial"], io: VmIo): ByteSink | null {
       return io.stdout ?? Deno.stdout;
     case "file":
       try {
-        return Deno.openSync(serial.path, { write: true, create: true, truncate: true });
+        // A standby appends to the log its primary wrote (replication).
+        return Deno.openSync(
+          serial.path,
+          serial.append
+            ? { write: true, create: true, append: true }
+            : { write: true, create: true, truncate: true },
+        );
       } catch (err) {
         throw new VmmError(
           `Cannot open --serial file "${serial.path}": ${(err as Error).message}`,

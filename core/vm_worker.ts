@@ -13,7 +13,14 @@
  *   and runs the guest again if it is still meant to be running.
  */
 
-import { CONTROL_SLICE, RunControl, SLICE_ARMED, SLICE_OFF } from "./backend.ts";
+import {
+  CONTROL_SLICE,
+  CONTROL_SLICE_MS,
+  CONTROL_SLICE_SEQ,
+  RunControl,
+  SLICE_ARMED,
+  SLICE_OFF,
+} from "./backend.ts";
 import { InputRing } from "./serial_io.ts";
 import type { KvmVcpu, VcpuKickHandle } from "./kvm/backend.ts";
 import {
@@ -31,6 +38,13 @@ import { VmmError } from "./errors.ts";
 import { createSnapshot, type SnapshotType } from "./snapshot/mod.ts";
 import { type MigrationStatus, sendMigration } from "./migration/send.ts";
 import { receiveMigration } from "./migration/receive.ts";
+import {
+  completeSharedLog,
+  DEFAULT_CHECKPOINT_MS,
+  OutputGate,
+  runPrimary,
+  runStandby,
+} from "./migration/replicate.ts";
 import {
   formatMigrationUrl,
   listenerUrl,
@@ -74,6 +88,10 @@ export type LifecycleCommand =
     | { kind: "migrate-send"; url: string; downtimeMs?: number; maxPasses?: number }
     /** Listens on `url` for a migrating VM; `config` gives the backend, serial and trace. */
     | { kind: "migrate-receive"; url: string; config: VmConfig }
+    /** Boots `config` as a primary replicated to the standby at `url`; answers when it ends. */
+    | { kind: "replicate"; url: string; checkpointMs?: number; config: VmConfig }
+    /** Keeps a primary's checkpoints from `url`; answers once it runs the VM or it ended. */
+    | { kind: "standby"; url: string; config: VmConfig }
   );
 
 /** The VM's state as the API reports it. */
@@ -120,6 +138,9 @@ function announceVcpu(machine: Machine): void {
     scope.postMessage({ kind: "kick", handle: vcpu.kickHandle() });
   }
 }
+
+/** Guest time between bursts of pages during a live migration (ms). */
+const MIGRATION_SLICE_MS = 5;
 
 /** Set 1 scancodes (the i8042 translates by default): Ctrl, Alt, Del (E0 53) down, then up. */
 const CTRL_ALT_DEL = [0x1d, 0x38, 0xe0, 0x53, 0xe0, 0xd3, 0xb8, 0x9d];
@@ -176,6 +197,13 @@ async function lifecycle(init: InitMessage): Promise<void> {
   const slice = io.control!.requests;
   /** Set when a command ends the VM here (it migrated away, or ended during a migration). */
   let finished: VmOutcome | null = null;
+  /** Runs `m` for about `ms` of wall time (the main thread's slice ticker ends it). */
+  const runSliceOf = (m: Machine, ms: number) => {
+    Atomics.store(slice, CONTROL_SLICE_MS, ms);
+    Atomics.add(slice, CONTROL_SLICE_SEQ, 1);
+    Atomics.store(slice, CONTROL_SLICE, SLICE_ARMED);
+    return m.run();
+  };
   const parseUrl = (id: number, url: string, what: string): MigrationUrl | null => {
     try {
       return parseMigrationUrl(url, what);
@@ -242,8 +270,7 @@ async function lifecycle(init: InitMessage): Promise<void> {
         // Guest time between bursts of pages: the main thread ends each slice (SLICE_DUE).
         const runSlice = () => {
           if (!live) return { reason: { kind: "pause" as const } };
-          Atomics.store(slice, CONTROL_SLICE, SLICE_ARMED);
-          return m.run();
+          return runSliceOf(m, MIGRATION_SLICE_MS);
         };
         let result;
         try {
@@ -314,6 +341,116 @@ async function lifecycle(init: InitMessage): Promise<void> {
         }
         io.log?.(`migration: the VM arrived; it runs on the ${machine.backend.name} backend`);
         announceVcpu(machine);
+        return ok(cmd.id);
+      }
+      case "replicate": {
+        if (state !== "Not started") return refuse(cmd.id, "The VM is already started");
+        const url = parseUrl(cmd.id, cmd.url, "--replicate");
+        if (url === null) return;
+        let gate: OutputGate | null = null;
+        let m: Machine;
+        try {
+          m = await buildMachine(cmd.config, {
+            ...io,
+            wrapSerial: (sink) => gate = new OutputGate(sink),
+          });
+        } catch (err) {
+          if (err instanceof VmmError) return refuse(cmd.id, err.message);
+          throw err;
+        }
+        machine = m;
+        announceVcpu(m);
+        state = "Running";
+        const every = cmd.checkpointMs ?? DEFAULT_CHECKPOINT_MS;
+        const to = formatMigrationUrl(url);
+        io.log?.(`replication: checkpoints every ${every} ms to the standby at ${to}`);
+        let end;
+        try {
+          end = await runPrimary(m, {
+            url,
+            checkpointMs: every,
+            runSlice: (ms) => runSliceOf(m, ms),
+            gate: gate!,
+          });
+        } finally {
+          Atomics.store(slice, CONTROL_SLICE, SLICE_OFF);
+        }
+        if (end.kind === "failed") {
+          finished = { status: 1, message: `replication: ${end.message}` };
+          return refuse(cmd.id, finished.message!);
+        }
+        const st = end.stats;
+        const n = Math.max(st.checkpoints, 1);
+        io.log?.(
+          `replication: ${st.checkpoints} checkpoints, ${(st.bytes / n / 1024).toFixed(1)} KiB ` +
+            `each on average, the guest paused ${
+              (100 * st.pausedMs / Math.max(st.pausedMs + st.runMs, 1)).toFixed(1)
+            } % of the time`,
+        );
+        if (end.kind === "unprotected") {
+          io.log?.(end.message);
+          return ok(cmd.id); // the main loop runs the VM on
+        }
+        if (end.kind === "fenced") {
+          finished = { status: 1, message: end.message };
+        } else {
+          const { reason, dump } = end.result;
+          const status = exitStatusOf(reason);
+          finished = reason.kind === "fault"
+            ? { status, message: reason.message, dump }
+            : { status };
+        }
+        return ok(cmd.id);
+      }
+      case "standby": {
+        if (state !== "Not started") {
+          return refuse(cmd.id, "A standby needs a VM that is not started");
+        }
+        const url = parseUrl(cmd.id, cmd.url, "--standby");
+        if (url === null) return;
+        let listener: Deno.Listener;
+        try {
+          listener = listenMigration(url);
+        } catch (err) {
+          return refuse(
+            cmd.id,
+            `Cannot listen on ${formatMigrationUrl(url)}: ${(err as Error).message}`,
+          );
+        }
+        io.log?.(`replication: standing by on ${formatMigrationUrl(listenerUrl(listener))}`);
+        const c = cmd.config;
+        const serial: VmConfig["serial"] = c.serial.kind === "file"
+          ? { ...c.serial, append: true }
+          : c.serial;
+        let end;
+        try {
+          end = await runStandby(listener, {
+            build: (saved, memSize) =>
+              machineForState(saved, memSize, "The primary's VM", io, {
+                backend: c.backend,
+                serial,
+                trace: c.trace,
+              }),
+          });
+        } catch (err) {
+          finished = { status: 1, message: `Standby failed: ${(err as Error)?.message ?? err}` };
+          return refuse(cmd.id, finished.message!);
+        }
+        if (end.kind === "ended") {
+          io.log?.(`replication: the primary's guest ended with status ${end.status}`);
+          finished = end.message === undefined
+            ? { status: end.status }
+            : { status: end.status, message: end.message };
+          return ok(cmd.id);
+        }
+        if (serial.kind === "file") completeSharedLog(serial.path, end.output, end.outputBase);
+        machine = end.machine;
+        announceVcpu(machine);
+        state = "Running";
+        io.log?.(
+          `replication: the primary was lost (${end.reason}); resumed from checkpoint ` +
+            `${end.epoch} in ${(performance.now() - end.lostAt).toFixed(1)} ms`,
+        );
         return ok(cmd.id);
       }
       case "snapshot-create": {

@@ -39,11 +39,26 @@ export interface ApiArgs {
   name: string | null;
   /** `--incoming URL`: wait for a migrating VM there instead of booting one. */
   incoming: string | null;
+  /** `--replicate URL`: boot as a primary checkpointing to the standby there. */
+  replicate: string | null;
+  /** `--checkpoint-ms N` with `--replicate`. */
+  checkpointMs: number | null;
+  /** `--standby URL`: keep a primary's checkpoints, take over when it is lost. */
+  standby: string | null;
   /** The plain CLI's flags, for parseCli. */
   rest: string[];
 }
 
-const OWN_FLAGS = ["--api-sock", "--config-file", "--id", "--name", "--incoming"] as const;
+const OWN_FLAGS = [
+  "--api-sock",
+  "--config-file",
+  "--id",
+  "--name",
+  "--incoming",
+  "--replicate",
+  "--checkpoint-ms",
+  "--standby",
+] as const;
 
 /** True when `argv` asks for this mode. */
 export function wantsApi(argv: readonly string[]): boolean {
@@ -58,6 +73,9 @@ export function splitApiArgs(argv: readonly string[]): ApiArgs {
     id: DEFAULT_ID,
     name: null,
     incoming: null,
+    replicate: null,
+    checkpointMs: null,
+    standby: null,
     rest: [],
   };
   for (let i = 0; i < argv.length; i++) {
@@ -75,7 +93,15 @@ export function splitApiArgs(argv: readonly string[]): ApiArgs {
     else if (flag === "--config-file") out.configFile = value;
     else if (flag === "--name") out.name = validateName(value);
     else if (flag === "--incoming") out.incoming = value;
-    else {
+    else if (flag === "--replicate") out.replicate = value;
+    else if (flag === "--standby") out.standby = value;
+    else if (flag === "--checkpoint-ms") {
+      const n = Number(value);
+      if (!Number.isInteger(n) || n < 1 || n > 60_000) {
+        throw new UsageError(`--checkpoint-ms "${value}": give whole milliseconds, 1 to 60000`);
+      }
+      out.checkpointMs = n;
+    } else {
       if (!/^[A-Za-z0-9-]{1,64}$/.test(value)) {
         throw new UsageError(`--id "${value}": use 1 to 64 letters, digits and hyphens`);
       }
@@ -163,7 +189,28 @@ export async function apiMain(argv: string[]): Promise<number> {
     console.error("denovisor: --restore and --config-file cannot be combined: pick one");
     return 2;
   }
-  if (args.incoming !== null) {
+  if (args.checkpointMs !== null && args.replicate === null) {
+    console.error("denovisor: --checkpoint-ms goes with --replicate: add --replicate URL");
+    return 2;
+  }
+  const modes = [
+    ["--incoming", args.incoming],
+    ["--replicate", args.replicate],
+    ["--standby", args.standby],
+  ].filter(([, v]) => v !== null).map(([f]) => f);
+  if (modes.length > 1) {
+    console.error(`denovisor: ${modes.join(" and ")} cannot be combined: pick one`);
+    return 2;
+  }
+  if (args.replicate !== null && (config.kernel === null || restore !== undefined)) {
+    console.error(
+      "denovisor: --replicate boots a VM and protects it: give --kernel (or --linux)",
+    );
+    return 2;
+  }
+  const takesVm = args.incoming ?? args.standby;
+  if (takesVm !== null) {
+    const flag = args.incoming !== null ? "--incoming" : "--standby";
     const other = config.kernel !== null
       ? "--kernel/--linux"
       : restore !== undefined
@@ -173,13 +220,13 @@ export async function apiMain(argv: string[]): Promise<number> {
       : null;
     if (other !== null) {
       console.error(
-        `denovisor: --incoming takes the VM from a migration source: drop ${other} (the ` +
-          `source's VM brings its kernel, memory and devices)`,
+        `denovisor: ${flag} takes the VM from another VMM: drop ${other} (that VM brings ` +
+          `its kernel, memory and devices)`,
       );
       return 2;
     }
   }
-  const bootNow = config.kernel !== null || restore !== undefined || args.incoming !== null;
+  const bootNow = config.kernel !== null || restore !== undefined || takesVm !== null;
   let record: VmRecord | null = null;
   if (args.name !== null) {
     const claimed = await claimName(args, config, restore?.statePath ?? null);
@@ -239,6 +286,15 @@ export async function apiMain(argv: string[]): Promise<number> {
   if (bootNow) {
     const started = args.incoming !== null
       ? vmm.send({ kind: "migrate-receive", url: args.incoming, config: structuredClone(config) })
+      : args.standby !== null
+      ? vmm.send({ kind: "standby", url: args.standby, config: structuredClone(config) })
+      : args.replicate !== null
+      ? vmm.send({
+        kind: "replicate",
+        url: args.replicate,
+        config: structuredClone(config),
+        ...(args.checkpointMs === null ? {} : { checkpointMs: args.checkpointMs }),
+      })
       : restore === undefined
       ? vmm.send({ kind: "start", config: structuredClone(config) })
       : vmm.send({

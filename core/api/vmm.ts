@@ -10,6 +10,8 @@ import {
   CONTROL_CELLS,
   CONTROL_REQUEST,
   CONTROL_SLICE,
+  CONTROL_SLICE_MS,
+  CONTROL_SLICE_SEQ,
   CONTROL_STATUS,
   REQUEST_PAUSE,
   REQUEST_STOP,
@@ -22,8 +24,8 @@ import type { InitMessage, LifecycleCommand, LifecycleState, WorkerMessage } fro
 import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "../kvm/backend.ts";
 import type { MigrationStatus } from "../migration/send.ts";
 
-/** How often a migrating vCPU's slice ends, for the worker to send pages (ms). */
-const SLICE_MS = 5;
+/** How often the slice ticker looks at the vCPU's slice (ms). */
+const SLICE_TICK_MS = 1;
 
 /** A command without its id (the Vmm numbers them). */
 type Command = LifecycleCommand extends infer C ? C extends unknown ? Omit<C, "id"> : never
@@ -152,7 +154,7 @@ export class Vmm {
       this.#startKicking();
     }
     // A live migration runs the guest in slices: end each one, so the worker can send pages.
-    if (cmd.kind === "migrate-send") this.#startSlicing();
+    if (cmd.kind === "migrate-send" || cmd.kind === "replicate") this.#startSlicing();
     this.#worker.postMessage({ ...cmd, id } as LifecycleCommand);
     const m = await reply;
     if (interrupt) this.#stopKicking();
@@ -185,13 +187,22 @@ export class Vmm {
 
   #startSlicing(): void {
     const requests = this.requests;
+    let seq = -1, armedAt = 0;
     this.#slicer = setInterval(() => {
-      // Only a slice the worker armed ends; a tick after the migration changes nothing.
+      // Each slice is timed from when the worker armed it (a new sequence number); only an
+      // armed slice ends, so a tick after the migration changes nothing.
+      const now = performance.now();
+      const s = Atomics.load(requests, CONTROL_SLICE_SEQ);
+      if (s !== seq) {
+        seq = s;
+        armedAt = now;
+      }
+      if (now - armedAt < Atomics.load(requests, CONTROL_SLICE_MS)) return;
       if (
         Atomics.compareExchange(requests, CONTROL_SLICE, SLICE_ARMED, SLICE_DUE) === SLICE_ARMED &&
         this.#kick !== null
       ) kickVcpu(this.#kick);
-    }, SLICE_MS);
+    }, SLICE_TICK_MS);
   }
 
   #stopSlicing(): void {

@@ -50,6 +50,8 @@ export const FRAME_DONE = 0x12;
 export const FRAME_ERROR = 0x13;
 /** Standby -> primary: checkpoint `epoch` is complete and verified. */
 export const FRAME_ACK = 0x14;
+/** Standby -> primary: the standby runs the VM now (the primary must stop). */
+export const FRAME_TAKEOVER = 0x15;
 
 const FRAME_NAMES: Record<number, string> = {
   [FRAME_HELLO]: "HELLO",
@@ -61,6 +63,7 @@ const FRAME_NAMES: Record<number, string> = {
   [FRAME_DONE]: "DONE",
   [FRAME_ERROR]: "ERROR",
   [FRAME_ACK]: "ACK",
+  [FRAME_TAKEOVER]: "TAKEOVER",
 };
 
 /** The name of frame type `t`, for messages. */
