@@ -59,6 +59,13 @@ Options:
   --mem-file MEM_FILE    its memory file; the snapshot decides RAM size, CPU model and
                          devices (no --kernel, --mem, --device); --backend picks where it
                          continues (default: the backend it was taken on)
+  --incoming URL         receive a live-migrated VM on URL (tcp:HOST:PORT or unix:PATH)
+                         instead of booting; the source sends it with PUT /migration/send
+                         or \`ctl migrate\`; --backend picks where it runs
+  --replicate URL        boot as an HA primary: checkpoint the VM to the standby at URL
+  --checkpoint-ms N      every N ms (default 100); console output waits for each checkpoint
+  --standby URL          keep a primary's checkpoints on URL and take over, from the last
+                         one, when the primary is lost (share its --serial file: log)
   -h, --help             show this help
   -V, --version          show the version
 
