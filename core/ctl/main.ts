@@ -38,6 +38,11 @@ const VERBS: Record<string, { usage: string; does: string }> = {
     does: "start a new VMM restoring DIR's snapshot, serial output to RUN_DIR/NEW.log " +
       "(default NEW: the name it was taken from; default backend: the one it was taken on)",
   },
+  migrate: {
+    usage: "migrate NAME URL [--downtime-ms N] [--max-passes N]",
+    does: "live-migrate VM NAME to a VMM started with --incoming URL (tcp:HOST:PORT or " +
+      "unix:PATH); its VMM here then ends (defaults: downtime 50 ms, 30 passes)",
+  },
   stop: {
     usage: "stop NAME [--timeout SECONDS]",
     does: "send Ctrl-Alt-Del; after the timeout (default 5) SIGTERM, then SIGKILL",
@@ -117,6 +122,19 @@ export async function ctlMain(argv: string[]): Promise<number> {
         await restore(a.positionals[0]!, a.values.name as string | undefined, backend);
         return 0;
       }
+      case "migrate": {
+        const a = args(verb, rest, 2, {
+          "downtime-ms": { type: "string" },
+          "max-passes": { type: "string" },
+        });
+        const downtimeMs = positiveInt(
+          a.values["downtime-ms"] as string | undefined,
+          "downtime-ms",
+        );
+        const maxPasses = positiveInt(a.values["max-passes"] as string | undefined, "max-passes");
+        await migrate(a.positionals[0]!, a.positionals[1]!, downtimeMs, maxPasses);
+        return 0;
+      }
       case "stop": {
         const a = args(verb, rest, 1, { timeout: { type: "string" } });
         const t = a.values.timeout as string | undefined;
@@ -164,6 +182,16 @@ function args(verb: string, argv: string[], positionals: number, options: Option
     throw new UsageError(`${verb}: ${what} arguments; usage: ${PROG} ${VERBS[verb]!.usage}`);
   }
   return parsed;
+}
+
+/** `--FLAG N` of `migrate`: undefined when absent, else an integer of at least 1. */
+function positiveInt(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n) || n < 1) {
+    throw new UsageError(`migrate: --${flag} "${value}": give a whole number of at least 1`);
+  }
+  return n;
 }
 
 /** The live VM `name` (its record and socket); a stale entry is cleaned and reported missing. */
@@ -407,6 +435,50 @@ async function restore(dirArg: string, newName?: string, backend?: string): Prom
     }
     await sleep(50);
   }
+}
+
+/** GET /migration of `sock`, or null when it does not answer (the VMM ended). */
+async function migrationStatus(sock: string): Promise<Record<string, unknown> | null> {
+  try {
+    const r = await call(sock, "GET", "/migration");
+    return r.status === 200 && r.json !== null && typeof r.json === "object"
+      ? r.json as Record<string, unknown>
+      : null;
+  } catch {
+    return null;
+  }
+}
+
+async function migrate(
+  name: string,
+  url: string,
+  downtimeMs: number | undefined,
+  maxPasses: number | undefined,
+): Promise<void> {
+  const { record, sock } = await find(name);
+  expectOk(
+    await call(sock, "PUT", "/migration/send", {
+      destination_url: url,
+      ...(downtimeMs === undefined ? {} : { downtime_ms: downtimeMs }),
+      ...(maxPasses === undefined ? {} : { max_passes: maxPasses }),
+    }),
+    `migrate ${name}`,
+  );
+  // The VM moved: the VMM here ends now (its own last line gives the figures), usually before
+  // a GET /migration gets in; when one does, its figures are printed too.
+  const st = await migrationStatus(sock);
+  const gone = await waitGone(record.pid, 5000);
+  let figures = "";
+  if (st?.role === "source" && st.state === "completed") {
+    const passes = Number(st.passes);
+    figures = ` (${passes} pass${passes === 1 ? "" : "es"}, ` +
+      `${(Number(st.bytes) / 1048576).toFixed(1)} MiB sent, downtime ${st.downtime_ms} ms, ` +
+      `total ${st.total_ms} ms)`;
+  }
+  console.log(
+    `${name}: moved to ${url}${figures}; ` +
+      (gone ? "its VMM here ended" : `its VMM here (pid ${record.pid}) is still ending`),
+  );
 }
 
 async function waitGone(pid: number, ms: number): Promise<boolean> {
