@@ -36,16 +36,40 @@ export class VmProcess {
   #stdin: WritableStreamDefaultWriter<Uint8Array> | null = null;
   #gone = false;
 
-  /** Starts `mod.ts --api-sock sock ...args`; killed after `timeoutMs`; stdin piped if asked. */
-  constructor(sock: string, args: string[], opts: { timeoutMs?: number; stdin?: boolean } = {}) {
+  /**
+   * Starts `mod.ts --api-sock sock ...args`; killed after `timeoutMs`; stdin piped if asked.
+   * `prefix` runs it under a command (e.g. `["ip", "netns", "exec", "ns1"]`); `apiSock: false`
+   * leaves `--api-sock` out (`sock` is then where the VM's socket is expected, e.g. the one
+   * `--name` puts in the runtime directory, or "" for none); `env` adds variables.
+   */
+  constructor(
+    sock: string,
+    args: string[],
+    opts: {
+      timeoutMs?: number;
+      stdin?: boolean;
+      prefix?: string[];
+      apiSock?: boolean;
+      env?: Record<string, string>;
+    } = {},
+  ) {
     this.sock = sock;
-    this.child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", "mod.ts", "--api-sock", sock, ...args],
+    const own = [
+      "run",
+      "-A",
+      "--quiet",
+      "mod.ts",
+      ...(opts.apiSock === false ? [] : ["--api-sock", sock]),
+      ...args,
+    ];
+    const prefix = opts.prefix ?? [];
+    this.child = new Deno.Command(prefix.length > 0 ? prefix[0]! : Deno.execPath(), {
+      args: prefix.length > 0 ? [...prefix.slice(1), Deno.execPath(), ...own] : own,
       cwd: ROOT,
       stdin: opts.stdin ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1" },
+      env: { NO_COLOR: "1", ...opts.env },
     }).spawn();
     if (opts.stdin) this.#stdin = this.child.stdin.getWriter();
     const collect = async (s: ReadableStream<Uint8Array>, into: "stdout" | "stderr") => {
@@ -97,6 +121,24 @@ export class VmProcess {
         );
       }
       await sleep(50);
+    }
+  }
+
+  /** Waits until stderr contains `text`; throws if the process ends first. */
+  async diagnostic(text: string, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.stderr.includes(text)) {
+      if (this.#gone) {
+        await this.exited;
+        if (this.stderr.includes(text)) return;
+        throw new Error(`ended without ${JSON.stringify(text)} on stderr: ${this.stderr}`);
+      }
+      if (Date.now() > deadline) {
+        throw new Error(
+          `no ${JSON.stringify(text)} on stderr after ${timeoutMs} ms: ${this.stderr}`,
+        );
+      }
+      await sleep(20);
     }
   }
 
