@@ -155,12 +155,16 @@ function onLoadError(e: Event, thrown: unknown): void {
   if (loaded) return;
   e.preventDefault();
   loaded = true; // one report is enough
+  scope.postMessage({ kind: "load-error", ...loadReport(thrown) } satisfies LoadErrorMessage);
+}
+
+function loadReport(thrown: unknown): ErrorReport {
   const r = report(thrown);
   // "TypeError: x is not a function" says more than the message alone; plain Errors need no name.
   if (thrown instanceof Error && thrown.name && thrown.name !== "Error") {
     r.message = `${thrown.name}: ${r.message}`;
   }
-  scope.postMessage({ kind: "load-error", ...r } satisfies LoadErrorMessage);
+  return r;
 }
 
 if (typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope === "function") {
@@ -200,6 +204,27 @@ class WrongTypeError extends Error {
   constructor(readonly returned: string) {
     super(`it returned ${returned}, not a number`);
   }
+}
+
+/**
+ * Imports the plugin at `href` (under this Worker's permissions: its own code modules only)
+ * and serves it; a failure to load is reported to the host as a load error.
+ */
+export async function serveModule(href: string): Promise<void> {
+  // The host's "init" may arrive while the plugin loads: keep it for `serve`.
+  const early: MessageEvent[] = [];
+  scope.onmessage = (e) => early.push(e);
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(href);
+  } catch (err) {
+    if (loaded) return;
+    loaded = true;
+    scope.postMessage({ kind: "load-error", ...loadReport(err) } satisfies LoadErrorMessage);
+    return;
+  }
+  serve(mod);
+  for (const e of early) scope.onmessage?.(e);
 }
 
 /** Serves `mod.default` (a plugin) over the channel the host sends. */

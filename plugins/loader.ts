@@ -5,6 +5,7 @@
 
 import { PluginError } from "../core/errors.ts";
 import { isPlugin, type Plugin } from "./mod.ts";
+import { isCodeModulePath, notCodePlugin } from "./module_graph.ts";
 
 /** Resolves a `--device` specifier to a module URL. */
 export function resolvePluginUrl(specifier: string, cwd = Deno.cwd()): URL {
@@ -24,6 +25,8 @@ export async function loadPlugin(specifier: string): Promise<Plugin> {
           `Plugin "${specifier}" is not a file: give the path of a .ts or .js module`,
         );
       }
+      // Deno would run any file as a script (`/etc/hostname` as JavaScript): code modules only.
+      if (!isCodeModulePath(decodeURIComponent(url.pathname))) throw notCodePlugin(specifier);
     } catch (err) {
       if (err instanceof PluginError) throw err;
       throw new PluginError(

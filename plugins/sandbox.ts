@@ -4,12 +4,13 @@
  * device forwards every port and MMIO access to the Worker synchronously over a
  * SharedArrayBuffer channel (see `_channel.ts`).
  *
- * How the plugin's code gets into a Worker that may not read files: a Worker's entry module and
- * its static imports are loaded with the parent's permissions, while a dynamic `import()` inside
- * it is checked against the Worker's own (none). So the entry is a `data:` module that statically
- * imports the sandbox runtime and the plugin. Because that static graph could also pull in
- * arbitrary host files (`import x from "/etc/hostname" with { type: "text" }`), the graph is
- * checked first with `deno info --json`: a sandboxed plugin may import code modules only.
+ * How the plugin's code gets into the Worker: a Worker's entry module and its static imports are
+ * loaded with the parent's permissions, while a dynamic `import()` inside it is checked against
+ * the Worker's own. So the entry (a `data:` module) statically imports only our runtime, which
+ * then imports the plugin: the plugin's whole graph loads under the Worker's permissions, which
+ * are read access to exactly the code modules `module_graph.ts` found and nothing else. A file
+ * the walk would not list, such as `/etc/os-release`, is refused by the walk, naming it, and in
+ * any case by Deno, before any of the graph runs.
  *
  * Failures (a handler that throws, returns something that is not a number, runs past the time
  * limit, or tries something it has no permission for) become a PluginError naming the device
@@ -32,6 +33,7 @@ import {
   type Timer,
 } from "./mod.ts";
 import { resolvePluginUrl } from "./loader.ts";
+import { walkModuleGraph } from "./module_graph.ts";
 import { checkStateVersion, decodeState, encodeState } from "./state.ts";
 import {
   ANS_ACK,
@@ -135,8 +137,6 @@ export interface SandboxLimits {
    * the faster, "always" and "never" fix the choice (for benchmarks).
    */
   spinMode?: SpinMode;
-  /** Skip the `deno info` import check (only for hosts that cannot spawn deno; not advised). */
-  skipGraphCheck?: boolean;
 }
 
 /** What a denied permission means, in words for the message. */
@@ -167,85 +167,6 @@ function describeAttempt(permission: string, target: string | undefined): string
 function deniedFromText(text: string): { permission: string; target?: string } | null {
   const m = /Requires (\w+) access(?: to "?([^",]*)"?)?/.exec(text);
   return m ? { permission: m[1]!, target: m[2] } : null;
-}
-
-interface GraphModule {
-  specifier: string;
-  kind?: string;
-  mediaType?: string;
-  error?: string;
-  dependencies?: { specifier: string; assertionType?: string }[];
-}
-
-const CODE_MEDIA = new Set([
-  "JavaScript",
-  "Mjs",
-  "Cjs",
-  "JSX",
-  "TypeScript",
-  "Mts",
-  "Cts",
-  "Dts",
-  "Dmts",
-  "Dcts",
-  "TSX",
-]);
-
-/**
- * Checks, with `deno info --json`, that the module graph of the plugin at `url` holds code only:
- * the sandbox loads its static imports with the VMM's permissions, so a JSON, text or bytes
- * import would read a host file on the plugin's behalf.
- */
-export async function checkModuleGraph(url: URL, specifier: string): Promise<void> {
-  let out: Deno.CommandOutput;
-  try {
-    out = await new Deno.Command(Deno.execPath(), {
-      args: ["info", "--json", url.href],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).output();
-  } catch (err) {
-    throw new PluginError(
-      `Plugin "${specifier}" cannot be sandboxed: checking its imports with "deno info" ` +
-        `failed (${(err as Error).message}). Run denovisor with -A, or use --device PATH,trusted`,
-    );
-  }
-  const text = new TextDecoder().decode(out.stdout);
-  let graph: { modules?: GraphModule[] };
-  try {
-    graph = JSON.parse(text);
-  } catch {
-    const why = new TextDecoder().decode(out.stderr).trim().split("\n")[0];
-    throw new PluginError(`Plugin "${specifier}" failed to load: ${why || "deno info failed"}`);
-  }
-  const modules = graph.modules ?? [];
-  for (const m of modules) {
-    if (m.error) throw new PluginError(`Plugin "${specifier}" failed to load: ${m.error}`);
-  }
-  for (const m of modules) {
-    for (const d of m.dependencies ?? []) {
-      if (d.assertionType) {
-        throw new PluginError(
-          `Plugin "${specifier}" imports "${d.specifier}" as ${d.assertionType}: a sandboxed ` +
-            `plugin may import code modules only (their files are read before the sandbox ` +
-            `starts). Put the data in a .ts module, or use --device PATH,trusted`,
-        );
-      }
-    }
-  }
-  for (const m of modules) {
-    const code = (m.kind === "esm" && CODE_MEDIA.has(m.mediaType ?? "")) ||
-      m.kind === "node" || m.kind === "npm" || m.kind === "wasm";
-    if (!code) {
-      throw new PluginError(
-        `Plugin "${specifier}" imports "${m.specifier}", which is not a code module ` +
-          `(${m.mediaType ?? m.kind ?? "unknown"}): a sandboxed plugin may import code modules ` +
-          `only. Use --device PATH,trusted to run it in-process`,
-      );
-    }
-  }
 }
 
 const RUNTIME_URL = new URL("./_sandbox_worker.ts", import.meta.url).href;
@@ -284,14 +205,26 @@ export async function loadSandboxedPlugin(
       );
     }
   }
-  if (!limits.skipGraphCheck) await checkModuleGraph(url, specifier);
+  const graph = await walkModuleGraph(url, specifier);
 
-  const entry = `import { serve } from ${JSON.stringify(RUNTIME_URL)};\n` +
-    `import * as plugin from ${JSON.stringify(url.href)};\nserve(plugin);\n`;
+  // The runtime is ours and loads with the VMM's permissions; the plugin is imported by it, so
+  // its whole graph loads under the Worker's: read access to the files the walk listed only.
+  const entry = `import { serveModule } from ${JSON.stringify(RUNTIME_URL)};\n` +
+    `serveModule(${JSON.stringify(url.href)});\n`;
+  const permissions = {
+    read: graph.files.length > 0 ? graph.files : false,
+    import: graph.remoteHosts.length > 0 ? graph.remoteHosts : false,
+    write: false,
+    net: false,
+    env: false,
+    run: false,
+    ffi: false,
+    sys: false,
+  };
   const worker = new Worker(`data:application/javascript;base64,${btoa(entry)}`, {
     type: "module",
     name: `denovisor sandbox: ${specifier}`,
-    deno: { permissions: "none" },
+    deno: { permissions },
   } as WorkerOptions);
   const channel = new Channel();
   const spin = limits.spin ?? DEFAULT_SPIN;

@@ -114,7 +114,7 @@ Deno.test("a plugin that imports a host file as text is refused before it runs",
   await assertRejects(
     () => loadSandboxedPlugin(fixture("evil_text_import.ts")),
     PluginError,
-    'imports "/etc/hostname" as text: a sandboxed plugin may import code modules only',
+    'imports "/etc/hostname" with import attributes',
   );
 });
 
