@@ -451,6 +451,10 @@ async function lifecycle(init: InitMessage): Promise<void> {
           `replication: the primary was lost (${end.reason}); resumed from checkpoint ` +
             `${end.epoch} in ${(performance.now() - end.lostAt).toFixed(1)} ms`,
         );
+        io.log?.(
+          `replication: received ${end.checkpoints - 1} checkpoints, ${end.incrementalBytes} ` +
+            `bytes after the first (which carried all of RAM)`,
+        );
         return ok(cmd.id);
       }
       case "snapshot-create": {

@@ -352,6 +352,9 @@ export type StandbyEnd =
     outputBase: number;
     /** When the primary was found lost (performance.now()). */
     lostAt: number;
+    /** Checkpoints received, and bytes of the stream after the first (which holds all RAM). */
+    checkpoints: number;
+    incrementalBytes: number;
   }
   | { kind: "ended"; status: number; message?: string };
 
@@ -381,6 +384,7 @@ export async function runStandby(
   let machine: Machine | null = null;
   let committed: Checkpoint | null = null;
   let staged: PageEntry[][] = [];
+  let checkpoints = 0, firstBytes = 0;
   try {
     try {
       await reader.preamble();
@@ -421,6 +425,8 @@ export async function runStandby(
       for (const pages of staged) applyPages(machine.memory, pages);
       staged = [];
       committed = cp;
+      checkpoints++;
+      if (checkpoints === 1) firstBytes = reader.bytes;
       await writeAll(conn, jsonFrame(FRAME_ACK, { epoch: cp.epoch })).catch(() => {});
       if (cp.ended !== undefined) {
         return {
@@ -447,6 +453,8 @@ export async function runStandby(
       output: committed.output,
       outputBase: committed.outputBase,
       lostAt,
+      checkpoints,
+      incrementalBytes: reader.bytes - firstBytes,
     };
   } finally {
     machine?.close();
