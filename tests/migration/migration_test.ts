@@ -3,8 +3,9 @@
  * backend to every backend, over unix: and tcp:, finishes on the destination with exactly the
  * output and status of an uninterrupted run; the faults (nothing listening, a destination that
  * dies or is killed mid-migration, a corrupted stream, a destination that refuses the machine)
- * leave the source VM running on, unharmed, with a clear message; the VM moves between two
- * network namespaces over a veth pair; and `ctl migrate` drives it by name.
+ * leave the source VM running on, unharmed, with a clear message (and still able to move); a
+ * paused VM arrives paused; the VM moves between two network namespaces over a veth pair; and
+ * `ctl migrate` drives it by name.
  */
 
 import { assertEquals, assertIncludes, assertTrue } from "../_assert.ts";
@@ -417,6 +418,58 @@ Deno.test("migration fault: the destination refuses the machine: its reason, the
     fake.close();
     src.kill();
     await src.exited;
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("migration after failed ones: the same VM still moves, output identical", async () => {
+  const dir = tempDir();
+  const url = `unix:${dir}/real.sock`;
+  const dst = await destination(`${dir}/dst.sock`, url, BACKENDS[0]!);
+  const fake = new FakeDestination(`${dir}/fake.sock`, "die");
+  const src = source(`${dir}/src.sock`, BACKENDS[BACKENDS.length - 1]!);
+  try {
+    await src.lines(3, 30_000);
+    assertEquals((await migrate(src, `unix:${dir}/nobody.sock`)).status, 400);
+    assertEquals((await migrate(src, fake.url)).status, 400);
+    await fake.done;
+    await moveAndCheck(src, dst, url, "after two failed migrations");
+  } finally {
+    fake.close();
+    src.kill();
+    dst.kill();
+    await Promise.all([src.exited, dst.exited]);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("migration of a paused VM: it arrives paused, resumes there, output identical", async () => {
+  const dir = tempDir();
+  const url = `tcp:127.0.0.1:${freePort()}`;
+  const dst = await destination(`${dir}/dst.sock`, url, BACKENDS[BACKENDS.length - 1]!);
+  const src = source(`${dir}/src.sock`, BACKENDS[0]!);
+  try {
+    await src.lines(LINES_BEFORE, 30_000);
+    assertEquals((await src.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+    const r = await migrate(src, url);
+    assertEquals(r.status, 204, `${r.body}; ${src.stderr}`);
+    assertEquals(await src.exited, 0, src.stderr);
+    assertIncludes(src.stderr, `${MOVED} ${url} (`);
+    let root = await dst.call("GET", "/");
+    for (let i = 0; i < 50 && root.json?.state !== "Paused"; i++) {
+      await sleep(20);
+      root = await dst.call("GET", "/");
+    }
+    assertEquals(root.json?.state, "Paused", `the destination holds it paused: ${root.body}`);
+    await sleep(200);
+    assertEquals(dst.stdout, "", "a paused VM prints nothing on arrival");
+    assertEquals((await dst.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+    assertEquals(await dst.exited, COUNTER_STATUS, dst.stderr);
+    assertEquals(src.stdout + dst.stdout, COUNTER_OUTPUT);
+  } finally {
+    src.kill();
+    dst.kill();
+    await Promise.all([src.exited, dst.exited]);
     Deno.removeSync(dir, { recursive: true });
   }
 });
