@@ -297,6 +297,9 @@ Deno.test("migration fault: nothing listens (unix: and tcp:): 400, the VM runs o
     const m2 = fault(r2);
     assertIncludes(m2, `Migration to tcp:127.0.0.1:${port} failed: cannot connect`);
     assertTrue(/refused/i.test(m2), `the message names the refusal: ${m2}`);
+    const r3 = await migrate(src, "http://127.0.0.1:4444");
+    assertEquals(r3.status, 400, r3.body);
+    assertIncludes(fault(r3), `destination_url "http://127.0.0.1:4444" has an unknown transport`);
     const st = await src.call("GET", "/migration");
     assertEquals(st.json?.state, "failed", st.body);
     assertEquals(st.json?.role, "source", st.body);
@@ -307,6 +310,19 @@ Deno.test("migration fault: nothing listens (unix: and tcp:): 400, the VM runs o
     src.kill();
     await src.exited;
     Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("migration: a destination that cannot listen ends with 1 and says why", async () => {
+  const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (busy.addr as Deno.NetAddr).port;
+  try {
+    const dst = new VmProcess("", ["--incoming", `tcp:127.0.0.1:${port}`], { apiSock: false });
+    assertEquals(await dst.exited, 1, dst.stderr);
+    assertIncludes(dst.stderr, `denovisor: Cannot listen on tcp:127.0.0.1:${port}:`);
+    assertIncludes(dst.stderr, "Address already in use");
+  } finally {
+    busy.close();
   }
 });
 
