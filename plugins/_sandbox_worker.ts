@@ -124,6 +124,8 @@ export interface ErrorReport {
   target?: string;
   /** Set when a handler returned something that is not a number. */
   returned?: string;
+  /** Set when the Worker's heap grew past its limit: the bytes in use. */
+  heapUsed?: number;
 }
 
 /** Ranges as REQ_CREATE reports them: [base, length] pairs. */
@@ -263,6 +265,15 @@ export function serve(mod: Record<string, unknown>): void {
 
 let runtime: SandboxRuntime | null = null;
 
+/**
+ * Requests between two looks at the heap (`Deno.memoryUsage()` costs about 3 us, a port access
+ * a few). Deno's Workers have no heap limit of their own (`resourceLimits` exists only for
+ * node:worker_threads, which cannot drop permissions), so the runtime watches: a plugin that
+ * grows across calls is stopped near its limit, and one call that allocates without end is
+ * stopped by the call time limit.
+ */
+const MEMORY_CHECK_EVERY = 16;
+
 class SandboxRuntime {
   readonly #plugin: Plugin;
   readonly #ch: Channel;
@@ -275,6 +286,9 @@ class SandboxRuntime {
   #mmio: IoRange[] = [];
   readonly #timers: (() => void)[] = [];
   #input: ((byte: number) => void) | null = null;
+  /** Heap limit in bytes (0 until create), checked every MEMORY_CHECK_EVERY requests. */
+  #memoryLimit = 0;
+  #sinceMemoryCheck = 0;
 
   constructor(plugin: Plugin, ch: Channel) {
     this.#plugin = plugin;
@@ -305,6 +319,16 @@ class SandboxRuntime {
           ? { message: err.message, returned: err.returned }
           : report(err);
         this.#ch.setText(JSON.stringify(r));
+      }
+      if (++this.#sinceMemoryCheck >= MEMORY_CHECK_EVERY || request === REQ_CREATE) {
+        this.#sinceMemoryCheck = 0;
+        // Typed arrays' bytes are "external" to the V8 heap, and count too.
+        const m = this.#memoryLimit > 0 ? Deno.memoryUsage() : null;
+        const heapUsed = m ? m.heapUsed + m.external : 0;
+        if (heapUsed > this.#memoryLimit) {
+          kind = REP_ERROR;
+          this.#ch.setText(JSON.stringify({ message: "out of memory", heapUsed }));
+        }
       }
       this.#handOff(kind);
       if (request === REQ_CLOSE) return;
@@ -379,10 +403,12 @@ class SandboxRuntime {
   }
 
   #create(): number {
-    const { name, options } = JSON.parse(this.#ch.text()) as {
+    const { name, options, memoryLimit } = JSON.parse(this.#ch.text()) as {
       name: string;
       options: Record<string, string>;
+      memoryLimit: number;
     };
+    this.#memoryLimit = memoryLimit;
     const device = this.#plugin.create(this.#host(name, options));
     if (typeof device !== "object" || device === null) {
       throw new TypeError("create() must return a device object");

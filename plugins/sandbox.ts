@@ -17,7 +17,7 @@
  * and what it tried; a bus turns that into a stop of the VM with status 1.
  */
 
-import { PluginError } from "../core/errors.ts";
+import { PluginError, UsageError } from "../core/errors.ts";
 import { GuestMemory, hex } from "../core/memory.ts";
 import {
   API_VERSION,
@@ -109,8 +109,15 @@ export const DEFAULT_CALL_TIMEOUT_MS = 1000;
 /** Default time the plugin module may take to load (remote imports included). */
 export const DEFAULT_LOAD_TIMEOUT_MS = 30_000;
 
-/** The one option the VMM reads from a sandboxed device's options: its handler time limit. */
+/** The option the VMM reads from a sandboxed device's options for its handler time limit. */
 export const TIMEOUT_OPTION = "timeout_ms";
+/** The option for a sandboxed device's heap limit, in MiB. */
+export const MEMORY_OPTION = "memory_mb";
+/** Default heap limit of a sandboxed device (its runtime and plugin take about 5 MiB). */
+export const DEFAULT_MEMORY_MB = 256;
+/** Largest accepted `timeout_ms` (a day) and `memory_mb` (16 GiB). */
+const MAX_TIMEOUT_MS = 86_400_000;
+const MAX_MEMORY_MB = 16384;
 
 /** The advice every denial message ends with. */
 const TRUSTED_HINT =
@@ -128,6 +135,8 @@ const TRUSTED_HINT =
 export interface SandboxLimits {
   /** Longest a handler may run, in ms (default 1000; `timeout_ms=N` in the options overrides). */
   callTimeoutMs?: number;
+  /** Heap the plugin may use, in MiB (default 256; `memory_mb=N` in the options overrides). */
+  memoryMb?: number;
   /** Longest the plugin module may take to load, in ms (default 30 s). */
   loadTimeoutMs?: number;
   /** Polls of the channel before blocking in `Atomics.wait`, on each side (default 20,000). */
@@ -292,12 +301,21 @@ export async function loadSandboxedPlugin(
         );
       }
       created = true;
-      const raw = host.options.raw[TIMEOUT_OPTION];
-      const timeoutMs = raw === undefined
-        ? limits.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS
-        : host.options.number(TIMEOUT_OPTION, DEFAULT_CALL_TIMEOUT_MS);
+      const timeoutMs = limitOption(
+        host,
+        TIMEOUT_OPTION,
+        limits.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS,
+        MAX_TIMEOUT_MS,
+      );
+      const memoryMb = limitOption(
+        host,
+        MEMORY_OPTION,
+        limits.memoryMb ?? DEFAULT_MEMORY_MB,
+        MAX_MEMORY_MB,
+      );
       const proxy = new SandboxedDevice(worker, channel, host, {
         timeoutMs,
+        memoryMb,
         stateVersion: ready.stateVersion,
         pluginName: ready.name,
         spin,
@@ -332,8 +350,22 @@ export async function createSandboxedDevice(
   return { name: host.name, device: plugin.create(host), plugin };
 }
 
+/** A positive whole-number limit from the device's options (`fallback` when absent). */
+function limitOption(host: DeviceHost, key: string, fallback: number, max: number): number {
+  if (host.options.raw[key] === undefined) return fallback;
+  const n = host.options.number(key, fallback);
+  if (n < 1 || n > max) {
+    throw new UsageError(
+      `Device "${host.name}": option ${key}=${host.options.raw[key]} is out of range ` +
+        `(give 1 to ${max})`,
+    );
+  }
+  return n;
+}
+
 interface ProxyOptions {
   timeoutMs: number;
+  memoryMb: number;
   spin: number;
   spinMode: SpinMode;
   stateVersion: number;
@@ -381,7 +413,13 @@ class SandboxedDevice {
         memSize: memory.size,
       } satisfies AttachMessage,
     );
-    this.#ch.setText(JSON.stringify({ name: this.#name, options: this.#host.options.raw }));
+    this.#ch.setText(
+      JSON.stringify({
+        name: this.#name,
+        options: this.#host.options.raw,
+        memoryLimit: this.#opts.memoryMb * 1024 * 1024,
+      }),
+    );
     this.#call(REQ_CREATE, "create");
     const ranges = JSON.parse(this.#ch.text()) as CreatedRanges;
     const range =
@@ -528,6 +566,15 @@ class SandboxedDevice {
       r = { message: this.#ch.text() };
     }
     const where = what === "create" ? "while starting" : `in its ${what}`;
+    if (r.heapUsed !== undefined) {
+      // Stop it now: the Worker's heap is what the limit protects the VMM from.
+      const mib = (r.heapUsed / 1048576).toFixed(0);
+      this.#failed = `Device "${this.#name}" used ${mib} MiB of memory ${where}, over its limit ` +
+        `of ${this.#opts.memoryMb} MiB, and was stopped (the limit is the ${MEMORY_OPTION}= ` +
+        `device option)`;
+      this.#worker.terminate();
+      return new PluginError(this.#failed);
+    }
     if (r.permission) {
       return new PluginError(
         `Device "${this.#name}" tried to ${
