@@ -87,7 +87,7 @@ export type LifecycleCommand =
     }
     | { kind: "migrate-send"; url: string; downtimeMs?: number; maxPasses?: number }
     /** Listens on `url` for a migrating VM; `config` gives the backend, serial and trace. */
-    | { kind: "migrate-receive"; url: string; config: VmConfig }
+    | { kind: "migrate-receive"; url: string; config: VmConfig; what?: string }
     /** Boots `config` as a primary replicated to the standby at `url`; answers when it ends. */
     | { kind: "replicate"; url: string; checkpointMs?: number; config: VmConfig }
     /** Keeps a primary's checkpoints from `url`; answers once it runs the VM or it ended. */
@@ -301,7 +301,8 @@ async function lifecycle(init: InitMessage): Promise<void> {
         const st = result.status;
         finished = {
           status: 0,
-          message: `migration: the VM moved to ${to} (${st.passes} passes, ` +
+          message: `migration: the VM moved to ${to} (${st.passes} pass` +
+            `${st.passes === 1 ? "" : "es"}, ` +
             `${(st.bytes / 1048576).toFixed(1)} MiB sent, downtime ${st.downtimeMs} ms, ` +
             `total ${st.totalMs} ms)`,
         };
@@ -311,7 +312,7 @@ async function lifecycle(init: InitMessage): Promise<void> {
         if (state !== "Not started") {
           return refuse(cmd.id, "An incoming migration needs a VM that is not started");
         }
-        const url = parseUrl(cmd.id, cmd.url, "receiver_url");
+        const url = parseUrl(cmd.id, cmd.url, cmd.what ?? "receiver_url");
         if (url === null) return;
         let listener: Deno.Listener;
         try {

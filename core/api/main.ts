@@ -18,6 +18,7 @@ import {
   serveApi,
 } from "./server.ts";
 import { LifecycleError, type VmEnd, Vmm } from "./vmm.ts";
+import { parseMigrationUrl } from "../migration/url.ts";
 import { ApiLogger, ApiMetrics } from "./observe.ts";
 import {
   ensureRunDir,
@@ -189,6 +190,21 @@ export async function apiMain(argv: string[]): Promise<number> {
     console.error("denovisor: --restore and --config-file cannot be combined: pick one");
     return 2;
   }
+  for (
+    const [flag, url] of [
+      ["--incoming", args.incoming],
+      ["--replicate", args.replicate],
+      ["--standby", args.standby],
+    ] as const
+  ) {
+    if (url === null) continue;
+    try {
+      parseMigrationUrl(url, flag);
+    } catch (err) {
+      console.error(`denovisor: ${(err as Error).message}`);
+      return 2;
+    }
+  }
   if (args.checkpointMs !== null && args.replicate === null) {
     console.error("denovisor: --checkpoint-ms goes with --replicate: add --replicate URL");
     return 2;
@@ -285,7 +301,12 @@ export async function apiMain(argv: string[]): Promise<number> {
   let end: VmEnd;
   if (bootNow) {
     const started = args.incoming !== null
-      ? vmm.send({ kind: "migrate-receive", url: args.incoming, config: structuredClone(config) })
+      ? vmm.send({
+        kind: "migrate-receive",
+        url: args.incoming,
+        config: structuredClone(config),
+        what: "--incoming",
+      })
       : args.standby !== null
       ? vmm.send({ kind: "standby", url: args.standby, config: structuredClone(config) })
       : args.replicate !== null

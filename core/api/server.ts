@@ -408,12 +408,14 @@ export function apiHandler(
         if (vmm.state === "Not started") {
           throw new ApiError(`${what}: the microVM is not started: there is nothing to migrate`);
         }
-        return lifecycle(vmm.send({
+        await lifecycle(vmm.send({
           kind: "migrate-send",
           url,
           ...(downtimeMs === undefined ? {} : { downtimeMs }),
           ...(maxPasses === undefined ? {} : { maxPasses }),
         }));
+        // The worker's last progress message precedes its reply: the figures are final.
+        return Response.json(vmm.migration === null ? {} : migrationJson(vmm.migration));
       },
     },
     "/migration/receive": {

@@ -437,18 +437,6 @@ async function restore(dirArg: string, newName?: string, backend?: string): Prom
   }
 }
 
-/** GET /migration of `sock`, or null when it does not answer (the VMM ended). */
-async function migrationStatus(sock: string): Promise<Record<string, unknown> | null> {
-  try {
-    const r = await call(sock, "GET", "/migration");
-    return r.status === 200 && r.json !== null && typeof r.json === "object"
-      ? r.json as Record<string, unknown>
-      : null;
-  } catch {
-    return null;
-  }
-}
-
 async function migrate(
   name: string,
   url: string,
@@ -456,7 +444,7 @@ async function migrate(
   maxPasses: number | undefined,
 ): Promise<void> {
   const { record, sock } = await find(name);
-  expectOk(
+  const reply = expectOk(
     await call(sock, "PUT", "/migration/send", {
       destination_url: url,
       ...(downtimeMs === undefined ? {} : { downtime_ms: downtimeMs }),
@@ -464,9 +452,8 @@ async function migrate(
     }),
     `migrate ${name}`,
   );
-  // The VM moved: the VMM here ends now (its own last line gives the figures), usually before
-  // a GET /migration gets in; when one does, its figures are printed too.
-  const st = await migrationStatus(sock);
+  // The answer carries the migration's final figures; the VMM here ends right after.
+  const st = reply.json as Record<string, unknown> | null;
   const gone = await waitGone(record.pid, 5000);
   let figures = "";
   if (st?.role === "source" && st.state === "completed") {

@@ -77,6 +77,7 @@ export async function receiveMigration(
       await writeAll(conn, jsonFrame(FRAME_READY, { backend: machine.backend.name }));
       status.state = "active";
       report();
+      let frames = 0;
       for (;;) {
         const frame = await reader.next();
         status.bytes = reader.bytes;
@@ -88,6 +89,7 @@ export async function receiveMigration(
           applyPages(machine.memory, entries);
           status.pages += entries.length;
           for (const e of entries) if (e.data === null) status.zeroPages++;
+          if (++frames % 64 === 0) report();
           continue;
         }
         if (frame.type === FRAME_CANCEL) {

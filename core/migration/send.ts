@@ -242,9 +242,13 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
       // A write (or read) failed: the destination may have refused and closed while pages were
       // still going out, its ERROR frame waiting unread here. Its reason beats "Broken pipe".
       const refusal = await pendingRefusal(reader);
+      const closed = err instanceof Deno.errors.BrokenPipe ||
+        err instanceof Deno.errors.ConnectionReset;
       status.message = refusal !== null
         ? `the destination refused: ${refusal}`
-        : `the connection to ${where} failed: ${status.message}`;
+        : closed
+        ? `the destination closed the connection (${status.message})`
+        : `the connection failed: ${status.message}`;
     }
     // Tell the destination, when it still listens, so it stops waiting.
     await writeAll(conn, jsonFrame(FRAME_CANCEL, { reason: status.message })).catch(() => {});
