@@ -26,6 +26,7 @@ const GROUPS: Record<string, () => Promise<BenchGroup>> = {
   plugins: async () => (await import("./plugins_group.ts")).runPluginsGroup,
   boot: async () => (await import("./boot_group.ts")).runBootGroup,
   lifecycle: async () => (await import("./lifecycle_group.ts")).runLifecycleGroup,
+  migration: async () => (await import("./migration_group.ts")).runMigrationGroup,
   ha: async () => (await import("./ha_group.ts")).runHaGroup,
 };
 
