@@ -19,6 +19,7 @@ export const CTL_A4 = 7;
 export const CTL_DATA_LEN = 8; // bytes used in the data area
 export const CTL_EVENTS_LEN = 9; // bytes used in the events area
 export const CTL_SPIN = 10; // polls the worker makes before blocking (the host's current choice)
+export const CTL_FAULT = 11; // set by the worker when the plugin failed outside a call
 const CTL_CELLS = 16;
 
 /** Float64 cells (after the Int32 block). */
@@ -46,6 +47,7 @@ export const REQ_RESTORE = 6;
 export const REQ_CLOSE = 7;
 export const REQ_TIMER = 8;
 export const REQ_INPUT = 9;
+export const REQ_PING = 10; // does nothing: fetches a fault the worker holds
 // Answers to a worker's callback, host to worker.
 export const ANS_ACK = 20;
 export const ANS_DATA = 21;

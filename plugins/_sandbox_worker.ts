@@ -43,6 +43,7 @@ import {
   CTL_A3,
   CTL_A4,
   CTL_EVENTS_LEN,
+  CTL_FAULT,
   CTL_KIND,
   CTL_SPIN,
   CTL_TO_HOST,
@@ -74,6 +75,7 @@ import {
   REQ_CLOSE,
   REQ_CREATE,
   REQ_INPUT,
+  REQ_PING,
   REQ_READ,
   REQ_RESET,
   REQ_RESTORE,
@@ -126,6 +128,8 @@ export interface ErrorReport {
   returned?: string;
   /** Set when the Worker's heap grew past its limit: the bytes in use. */
   heapUsed?: number;
+  /** Set when the failure came from code no call awaited (a promise, a timer of its own). */
+  async?: boolean;
 }
 
 /** Ranges as REQ_CREATE reports them: [base, length] pairs. */
@@ -142,22 +146,24 @@ interface WorkerScope {
 
 const scope = globalThis as unknown as WorkerScope;
 
-/** Set once the plugin's module has been evaluated (`serve` ran). */
+/** Set once the host has been told the plugin loaded (or failed to). */
 let loaded = false;
 
 /**
- * An error thrown while the plugin's module graph is evaluated (a top-level `throw`, a rejected
- * top-level `await`, a denied permission) fails the Worker's entry module, and Deno then prints
- * its own "error: Uncaught (in worker ...)" report with a stack trace to stderr, whatever the
- * host does. The entry imports this module before the plugin, so these listeners are in place by
- * then: cancelling the event stops that report, and the host gets a structured error instead.
- * Errors after loading go the usual way (the Worker's `error` event on the host).
+ * Errors no call awaited: a top-level `throw` or rejected `await` while the module loads, a
+ * promise the plugin never awaited (`Deno.connect(...)` without `await`: its NotCapable
+ * rejection), an exception in a callback of its own. Deno would print its own "error: Uncaught"
+ * report with a stack trace and, after loading, let the VM run on. The entry imports this module
+ * first, so these listeners are in place before any plugin code: cancelling the event stops that
+ * report; before the plugin is ready the host gets a load error, after it a fault that the next
+ * request (or the host's fault check) turns into a stop of the VM.
  */
-function onLoadError(e: Event, thrown: unknown): void {
-  if (loaded) return;
+function onUncaught(e: Event, thrown: unknown): void {
   e.preventDefault();
-  loaded = true; // one report is enough
-  scope.postMessage({ kind: "load-error", ...loadReport(thrown) } satisfies LoadErrorMessage);
+  if (!loaded) {
+    loaded = true; // one report is enough
+    scope.postMessage({ kind: "load-error", ...loadReport(thrown) } satisfies LoadErrorMessage);
+  } else if (runtime) runtime.fault({ ...report(thrown), async: true });
 }
 
 function loadReport(thrown: unknown): ErrorReport {
@@ -170,10 +176,10 @@ function loadReport(thrown: unknown): ErrorReport {
 }
 
 if (typeof (globalThis as { WorkerGlobalScope?: unknown }).WorkerGlobalScope === "function") {
-  scope.addEventListener("error", (e) => onLoadError(e, (e as ErrorEvent).error));
+  scope.addEventListener("error", (e) => onUncaught(e, (e as ErrorEvent).error));
   scope.addEventListener(
     "unhandledrejection",
-    (e) => onLoadError(e, (e as PromiseRejectionEvent).reason),
+    (e) => onUncaught(e, (e as PromiseRejectionEvent).reason),
   );
 }
 
@@ -219,6 +225,10 @@ export async function serveModule(href: string): Promise<void> {
   let mod: Record<string, unknown>;
   try {
     mod = await import(href);
+    // A rejection the module left unhandled is reported once the event loop turns: before
+    // "ready", so it is a load error (the listeners above set `loaded`).
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    if (loaded) return;
   } catch (err) {
     if (loaded) return;
     loaded = true;
@@ -231,7 +241,6 @@ export async function serveModule(href: string): Promise<void> {
 
 /** Serves `mod.default` (a plugin) over the channel the host sends. */
 export function serve(mod: Record<string, unknown>): void {
-  loaded = true;
   scope.onmessage = (e: MessageEvent) => {
     const msg = e.data as InitMessage | AttachMessage;
     if (msg.kind === "init") {
@@ -247,6 +256,7 @@ export function serve(mod: Record<string, unknown>): void {
         return;
       }
       runtime = new SandboxRuntime(plugin, new Channel(msg.channel));
+      loaded = true;
       scope.postMessage(
         {
           kind: "ready",
@@ -274,6 +284,9 @@ let runtime: SandboxRuntime | null = null;
  */
 const MEMORY_CHECK_EVERY = 16;
 
+/** How long the request loop runs before it lets the event loop turn, in ms. */
+const YIELD_MS = 20;
+
 class SandboxRuntime {
   readonly #plugin: Plugin;
   readonly #ch: Channel;
@@ -296,26 +309,44 @@ class SandboxRuntime {
     this.#ctl = ch.ctl;
   }
 
+  /** A failure outside any call: held for the next request, flagged for the host's check. */
+  fault(r: ErrorReport): void {
+    this.#fault ??= r;
+    Atomics.store(this.#ctl, CTL_FAULT, 1);
+  }
+  #fault: ErrorReport | null = null;
+
   attach(msg: AttachMessage): void {
     this.#memory = msg.memory
       ? new GuestMemory(msg.memory, msg.memSize, msg.pageState ?? undefined)
       : this.#channelMemory(msg.memSize);
   }
 
-  /** Serves requests until REQ_CLOSE, then returns to the event loop so the host can terminate
-   * the worker (Deno's terminate() does not stop a worker blocked in synchronous code). */
+  /**
+   * Serves requests until REQ_CLOSE, then returns to the event loop so the host can terminate
+   * the worker (Deno's terminate() does not stop a worker blocked in synchronous code). Every
+   * YIELD_MS, between requests, it lets the event loop turn (and comes back), since that is
+   * where Deno reports promises the plugin left rejected.
+   */
   loop(): void {
     const ctl = this.#ctl;
+    const until = performance.now() + YIELD_MS;
     for (;;) {
-      waitChange(ctl, CTL_TO_WORKER, this.#seen, ctl[CTL_SPIN]!, Infinity);
+      if (!waitChange(ctl, CTL_TO_WORKER, this.#seen, ctl[CTL_SPIN]!, until)) {
+        setTimeout(() => this.loop(), 0);
+        return;
+      }
       this.#seen = Atomics.load(ctl, CTL_TO_WORKER);
       let kind = REP_DONE;
       const request = ctl[CTL_KIND]!;
       try {
+        if (this.#fault) throw this.#fault;
         ctl[CTL_A0] = this.#handle(request);
       } catch (err) {
         kind = REP_ERROR;
-        const r = err instanceof WrongTypeError
+        const r = err === this.#fault
+          ? this.#fault!
+          : err instanceof WrongTypeError
           ? { message: err.message, returned: err.returned }
           : report(err);
         this.#ch.setText(JSON.stringify(r));
@@ -332,6 +363,10 @@ class SandboxRuntime {
       }
       this.#handOff(kind);
       if (request === REQ_CLOSE) return;
+      if (performance.now() > until) {
+        setTimeout(() => this.loop(), 0);
+        return;
+      }
     }
   }
 
@@ -372,6 +407,8 @@ class SandboxRuntime {
         return 0;
       case REQ_INPUT:
         this.#input?.(ctl[CTL_A0]! & 0xff);
+        return 0;
+      case REQ_PING:
         return 0;
       case REQ_CREATE:
         return this.#create();

@@ -54,6 +54,7 @@ import {
   CTL_A4,
   CTL_DATA_LEN,
   CTL_EVENTS_LEN,
+  CTL_FAULT,
   CTL_KIND,
   CTL_SPIN,
   CTL_TO_HOST,
@@ -82,6 +83,7 @@ import {
   REQ_CLOSE,
   REQ_CREATE,
   REQ_INPUT,
+  REQ_PING,
   REQ_READ,
   REQ_RESET,
   REQ_RESTORE,
@@ -118,6 +120,9 @@ export const DEFAULT_MEMORY_MB = 256;
 /** Largest accepted `timeout_ms` (a day) and `memory_mb` (16 GiB). */
 const MAX_TIMEOUT_MS = 86_400_000;
 const MAX_MEMORY_MB = 16384;
+
+/** How often, in VM time, the host looks for a fault the plugin had outside a call. */
+const FAULT_CHECK_NS = 10_000_000;
 
 /** The advice every denial message ends with. */
 const TRUSTED_HINT =
@@ -422,6 +427,7 @@ class SandboxedDevice {
     );
     this.#call(REQ_CREATE, "create");
     const ranges = JSON.parse(this.#ch.text()) as CreatedRanges;
+    this.#watchFaults();
     const range =
       (space: number, kind: string) => ([base, length]: [number, number], i: number) => {
         const readWhat = `${kind} read handler`, writeWhat = `${kind} write handler`;
@@ -456,6 +462,21 @@ class SandboxedDevice {
       },
       close: () => this.dispose(true),
     };
+  }
+
+  /**
+   * Checks for a failure the plugin had outside any call (a promise it never awaited) every
+   * FAULT_CHECK_NS of VM time, so it stops the VM even if the device is never called again.
+   */
+  #watchFaults(): void {
+    const timer = this.#host.clock.timer(() => {
+      if (this.#failed !== null) return;
+      if (Atomics.load(this.#ctl, CTL_FAULT) !== 0 && !this.#busy) {
+        this.#call(REQ_PING, "fault check");
+      }
+      timer.arm(FAULT_CHECK_NS);
+    });
+    timer.arm(FAULT_CHECK_NS);
   }
 
   /** Ends the worker: runs the plugin's close (when asked and it can), then terminates it. */
@@ -565,7 +586,11 @@ class SandboxedDevice {
     } catch {
       r = { message: this.#ch.text() };
     }
-    const where = what === "create" ? "while starting" : `in its ${what}`;
+    const where = r.async
+      ? "in a call it did not await"
+      : what === "create"
+      ? "while starting"
+      : `in its ${what}`;
     if (r.heapUsed !== undefined) {
       // Stop it now: the Worker's heap is what the limit protects the VMM from.
       const mib = (r.heapUsed / 1048576).toFixed(0);
@@ -586,6 +611,9 @@ class SandboxedDevice {
       return new PluginError(
         `Device "${this.#name}": its ${what} returned ${r.returned}, not a number`,
       );
+    }
+    if (r.async) {
+      return new PluginError(`Device "${this.#name}" failed ${where}: ${r.message}`);
     }
     if (what === "create") {
       return new PluginError(`Device "${this.#name}" failed to start: ${r.message}`);

@@ -9,3 +9,6 @@ export async function tempImage(bytes: Uint8Array, suffix = ".bin"): Promise<str
   await Deno.writeFile(path, bytes);
   return path;
 }
+
+/** `cli; l: jmp l`: spins forever without touching any device. */
+export const SPIN: Uint8Array = new Uint8Array([0xfa, 0xeb, 0xfe]);
