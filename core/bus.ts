@@ -6,6 +6,7 @@
  * writes, as on a PC.
  */
 
+import { escapeControl } from "./term_text.ts";
 import { BusConflictError, PluginError } from "./errors.ts";
 import { hex } from "./memory.ts";
 
@@ -37,7 +38,7 @@ export function allOnes(size: number): number {
 
 function deviceFailure(owner: string, what: string, err: unknown): PluginError {
   if (err instanceof PluginError) return err;
-  const msg = err instanceof Error ? err.message : String(err);
+  const msg = escapeControl(err instanceof Error ? err.message : String(err));
   return new PluginError(`Device "${owner}" failed in its ${what} handler: ${msg}`, { cause: err });
 }
 

@@ -5,6 +5,7 @@
  * built-in devices and third-party plugins are wired the same way.
  */
 
+import { escapeControl, prefixLines } from "./term_text.ts";
 import { type CpuModel, cpuModelFor } from "./cpu_model.ts";
 import { MmioBus, PortBus } from "./bus.ts";
 import {
@@ -249,9 +250,10 @@ export class Machine {
 
   #loggerFor(name: string): Logger {
     return {
-      info: (m) => this.#log(`${name}: ${m}`),
-      warn: (m) => this.#log(`${name}: warning: ${m}`),
-      debug: this.#trace ? (m) => this.#trace!(`${name}: ${m}`) : () => {},
+      // A plugin's text: controls escaped, every line prefixed (see core/term_text.ts).
+      info: (m) => this.#log(prefixLines(`${name}: `, m)),
+      warn: (m) => this.#log(prefixLines(`${name}: warning: `, m)),
+      debug: this.#trace ? (m) => this.#trace!(prefixLines(`${name}: `, m)) : () => {},
     };
   }
 
@@ -268,7 +270,8 @@ export class Machine {
       device = plugin.create(host);
     } catch (err) {
       if (err instanceof VmmError) throw err;
-      throw new PluginError(`Device "${name}" failed to start: ${(err as Error)?.message ?? err}`, {
+      const msg = escapeControl(String((err as Error)?.message ?? err));
+      throw new PluginError(`Device "${name}" failed to start: ${msg}`, {
         cause: err,
       });
     }

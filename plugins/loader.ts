@@ -4,6 +4,7 @@
  */
 
 import { PluginError } from "../core/errors.ts";
+import { escapeControl } from "../core/term_text.ts";
 import { isPlugin, type Plugin } from "./mod.ts";
 import { isCodeModulePath, notCodePlugin } from "./module_graph.ts";
 
@@ -40,7 +41,7 @@ export async function loadPlugin(specifier: string): Promise<Plugin> {
   try {
     mod = await import(url.href);
   } catch (err) {
-    const msg = err instanceof Error ? err.message.split("\n")[0] : String(err);
+    const msg = escapeControl(err instanceof Error ? err.message.split("\n")[0]! : String(err));
     throw new PluginError(`Plugin "${specifier}" failed to load: ${msg}`, { cause: err });
   }
   const def = mod.default;

@@ -18,6 +18,7 @@
  */
 
 import { PluginError, UsageError } from "../core/errors.ts";
+import { escapeConsoleBytes, escapeControl } from "../core/term_text.ts";
 import { GuestMemory, hex } from "../core/memory.ts";
 import {
   API_VERSION,
@@ -155,7 +156,7 @@ export interface SandboxLimits {
 
 /** What a denied permission means, in words for the message. */
 function describeAttempt(permission: string, target: string | undefined): string {
-  const on = target ? ` (${JSON.stringify(target)})` : "";
+  const on = target ? ` (${escapeControl(JSON.stringify(target))})` : "";
   switch (permission) {
     case "read":
       return `read a file${on}`;
@@ -265,7 +266,7 @@ export async function loadSandboxedPlugin(
             ? `Plugin "${specifier}" tried to ${
               describeAttempt(denied.permission, denied.target)
             } while loading and was denied (${TRUSTED_HINT})`
-            : `Plugin "${specifier}" failed to load: ${message.split("\n")[0]}`,
+            : `Plugin "${specifier}" failed to load: ${escapeControl(message.split("\n")[0]!)}`,
         );
       worker.onmessage = (e: MessageEvent<ReadyMessage>) => {
         clearTimeout(timer);
@@ -609,16 +610,17 @@ class SandboxedDevice {
     }
     if (r.returned) {
       return new PluginError(
-        `Device "${this.#name}": its ${what} returned ${r.returned}, not a number`,
+        `Device "${this.#name}": its ${what} returned ${escapeControl(r.returned)}, not a number`,
       );
     }
+    const message = escapeControl(r.message); // the plugin's own text
     if (r.async) {
-      return new PluginError(`Device "${this.#name}" failed ${where}: ${r.message}`);
+      return new PluginError(`Device "${this.#name}" failed ${where}: ${message}`);
     }
     if (what === "create") {
-      return new PluginError(`Device "${this.#name}" failed to start: ${r.message}`);
+      return new PluginError(`Device "${this.#name}" failed to start: ${message}`);
     }
-    return new PluginError(`Device "${this.#name}" failed in its ${what}: ${r.message}`);
+    return new PluginError(`Device "${this.#name}" failed in its ${what}: ${message}`);
   }
 
   /** Serves a callback the worker made in the middle of a request. */
@@ -755,7 +757,7 @@ class SandboxedDevice {
           const op = v.getUint8(at + 1);
           const len = v.getUint32(at + 2, true);
           const data = bytes.slice(at + 6, at + 6 + len);
-          if (kind === EV_CONSOLE_WRITE) this.#host.console.write(data);
+          if (kind === EV_CONSOLE_WRITE) this.#host.console.write(escapeConsoleBytes(data));
           else {
             const text = fromUtf8(data);
             if (op === LOG_INFO) this.#host.log.info(text);
