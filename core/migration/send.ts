@@ -1,9 +1,9 @@
 /**
  * The source side of a live migration (pre-copy). Runs on the vCPU's thread, between slices of
  * guest time: all of RAM first, then passes over the pages dirtied meanwhile, until what is left
- * fits the downtime target at the measured bandwidth (or the pass limit is reached); then, with
- * the vCPU paused, the last dirty pages and the machine state, and the destination's word that it
- * verified and loaded them. Any failure leaves the source machine as it was, ready to run on.
+ * fits the downtime target at the last pass's cost per page (or the pass limit is reached); then,
+ * with the vCPU paused, the last dirty pages and the machine state, and the destination's word
+ * that it verified and loaded them. Any failure leaves the source machine as it was, ready to run on.
  */
 
 import type { Machine, RunResult } from "../machine.ts";
@@ -130,11 +130,8 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
   }
   if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
   const reader = new FrameReader(conn);
-  let writeMs = 0;
   const send = async (bytes: Uint8Array) => {
-    const t = performance.now();
     await writeAll(conn, bytes);
-    writeMs += performance.now() - t;
     status.bytes += bytes.length;
   };
   /** The destination's answer to HELLO or STATE: READY/DONE, or why it refused. */
@@ -166,20 +163,28 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
     }
   };
   /** Sends `pages`, running guest slices between bursts when `live`. */
-  const sendPages = async (pages: number[], live: boolean) => {
-    let burst = performance.now();
+  /**
+   * Sends `pages`, running guest slices between bursts when `live`. Returns the time spent
+   * sending (slices excluded) per page that carried data: what the last pass will cost.
+   */
+  const sendPages = async (pages: number[], live: boolean): Promise<number> => {
+    let burst = performance.now(), sendMs = 0, data = 0;
     for (let i = 0; i < pages.length; i += PAGES_PER_FRAME) {
       const chunk = pages.slice(i, i + PAGES_PER_FRAME);
       const { frame, dataPages } = pagesFrame(machine.memory, chunk);
       await send(frame);
+      data += dataPages;
       status.pages += chunk.length;
       status.zeroPages += chunk.length - dataPages;
       if (live && performance.now() - burst >= SEND_BUDGET_MS) {
+        sendMs += performance.now() - burst;
         const r = opts.runSlice();
         if (r.reason.kind !== "pause") throw new GuestEnded(r);
         burst = performance.now();
       }
     }
+    sendMs += performance.now() - burst;
+    return sendMs / Math.max(data, 1);
   };
 
   try {
@@ -199,14 +204,13 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
     );
     for (;;) {
       const passStart = performance.now();
-      await sendPages(pending, true);
+      const msPerPage = await sendPages(pending, true);
       status.passes++;
       const dirty = takeDirty(machine);
       const passMs = performance.now() - passStart;
       status.dirtyRate = passMs > 0 ? Math.round(dirty.length / (passMs / 1000)) : 0;
-      // Bytes per ms the wire took, counting only time spent writing.
-      const bandwidth = writeMs > 0 ? status.bytes / writeMs : Infinity;
-      const estimateMs = (dirty.length * PAGE_SIZE) / bandwidth;
+      // What sending the dirty pages would cost at this pass's rate (scan, checksum, write).
+      const estimateMs = dirty.length * msPerPage;
       report();
       pending = dirty;
       if (estimateMs <= downtimeTarget || status.passes >= maxPasses) break;

@@ -147,7 +147,10 @@ export class VmProcess {
     const deadline = Date.now() + timeoutMs;
     while (this.stdout.split("\n").length - 1 < lines) {
       if (Date.now() > deadline) {
-        throw new Error(`stdout has fewer than ${lines} lines: ${JSON.stringify(this.stdout)}`);
+        throw new Error(
+          `stdout has fewer than ${lines} lines: ${JSON.stringify(this.stdout)}; stderr: ` +
+            this.stderr.slice(-2000),
+        );
       }
       await sleep(10);
     }
