@@ -35,6 +35,7 @@ import {
 } from "../devices/kvm_clock.ts";
 import { makeOptions } from "../plugins/options.ts";
 import type { Device, DeviceHost, DeviceState, IrqLine, Logger, Plugin } from "../plugins/mod.ts";
+import { checkExitStatus, checkIrqLine } from "../plugins/mod.ts";
 import { checkStateVersion } from "../plugins/state.ts";
 import type { BackendName } from "./backend.ts";
 
@@ -264,6 +265,14 @@ export class Machine {
     name: string = options.name ?? plugin.name,
     source?: DeviceSource,
   ): AttachedDevice {
+    const taken = this.devices.find((a) => a.name === name);
+    if (taken) {
+      const by = taken.source?.kind === "plugin" ? "another --device" : "a built-in device";
+      throw new PluginError(
+        `Device name "${name}" is already taken by ${by}: give this one another with ` +
+          `--device PATH,name=NEW_NAME`,
+      );
+    }
     const host = this.#hostFor(name, options);
     let device: Device;
     try {
@@ -296,6 +305,7 @@ export class Machine {
       options: makeOptions(options, name),
       memory: this.memory,
       irq: (line) => {
+        checkIrqLine(line);
         let l = irqLines.get(line);
         if (!l) {
           l = {
@@ -316,7 +326,8 @@ export class Machine {
       console: this.console,
       power: {
         exit: (status) => {
-          control.stop ??= { kind: "exit", status: status & 0xff };
+          checkExitStatus(status);
+          control.stop ??= { kind: "exit", status };
         },
         reset: () => {
           control.stop ??= { kind: "reset" };

@@ -9,6 +9,8 @@
 import { GuestMemory } from "../core/memory.ts";
 import { GuestMemoryError } from "../core/errors.ts";
 import {
+  checkExitStatus,
+  checkIrqLine,
   type Clock,
   type Console,
   type Device,
@@ -518,9 +520,7 @@ class SandboxRuntime {
 
   #host(name: string, raw: Record<string, string>): DeviceHost {
     const irq = (line: number): IrqLine => {
-      if (!Number.isInteger(line) || line < 0) {
-        throw new RangeError(`irq(${line}) is not an interrupt line number`);
-      }
+      checkIrqLine(line);
       return {
         line,
         raise: () => this.#event(EV_IRQ, IRQ_RAISE, line),
@@ -557,7 +557,10 @@ class SandboxRuntime {
       },
     };
     const power: Power = {
-      exit: (status) => this.#event(EV_POWER, POWER_EXIT, status | 0),
+      exit: (status) => {
+        checkExitStatus(status);
+        this.#event(EV_POWER, POWER_EXIT, status);
+      },
       reset: () => this.#event(EV_POWER, POWER_RESET, 0),
       off: () => this.#event(EV_POWER, POWER_OFF, 0),
     };

@@ -285,7 +285,7 @@ export interface Console {
  * ```
  */
 export interface Power {
-  /** Ends the VMM with this exit status. */
+  /** Ends the VMM with this exit status (a whole number 0-255; anything else throws). */
   exit(status: number): void;
   /** Guest reset: the VM ends with status 0. */
   reset(): void;
@@ -311,7 +311,10 @@ export interface DeviceHost {
   readonly options: PluginOptions;
   /** Guest RAM, bounds-checked. */
   readonly memory: DmaMemory;
-  /** An interrupt line (ISA IRQ numbers 0-15 on the PC platform). */
+  /**
+   * An interrupt line: ISA IRQs 0-15 (PIC and IOAPIC) or 16-23 (IOAPIC only) on the PC platform;
+   * any other number throws a RangeError.
+   */
   irq(line: number): IrqLine;
   /** The VM clock. */
   readonly clock: Clock;
@@ -512,6 +515,27 @@ export interface Plugin extends PluginDefinition {
   readonly [PLUGIN_BRAND]: true;
   /** The checked state version. */
   readonly stateVersion: number;
+}
+
+/** Interrupt lines a device may use: 0-23 (the IOAPIC's pins). */
+export const IRQ_LINES = 24;
+
+/** Throws a RangeError unless `line` is an interrupt line (see {@link IRQ_LINES}). */
+export function checkIrqLine(line: number): void {
+  if (!Number.isInteger(line) || line < 0 || line >= IRQ_LINES) {
+    throw new RangeError(
+      `irq(${line}) is not an interrupt line: give 0-15 (ISA) or 16-${IRQ_LINES - 1} (IOAPIC)`,
+    );
+  }
+}
+
+/** Throws a RangeError unless `status` is an exit status (a whole number 0-255). */
+export function checkExitStatus(status: number): void {
+  if (!Number.isInteger(status) || status < 0 || status > 255) {
+    throw new RangeError(
+      `power.exit(${status}): an exit status is a whole number from 0 to 255`,
+    );
+  }
 }
 
 /**
