@@ -10,6 +10,7 @@
 
 import { assertEquals, assertIncludes, assertTrue } from "../_assert.ts";
 import { BACKENDS, KVM_OK, ROOT, runCli } from "../_run.ts";
+import { netnsUnusable, twoHosts } from "../_netns.ts";
 import {
   type ApiReply,
   COUNTER,
@@ -493,65 +494,26 @@ Deno.test("migration of a paused VM: it arrives paused, resumes there, output id
   }
 });
 
-/** Runs `cmd args...`; throws with its stderr unless it succeeds. */
-async function sh(cmd: string, ...args: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
-  if (!out.success) {
-    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr).trim()}`);
-  }
-}
-
-/** Why `ip netns` cannot be used here, or null. */
-async function netnsUnusable(): Promise<string | null> {
-  if (Deno.uid() !== 0) return "not root";
-  const probe = `dvprobe${Deno.pid}`;
-  try {
-    await sh("ip", "netns", "add", probe);
-  } catch (err) {
-    return `ip netns add failed (${(err as Error).message})`;
-  }
-  await sh("ip", "netns", "del", probe).catch(() => {});
-  return null;
-}
-
 Deno.test("migration across hosts: two network namespaces over a veth pair, tcp:", async () => {
   const why = await netnsUnusable();
   if (why !== null) {
     console.warn(`note: the two-namespace migration test is skipped: ip netns unusable: ${why}`);
     return;
   }
-  const tag = `${Deno.pid % 100000}${Math.floor(Math.random() * 100)}`;
-  const [a, b] = [`dvmigA${tag}`, `dvmigB${tag}`];
-  const [va, vb] = [`dvA${tag}`, `dvB${tag}`]; // interface names: at most 15 characters
   const dir = tempDir();
   let src: VmProcess | null = null, dst: VmProcess | null = null;
-  const made: string[] = [];
+  const hosts = await twoHosts();
   try {
-    for (const ns of [a, b]) {
-      await sh("ip", "netns", "add", ns);
-      made.push(ns);
-    }
-    await sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb);
-    await sh("ip", "link", "set", va, "netns", a);
-    await sh("ip", "link", "set", vb, "netns", b);
-    await sh("ip", "-n", a, "addr", "add", "10.231.0.1/24", "dev", va);
-    await sh("ip", "-n", b, "addr", "add", "10.231.0.2/24", "dev", vb);
-    for (const [ns, dev] of [[a, va], [b, vb]] as const) {
-      await sh("ip", "-n", ns, "link", "set", "lo", "up");
-      await sh("ip", "-n", ns, "link", "set", dev, "up");
-    }
-    const url = `tcp:10.231.0.2:${4000 + Math.floor(Math.random() * 20000)}`;
+    const url = `tcp:${hosts.addrB}:${4000 + Math.floor(Math.random() * 20000)}`;
     const [from, to] = [BACKENDS[BACKENDS.length - 1]!, BACKENDS[0]!];
-    dst = await destination(`${dir}/dst.sock`, url, to, { prefix: ["ip", "netns", "exec", b] });
-    src = source(`${dir}/src.sock`, from, { prefix: ["ip", "netns", "exec", a] });
-    await moveAndCheck(src, dst, url, `namespace ${a} (${from}) -> ${b} (${to})`);
+    dst = await destination(`${dir}/dst.sock`, url, to, { prefix: hosts.inB });
+    src = source(`${dir}/src.sock`, from, { prefix: hosts.inA });
+    await moveAndCheck(src, dst, url, `namespace ${hosts.a} (${from}) -> ${hosts.b} (${to})`);
   } finally {
     src?.kill();
     dst?.kill();
     await Promise.all([src?.exited, dst?.exited]);
-    // Deleting a namespace deletes its end of the veth pair, and so the pair.
-    for (const ns of made) await sh("ip", "netns", "del", ns).catch(() => {});
-    await sh("ip", "link", "del", va).catch(() => {}); // only if it never moved
+    await hosts.remove();
     Deno.removeSync(dir, { recursive: true });
   }
 });
