@@ -3,10 +3,13 @@
  * `linux-image-amd64` kernel (as `bzImage`, and decompressed as the ELF `vmlinux` that boots
  * through PVH without decoding XZ at every start) and a busybox initramfs
  * (`initramfs.cpio.gz`, plus the boot test's `test-initramfs.cpio.gz`) — using apt-get download
- * and dpkg -x. Whatever is already cached is skipped.
+ * and dpkg -x — and the kernel's modules the VMM's devices need (`modules/<release>/`: the
+ * `.ko` files of VMM_MODULES and their dependencies, with a modules.dep made from their
+ * .modinfo, as the package ships none). Whatever is already cached is skipped.
  */
 
 import { decompressBzImage, parseSetupHeader } from "../../core/boot/linux.ts";
+import { loadModuleSet, prepareModules, VMM_MODULES } from "../../core/boot/modules.ts";
 import {
   busyboxInitramfs,
   INTERACTIVE_INIT,
@@ -162,6 +165,11 @@ export interface GuestFiles {
   busybox: string;
   /** Kernel package that was fetched (e.g. linux-image-6.1.0-56-amd64). */
   kernelPackage: string;
+  /**
+   * The kernel's modules the VMM needs (VMM_MODULES and their dependencies) as plain `.ko`,
+   * with a modules.dep: `<modules>/<release>/`.
+   */
+  modules: string;
 }
 
 /** Fetches (or finds cached) kernel and busybox and builds the initramfs images in `cacheDir`. */
@@ -176,6 +184,7 @@ export async function fetchGuests(cacheDir = DEFAULT_CACHE_DIR): Promise<GuestFi
     testInitramfs: `${dir}/test-initramfs.cpio.gz`,
     busybox: `${dir}/busybox`,
     kernelPackage: "",
+    modules: `${dir}/modules`,
   };
 
   // Kernel.
@@ -213,6 +222,21 @@ export async function fetchGuests(cacheDir = DEFAULT_CACHE_DIR): Promise<GuestFi
     log(`vmlinux: cached`);
   }
 
+  // The kernel's modules (Debian builds the virtio drivers as modules).
+  const release = files.kernelPackage.replace(/^linux-image-/, "");
+  if (await modulesCached(files.modules, release)) {
+    log(`modules: cached (${files.modules}/${release})`);
+  } else {
+    const root = `${dir}/${files.kernelPackage}`;
+    if (!await exists(root)) await unpack(await download(files.kernelPackage, debs), root);
+    const t0 = performance.now();
+    const got = await prepareModules(root, files.modules);
+    log(
+      `modules: ${got.copied.length} (${VMM_MODULES.join(", ")} and their dependencies) with ` +
+        `modules.dep in ${((performance.now() - t0) / 1000).toFixed(1)} s → ${got.dir}`,
+    );
+  }
+
   // Busybox and the initramfs images.
   if (!await exists(files.busybox)) {
     const deb = await download(BUSYBOX_PACKAGE, debs);
@@ -240,6 +264,16 @@ export async function fetchGuests(cacheDir = DEFAULT_CACHE_DIR): Promise<GuestFi
   await Deno.writeFile(files.testInitramfs, await testInitramfs(busybox));
   log(`test initramfs: ${files.testInitramfs}`);
   return files;
+}
+
+/** True when `<dir>/<release>/modules.dep` has every module of VMM_MODULES. */
+async function modulesCached(dir: string, release: string): Promise<boolean> {
+  try {
+    const set = await loadModuleSet(dir, release);
+    return VMM_MODULES.every((m) => set.dep.has(m));
+  } catch {
+    return false;
+  }
 }
 
 /** Every applet path busybox knows (`busybox --list-full`), or undefined if it cannot run here. */

@@ -5,6 +5,7 @@
  */
 
 import { buildInitramfs, type CpioEntry, gzip } from "../../core/boot/cpio.ts";
+import { type InitramfsModules, insmodScript } from "../../core/boot/modules.ts";
 
 /** Marker the test init prints first; a boot test waits for this on the console. */
 export const TEST_MARKER = "DENOVISOR-MARKER";
@@ -52,6 +53,11 @@ export interface BusyboxInitramfsOptions {
   applets?: readonly string[];
   /** More regular files (e.g. `etc/inittab`), mode 0644; their directories are created. */
   files?: readonly { path: string; data: Uint8Array }[];
+  /**
+   * Kernel modules (`readInitramfsModules`): packed under `/lib/modules/<release>/`, and `/init`
+   * insmods them in order before it runs `init` (which then lives at `/etc/init.user`).
+   */
+  modules?: InitramfsModules;
 }
 
 /**
@@ -111,7 +117,26 @@ export function busyboxEntries(busybox: Uint8Array, opts: BusyboxInitramfsOption
     }
     entries.push({ kind: "file", path: f.path, data: f.data, mode: 0o644 });
   }
-  entries.push({ kind: "file", path: "init", data: opts.init, mode: 0o755 });
+  if (opts.modules !== undefined) {
+    const mods = opts.modules;
+    const dirs = new Set(entries.filter((e) => e.kind === "dir").map((e) => e.path));
+    for (const f of mods.files) {
+      const path = `lib/modules/${mods.release}/${f.path}`;
+      const parts = path.split("/");
+      for (let i = 1; i < parts.length; i++) {
+        const dir = parts.slice(0, i).join("/");
+        if (!dirs.has(dir)) entries.push({ kind: "dir", path: dir, mode: 0o755 });
+        dirs.add(dir);
+      }
+      entries.push({ kind: "file", path, data: f.data, mode: 0o644 });
+    }
+    if (!dirs.has("etc")) entries.push({ kind: "dir", path: "etc", mode: 0o755 });
+    entries.push({ kind: "file", path: "etc/init.user", data: opts.init, mode: 0o755 });
+    const init = `#!/bin/sh\n${insmodScript(mods)}exec /etc/init.user "$@"\n`;
+    entries.push({ kind: "file", path: "init", data: init, mode: 0o755 });
+  } else {
+    entries.push({ kind: "file", path: "init", data: opts.init, mode: 0o755 });
+  }
   return entries;
 }
 
