@@ -204,6 +204,17 @@ async function lifecycle(init: InitMessage): Promise<void> {
     Atomics.store(slice, CONTROL_SLICE, SLICE_ARMED);
     return m.run();
   };
+  /** Listens on `url` for another VMM, or refuses command `id` saying why and returns null. */
+  const listenOn = (id: number, url: string, what: string): Deno.Listener | null => {
+    const parsed = parseUrl(id, url, what);
+    if (parsed === null) return null;
+    try {
+      return listenMigration(parsed);
+    } catch (err) {
+      refuse(id, `Cannot listen on ${formatMigrationUrl(parsed)}: ${(err as Error).message}`);
+      return null;
+    }
+  };
   const parseUrl = (id: number, url: string, what: string): MigrationUrl | null => {
     try {
       return parseMigrationUrl(url, what);
@@ -312,17 +323,8 @@ async function lifecycle(init: InitMessage): Promise<void> {
         if (state !== "Not started") {
           return refuse(cmd.id, "An incoming migration needs a VM that is not started");
         }
-        const url = parseUrl(cmd.id, cmd.url, cmd.what ?? "receiver_url");
-        if (url === null) return;
-        let listener: Deno.Listener;
-        try {
-          listener = listenMigration(url);
-        } catch (err) {
-          return refuse(
-            cmd.id,
-            `Cannot listen on ${formatMigrationUrl(url)}: ${(err as Error).message}`,
-          );
-        }
+        const listener = listenOn(cmd.id, cmd.url, cmd.what ?? "receiver_url");
+        if (listener === null) return;
         io.log?.(`migration: waiting for the VM on ${formatMigrationUrl(listenerUrl(listener))}`);
         const c = cmd.config;
         try {
@@ -407,17 +409,8 @@ async function lifecycle(init: InitMessage): Promise<void> {
         if (state !== "Not started") {
           return refuse(cmd.id, "A standby needs a VM that is not started");
         }
-        const url = parseUrl(cmd.id, cmd.url, "--standby");
-        if (url === null) return;
-        let listener: Deno.Listener;
-        try {
-          listener = listenMigration(url);
-        } catch (err) {
-          return refuse(
-            cmd.id,
-            `Cannot listen on ${formatMigrationUrl(url)}: ${(err as Error).message}`,
-          );
-        }
+        const listener = listenOn(cmd.id, cmd.url, "--standby");
+        if (listener === null) return;
         io.log?.(`replication: standing by on ${formatMigrationUrl(listenerUrl(listener))}`);
         const c = cmd.config;
         const serial: VmConfig["serial"] = c.serial.kind === "file"

@@ -41,6 +41,7 @@ import {
   PAGES_PER_FRAME,
   pagesFrame,
   preamble,
+  withTimeout,
   writeAll,
 } from "./wire.ts";
 import { MIGRATION_DIRTY_CONSUMER } from "./send.ts";
@@ -153,20 +154,6 @@ export interface PrimaryOptions {
 
 /** The standby's end of the connection closed without a TAKEOVER: it cannot be running the VM. */
 class StandbyGone extends MigrationError {}
-
-async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new MigrationError(`${what} within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /**
  * Runs `machine` (built, not yet run) as a replicated primary until the guest ends or the

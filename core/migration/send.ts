@@ -23,6 +23,7 @@ import {
   PAGES_PER_FRAME,
   pagesFrame,
   preamble,
+  withTimeout,
   writeAll,
 } from "./wire.ts";
 import { connectMigration, formatMigrationUrl, type MigrationUrl } from "./url.ts";
@@ -136,32 +137,20 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
   };
   /** The destination's answer to HELLO or STATE: READY/DONE, or why it refused. */
   const answer = async (want: number, timeoutMs: number): Promise<unknown> => {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new MigrationError(`the destination did not answer within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-    });
-    try {
-      const frame = await Promise.race([reader.next(), timeout]);
-      if (frame === null) {
-        throw new MigrationError("the destination closed the connection");
-      }
-      if (frame.type === FRAME_ERROR) {
-        const { message } = frameJson<{ message: string }>(frame);
-        throw new MigrationError(`the destination refused: ${message}`);
-      }
-      if (frame.type !== want) {
-        throw new MigrationError(
-          `the destination sent ${frameName(frame.type)} where ${frameName(want)} was due`,
-        );
-      }
-      return frameJson(frame);
-    } finally {
-      clearTimeout(timer);
+    const frame = await withTimeout(reader.next(), timeoutMs, "the destination did not answer");
+    if (frame === null) throw new MigrationError("the destination closed the connection");
+    if (frame.type === FRAME_ERROR) {
+      const { message } = frameJson<{ message: string }>(frame);
+      throw new MigrationError(`the destination refused: ${message}`);
     }
+    if (frame.type !== want) {
+      throw new MigrationError(
+        `the destination sent ${frameName(frame.type)} where ${frameName(want)} was due`,
+      );
+    }
+    return frameJson(frame);
   };
+
   /** Sends `pages`, running guest slices between bursts when `live`. */
   /**
    * Sends `pages`, running guest slices between bursts when `live`. Returns the time spent
@@ -271,17 +260,11 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
 
 /** The message of an ERROR frame the destination sent before the connection broke, or null. */
 async function pendingRefusal(reader: FrameReader): Promise<string | null> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    const frame = await Promise.race([
-      reader.next(),
-      new Promise<null>((r) => timer = setTimeout(() => r(null), 1000)),
-    ]);
+    const frame = await withTimeout(reader.next(), 1000, "no ERROR frame");
     if (frame?.type !== FRAME_ERROR) return null;
     return frameJson<{ message: string }>(frame).message;
   } catch {
     return null;
-  } finally {
-    clearTimeout(timer);
   }
 }

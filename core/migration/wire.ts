@@ -210,6 +210,21 @@ export function applyPages(memory: GuestMemory, entries: readonly PageEntry[]): 
   }
 }
 
+/** `p`, or a MigrationError "`what` within `ms` ms" once `ms` have passed. */
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new MigrationError(`${what} within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Writes all of `data` to `conn`. */
 export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
   let put = 0;
