@@ -9,7 +9,7 @@ import { parseArgs } from "node:util";
 import { CONTROL_REQUEST, CONTROL_STATUS, REQUEST_STOP } from "./backend.ts";
 import { describeError, UsageError, VmmError } from "./errors.ts";
 import { InputRing } from "./serial_io.ts";
-import { parseSize } from "./size.ts";
+import { checkHostMemory, parseSize } from "./size.ts";
 import { parseBackendChoice } from "./select_backend.ts";
 import type { VmConfig } from "./vm.ts";
 import type { StartMessage, WorkerMessage } from "./vm_worker.ts";
@@ -84,6 +84,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
       args: argv,
       strict: true,
       allowPositionals: false,
+      tokens: true,
       options: {
         kernel: { type: "string" },
         format: { type: "string", default: "auto" },
@@ -103,8 +104,10 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
       },
     });
   } catch (err) {
-    throw new UsageError(`${describeError(err)}. Run with --help for the options`);
+    throw dashValueError(argv, describeError(err)) ??
+      new UsageError(`${describeError(err)}. Run with --help for the options`);
   }
+  refuseRepeats(parsed.tokens ?? []);
   const v = parsed.values;
   if (v.help) return "help";
   if (v.version) return "version";
@@ -122,6 +125,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
   }
   const restore = parseRestore(v);
   const memSize = parseSize(v.mem ?? "128M");
+  checkHostMemory(memSize, v.mem ?? "128M");
   if (memSize < 1 << 20) {
     throw new UsageError(`--mem ${v.mem} is too small: give at least 1M`);
   }
@@ -148,6 +152,36 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
     trace: v.trace!,
     ...(restore === undefined ? {} : { restore }),
   };
+}
+
+/** Options that may be given more than once. */
+const REPEATABLE = new Set(["device"]);
+
+/** A flag given twice would silently keep only its last value: refuse it instead. */
+function refuseRepeats(tokens: { kind: string; name?: string }[]): void {
+  const seen = new Set<string>();
+  for (const t of tokens) {
+    if (t.kind !== "option" || t.name === undefined || REPEATABLE.has(t.name)) continue;
+    if (seen.has(t.name)) {
+      throw new UsageError(`--${t.name} is given more than once: give it once`);
+    }
+    seen.add(t.name);
+  }
+}
+
+/**
+ * parseArgs calls `--mem -5M` "ambiguous" (the value starts with "-"): say what is wrong with
+ * the value instead. Null for other errors.
+ */
+function dashValueError(argv: string[], message: string): UsageError | null {
+  const m = /Option '(--[\w-]+)' argument is ambiguous/.exec(message);
+  if (!m) return null;
+  const flag = m[1]!;
+  const value = argv[argv.indexOf(flag) + 1] ?? "";
+  if (flag === "--mem") parseSize(value); // throws: a negative size
+  return new UsageError(
+    `${flag} "${value}": a value cannot start with "-" (if it is one, write ${flag}=${value})`,
+  );
 }
 
 /** `--restore` and `--mem-file`: both or neither, and nothing the snapshot decides. */

@@ -8,12 +8,14 @@
 
 import { type CpuChoice, type CpuModel, cpuModelFor, hostCpuVendor } from "./cpu_model.ts";
 import { type BackendChoice, selectBackend } from "./select_backend.ts";
-import { loadImage } from "./boot/load.ts";
-import { detectFormat } from "./boot/detect.ts";
+import { loadImage, resolveFormat } from "./boot/load.ts";
 import { writeAcpiTables } from "./boot/acpi.ts";
 import type { ImageFormat } from "./boot/types.ts";
 import type { RunControl, TraceSink } from "./backend.ts";
-import { ImageError, UsageError, VmmError } from "./errors.ts";
+import { HostError, ImageError, UsageError, VmmError } from "./errors.ts";
+import { hex, MMIO_GAP_START } from "./memory.ts";
+import { BZIMAGE_MIN_SIZE } from "./boot/detect.ts";
+import { isBzImage, parseSetupHeader } from "./boot/linux.ts";
 import { type DeviceSource, exitStatusOf, Machine, type MachineState } from "./machine.ts";
 import { CR0_PE } from "./cpu_state.ts";
 import { readMemoryFile, readSnapshot, SNAPSHOT_DIRTY_CONSUMER } from "./snapshot/mod.ts";
@@ -114,6 +116,62 @@ function readFile(path: string, what: string): Uint8Array {
   }
 }
 
+/**
+ * Refuses an initrd that cannot fit before reading it (a 2 GiB file takes seconds to read):
+ * it must lie in RAM below the MMIO gap (3 GiB) with room for the kernel under it.
+ */
+function checkInitrdSize(
+  path: string,
+  memSize: number,
+  image: Uint8Array,
+  format: ImageFormat,
+): void {
+  let size: number;
+  try {
+    size = Deno.statSync(path).size;
+  } catch {
+    return; // readFile says why it cannot be read
+  }
+  // A bzImage says how high its initrd may end (initrd_addr_max, often 2 GiB - 1).
+  let ceiling = MMIO_GAP_START, ceilingWhy = "the RAM below 3 GiB";
+  if (format === "linux" && isBzImage(image) && image.length >= BZIMAGE_MIN_SIZE) {
+    try {
+      const max = parseSetupHeader(image, "").initrdAddrMax + 1;
+      if (max < ceiling) {
+        [ceiling, ceilingWhy] = [max, `the kernel's initrd_addr_max (${hex(max)})`];
+      }
+    } catch {
+      // The loader reports a bad header.
+    }
+  }
+  const lowRam = Math.min(memSize, MMIO_GAP_START);
+  if (size < Math.min(lowRam, ceiling)) return; // the loader places it, or says what --mem fits
+  const mib = (n: number) => `${Math.ceil(n / 1048576)} MiB`;
+  throw new ImageError(
+    size >= ceiling
+      ? `Initrd "${path}" (${mib(size)}) cannot be loaded at any --mem: it must end below ` +
+        `${ceilingWhy}, above the kernel. Use a smaller initrd`
+      : `Initrd "${path}" (${mib(size)}) is larger than the VM's RAM (${mib(lowRam)} below ` +
+        `3 GiB): give --mem more than ${mib(size)}, with room for the kernel under it`,
+  );
+}
+
+/** Warns of flags the image's format ignores (an initrd or command line for a flat image). */
+function warnUnused(config: VmConfig, format: ImageFormat, log: (m: string) => void): void {
+  if (format !== "flat") return;
+  const ignored = [
+    config.initrd !== null ? "--initrd" : "",
+    config.cmdline !== "" ? "--cmdline" : "",
+  ].filter((f) => f !== "");
+  if (ignored.length === 0) return;
+  log(
+    `denovisor: warning: ${ignored.join(" and ")} ignored: "${
+      config.kernel ?? "(default guest)"
+    }" ` +
+      `is a flat image, which takes neither (they go with a Linux or Multiboot kernel)`,
+  );
+}
+
 function openSerial(serial: VmConfig["serial"], io: VmIo): ByteSink | null {
   const sink = openSerialSink(serial, io);
   return io.wrapSerial === undefined ? sink : io.wrapSerial(sink);
@@ -128,18 +186,35 @@ function openSerialSink(serial: VmConfig["serial"], io: VmIo): ByteSink | null {
     case "file":
       try {
         // A standby appends to the log its primary wrote (replication).
-        return Deno.openSync(
+        const file = Deno.openSync(
           serial.path,
           serial.append
             ? { write: true, create: true, append: true }
             : { write: true, create: true, truncate: true },
         );
+        return serialFileSink(file, serial.path);
       } catch (err) {
         throw new VmmError(
           `Cannot open --serial file "${serial.path}": ${(err as Error).message}`,
         );
       }
   }
+}
+
+/** A serial file whose failed writes (a full disk, `/dev/full`) stop the VM saying so. */
+function serialFileSink(file: Deno.FsFile, path: string): ByteSink {
+  return {
+    writeSync(bytes: Uint8Array): number {
+      try {
+        return file.writeSync(bytes);
+      } catch (err) {
+        throw new HostError(
+          `Cannot write the guest's serial output to --serial file "${path}": ` +
+            `${(err as Error).message}. Free space there or give another file:PATH`,
+        );
+      }
+    },
+  };
 }
 
 function stderrTrace(): { sink: TraceSink; flush: () => void } {
@@ -273,8 +348,12 @@ export async function buildMachine(config: VmConfig, io: VmIo = {}): Promise<Mac
 
 async function buildWith(config: VmConfig, io: VmIo, trace: TraceSink | null): Promise<Machine> {
   const image = config.kernel === null ? DEFAULT_GUEST : readFile(config.kernel, "kernel");
+  const format = resolveFormat(config.format, image, config.kernel ?? "(default guest)");
+  if (config.initrd !== null && format !== "flat") {
+    checkInitrdSize(config.initrd, config.memSize, image, format);
+  }
   const initrd = config.initrd === null ? undefined : readFile(config.initrd, "initrd");
-  const format = config.format === "auto" ? detectFormat(image) : config.format;
+  warnUnused(config, format, io.log ?? ((m: string) => console.error(m)));
   const machine = await assemble(
     {
       backend: config.backend,

@@ -5,6 +5,7 @@
  */
 
 import { VmmError } from "../errors.ts";
+import { hex } from "../memory.ts";
 import { isElf, parseElf, readElfNotes } from "./elf.ts";
 import { findMultibootHeader } from "./multiboot.ts";
 import type { ImageFormat } from "./types.ts";
@@ -54,6 +55,46 @@ export function hasPvhNote(image: Uint8Array): boolean {
     if (err instanceof VmmError) return false;
     throw err;
   }
+}
+
+/** End of the setup header fields the Linux loader reads (protocol 2.06+ ends at 0x268). */
+export const BZIMAGE_MIN_SIZE = 0x268;
+
+/**
+ * Why `image` looks like the start of a Linux bzImage cut short (before its setup header is
+ * whole), or null. A bzImage with an EFI stub starts with "MZ" and a PE header; an older one has
+ * the boot sector's "Use a boot loader." message, or the 0xAA55 boot flag at 0x1FE followed by a
+ * jump and "HdrS" that the file cuts off.
+ *
+ * @example
+ * ```ts
+ * import { truncatedLinuxReason } from "./detect.ts";
+ * truncatedLinuxReason(new Uint8Array([0xf4])); // null
+ * ```
+ */
+export function truncatedLinuxReason(image: Uint8Array): string | null {
+  if (image.length >= BZIMAGE_MIN_SIZE && isBzImage(image)) return null;
+  if (image.length >= BZIMAGE_HEADER_OFFSET + 4 && !isBzImage(image)) {
+    // Long enough for "HdrS" and without it: a bzImage cut inside the setup header has it.
+    return null;
+  }
+  if (isBzImage(image)) return "its setup header is cut short";
+  if (image.length >= 2 && image[0] === 0x4d && image[1] === 0x5a) {
+    const peAt = image.length >= 0x40
+      ? new DataView(image.buffer, image.byteOffset, image.length).getUint32(0x3c, true)
+      : -1;
+    const pe = peAt >= 0 && peAt + 4 <= image.length && image[peAt] === 0x50 &&
+      image[peAt + 1] === 0x45 && image[peAt + 2] === 0 && image[peAt + 3] === 0;
+    if (pe || image.length < 0x40 || peAt >= image.length) {
+      return 'it starts like an EFI-stub bzImage ("MZ", a PE header) but ends before the ' +
+        `setup header at ${hex(BZIMAGE_HEADER_OFFSET)}`;
+    }
+  }
+  const text = new TextDecoder("latin1").decode(image.subarray(0, 0x200));
+  if (text.includes("Use a boot loader.")) {
+    return "it has a bzImage boot sector but ends before the setup header";
+  }
+  return null;
 }
 
 /**

@@ -15,7 +15,7 @@ import {
   type Segment,
 } from "../cpu_state.ts";
 import { ImageError } from "../errors.ts";
-import { type GuestMemory, hex } from "../memory.ts";
+import { type GuestMemory, hex, MMIO_GAP_START } from "../memory.ts";
 import { type E820Entry, e820Map } from "./e820.ts";
 import { type ElfFile, EM_X86_64, loadElfSegments, parseElf, readElfNotes } from "./elf.ts";
 import type { BootOptions, BootSetup } from "./types.ts";
@@ -156,6 +156,15 @@ export function placeInitrd(memory: GuestMemory, initrd: Uint8Array, p: InitrdPl
   const name = p.initrdPath ? `Initrd "${p.initrdPath}"` : "The initrd";
   if (addr < p.lowest || !memory.isRam(addr, initrd.length)) {
     const need = Math.ceil((p.lowest + initrd.length + PAGE) / (1 << 20));
+    if (p.highest + 1 <= low.gpa + low.size || p.lowest + initrd.length + PAGE > MMIO_GAP_START) {
+      // The kernel's own ceiling or the MMIO gap is in the way: more RAM would not help.
+      throw new ImageError(
+        `${name} (${initrd.length} bytes) does not fit between the kernel "${p.imagePath}" ` +
+          `(ends at ${hex(p.lowest)}) and ${hex(top)}, the highest an initrd may end ` +
+          `(${top === p.highest + 1 ? "the kernel's initrd_addr_max" : "below the MMIO gap"}), ` +
+          `at any --mem: use a smaller initrd`,
+      );
+    }
     throw new ImageError(
       `${name} (${initrd.length} bytes) does not fit between the kernel "${p.imagePath}" ` +
         `(ends at ${hex(p.lowest)}) and the top of usable low memory ${hex(top)}: ` +

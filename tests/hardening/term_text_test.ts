@@ -14,6 +14,7 @@ const GUEST = "tests/plugins/fixtures/evil_guest.bin"; // writes port 0x5e0 once
 function assertNoRawControls(r: CliRun, trusted = false): void {
   const streams = trusted ? [["stderr", r.stderr]] : [["stderr", r.stderr], ["stdout", r.stdout]];
   for (const [name, text] of streams) {
+    // deno-lint-ignore no-control-regex
     assertTrue(!/[\x1b\x07\u202e]/.test(text!), `raw control characters on ${name}:\n${text}`);
   }
   const forged = r.stderr.split("\n").filter((l) => l.startsWith("denovisor: guest exited"));
