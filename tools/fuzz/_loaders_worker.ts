@@ -27,7 +27,9 @@ scope.onmessage = (e) => {
     Atomics.store(p, 0, i + 1);
     if (i === hangAt) { for (;;) { /* the test hook's hang */ } }
     // One message per case: when a case hangs, every case before it has been reported.
-    scope.postMessage({ kind: "result", result: runCase(seed, i) });
+    const t0 = performance.now();
+    const result = runCase(seed, i);
+    scope.postMessage({ kind: "result", result, ms: performance.now() - t0 });
   }
   scope.postMessage({ kind: "done" });
 };

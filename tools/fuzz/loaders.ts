@@ -25,6 +25,8 @@ export interface FuzzSummary {
   failures: { index: number; seedImage: string; error: string }[];
   hangs: { index: number }[];
   ms: number;
+  /** The slowest case that ended: its index and time. */
+  slowest: { index: number; ms: number };
 }
 
 /** Runs cases [0, count) of `seed`; resolves with the summary. */
@@ -40,10 +42,12 @@ export async function fuzzLoaders(
     failures: [],
     hangs: [],
     ms: 0,
+    slowest: { index: -1, ms: 0 },
   };
   const t0 = performance.now();
-  const record = (index: number, r: CaseResult) => {
+  const record = (index: number, r: CaseResult, ms: number) => {
     summary.cases++;
+    if (ms > summary.slowest.ms) summary.slowest = { index, ms };
     summary.outcomes[r.outcome] = (summary.outcomes[r.outcome] ?? 0) + 1;
     const s = summary.bySeed[r.seedImage] ??= [0, 0];
     s[0]++;
@@ -71,7 +75,7 @@ function runSpan(
   to: number,
   limitMs: number,
   hangAt: number | undefined,
-  record: (index: number, r: CaseResult) => void,
+  record: (index: number, r: CaseResult, ms: number) => void,
   hung: (index: number) => void,
 ): Promise<number> {
   const progress = new SharedArrayBuffer(4);
@@ -92,7 +96,7 @@ function runSpan(
       }
     }, 50);
     worker.onmessage = (e: MessageEvent) => {
-      if (e.data.kind === "result") record(index++, e.data.result as CaseResult);
+      if (e.data.kind === "result") record(index++, e.data.result as CaseResult, e.data.ms);
       else {
         clearInterval(watch);
         worker.terminate();
@@ -112,7 +116,8 @@ function runSpan(
 function report(s: FuzzSummary): string {
   const lines = [
     `loader fuzz: seed ${s.seed}, ${s.cases} cases in ${(s.ms / 1000).toFixed(1)} s ` +
-    `(${(s.cases / (s.ms / 1000)).toFixed(0)} cases/s)`,
+    `(${(s.cases / (s.ms / 1000)).toFixed(0)} cases/s), slowest case ${s.slowest.index} ` +
+    `${s.slowest.ms.toFixed(1)} ms, ${s.failures.length} failures, ${s.hangs.length} hangs`,
     `  outcomes: ${Object.entries(s.outcomes).sort().map(([k, v]) => `${k} ${v}`).join(", ")}`,
     `  boots by seed image: ${
       Object.entries(s.bySeed).sort().map(([k, [n, b]]) => `${k} ${b}/${n}`).join(", ")
