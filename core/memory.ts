@@ -192,6 +192,7 @@ export class GuestMemory {
 
 /** Formats a number or bigint as 0x-prefixed hex. */
 export function hex(v: number | bigint, width = 0): string {
+  if (typeof v === "number" && !Number.isFinite(v)) return String(v); // NaN, Infinity: as they are
   const s = (typeof v === "bigint" ? v : BigInt(Math.trunc(v))).toString(16);
   return "0x" + s.padStart(width, "0");
 }

@@ -9,6 +9,7 @@
  * C0 controls, DEL, C1 controls, and the Unicode format characters that reorder or hide text
  * (bidi embeddings/overrides/isolates, line/paragraph separators, zero-width no-break space).
  */
+// deno-lint-ignore no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]/g;
 
 function escapeOne(c: string, keep: string): string {

@@ -17,7 +17,7 @@
  * and what it tried; a bus turns that into a stop of the VM with status 1.
  */
 
-import { PluginError, UsageError } from "../core/errors.ts";
+import { GuestMemoryError, PluginError, UsageError } from "../core/errors.ts";
 import { escapeConsoleBytes, escapeControl } from "../core/term_text.ts";
 import { GuestMemory, hex } from "../core/memory.ts";
 import {
@@ -639,7 +639,11 @@ class SandboxedDevice {
           const mem = this.#host.memory;
           if (total >= 0 && mem instanceof GuestMemory && !mem.isRam(gpa, total)) {
             // Check the whole transfer before its first chunk, so a refused DMA writes nothing.
-            mem.read(gpa, total);
+            const what = kind === CB_DMA_READ ? "read" : "write";
+            throw new GuestMemoryError(
+              `Guest DMA ${what} of ${total} bytes at ${hex(gpa)} is outside guest RAM ` +
+                `(${mem.describe()})`,
+            );
           }
           if (kind === CB_DMA_READ) {
             ch.setData(mem.read(gpa, ctl[CTL_A0]!));
