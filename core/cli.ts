@@ -47,6 +47,10 @@ Options:
                          \`deno task guests\` fetched into .cache/guests/ (defaults:
                          --mem 256M, --cmdline console=ttyS0); other flags still apply
   --trace                log exits, unclaimed I/O, POST codes and instructions to stderr
+  --exec CMD             boot the \`deno task guests\` kernel, run CMD with busybox sh,
+                         stream its stdout/stderr, exit with its status (125: the guest
+                         never reported one, e.g. a failed boot); --backend, --mem
+                         (default 256M), --cpu apply; --verbose prints the timings
   --api-sock PATH        serve the Firecracker-compatible API on unix socket PATH (see
                          README "API"); with --kernel the VM boots at once, else it waits
                          for PUT /boot-source and InstanceStart
@@ -286,6 +290,10 @@ export function restoreTerminal(): void {
 /** Runs the CLI and returns the process exit status. */
 export async function main(argv: string[]): Promise<number> {
   if (argv[0] === "ctl") return await ctlMain(argv.slice(1));
+  if (argv.some((a) => a === "--exec" || a.startsWith("--exec="))) {
+    const { execMain } = await import("./exec/main.ts");
+    return await execMain(argv);
+  }
   if (wantsApi(argv)) return await apiMain(argv);
   let config: VmConfig;
   try {

@@ -120,6 +120,9 @@ const haveXz = (() => {
     return false;
   }
 })();
+if (havePkg && !haveXz) {
+  console.warn("note: the .ko.xz test is skipped: no xz here (apt-get install xz-utils)");
+}
 
 Deno.test({
   name: "prepareModules: modules.dep from .modinfo, an .xz module decompressed for insmod",

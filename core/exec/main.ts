@@ -1,0 +1,280 @@
+/**
+ * `deno run -A mod.ts --exec "CMD"`: boots Debian's kernel (`deno task guests` fetched it) with a
+ * generated initramfs whose /init runs CMD with busybox sh, streams CMD's stdout to stdout and
+ * its stderr to stderr, and ends with CMD's exit status. A boot that never reaches CMD (or a VM
+ * that ends before CMD reports its status) ends with EXEC_FAILED and a message, the kernel's
+ * console output on stderr.
+ *
+ * The other flags pass through to the ordinary command line (`parseCli`): `--backend`, `--mem`
+ * (default 256M), `--cpu`, `--device`, `--trace`, and whatever it gains later (`--drive` once
+ * the virtio devices land; `execModules` then loads their drivers). `--verbose` prints the
+ * timings (start to boot, to CMD's first output, to the end) on stderr.
+ */
+
+import { parseCli } from "../cli.ts";
+import { describeError, UsageError, VmmError } from "../errors.ts";
+import type { VmConfig } from "../vm.ts";
+import { loadModuleSet, readInitramfsModules } from "../boot/modules.ts";
+import { execInitramfs } from "./initramfs.ts";
+import type { ExecStartMessage, ExecWorkerMessage } from "./worker.ts";
+
+/** The exit status of an exec run whose command never reported one (a failed boot). */
+export const EXEC_FAILED = 125;
+
+/** Where `deno task guests` caches the Linux guest. */
+const GUEST_DIR = new URL("../../.cache/guests/", import.meta.url).pathname;
+
+/** Flags that decide what `--exec` itself decides (the kernel, initramfs, console). */
+const REFUSED = [
+  "--linux",
+  "--kernel",
+  "--initrd",
+  "--cmdline",
+  "--format",
+  "--serial",
+  "--restore",
+  "--mem-file",
+  "--api-sock",
+  "--config-file",
+  "--name",
+  "--id",
+  "--incoming",
+  "--replicate",
+  "--standby",
+  "--checkpoint-ms",
+];
+
+/**
+ * The kernel command line of an exec guest: serial console, boot messages below warnings off,
+ * no read-only kernel mappings (their W+X page-table walk takes 4 s on the interpreter) and no
+ * crypto self-tests (Debian's kernel runs them all in one late initcall: 22 s there).
+ */
+export const EXEC_CMDLINE = "console=ttyS0 quiet panic=-1 rodata=off cryptomgr.notests";
+
+/** True when argv asks for the exec mode. */
+export function wantsExec(argv: readonly string[]): boolean {
+  return argv.some((a) => a === "--exec" || a.startsWith("--exec="));
+}
+
+/** `--exec` parsed: the command, `--verbose`, and the flags left for `parseCli`. */
+export interface ExecArgs {
+  cmd: string;
+  verbose: boolean;
+  rest: string[];
+}
+
+/** Takes `--exec CMD` and `--verbose` out of argv; refuses flags the exec mode decides. */
+export function parseExecArgs(argv: readonly string[]): ExecArgs {
+  let cmd: string | undefined, verbose = false;
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--exec" || a.startsWith("--exec=")) {
+      const value = a === "--exec" ? argv[++i] : a.slice("--exec=".length);
+      if (value === undefined) throw new UsageError("--exec needs a command: --exec 'CMD'");
+      if (cmd !== undefined) throw new UsageError("--exec is given twice: give one command");
+      cmd = value;
+    } else if (a === "--verbose") {
+      verbose = true;
+    } else {
+      const flag = a.split("=")[0]!;
+      if (REFUSED.includes(flag)) {
+        throw new UsageError(
+          `--exec cannot be combined with ${flag}: it boots Debian's kernel from ` +
+            `.cache/guests/ with its own initramfs and console`,
+        );
+      }
+      rest.push(a);
+    }
+  }
+  if (cmd === undefined) throw new UsageError("--exec needs a command: --exec 'CMD'");
+  return { cmd, verbose, rest };
+}
+
+/**
+ * The kernel modules an exec guest loads for `config`: the virtio-mmio transport always (the
+ * devices are announced in the DSDT), and each attached device kind's driver: `drives`
+ * (`--drive`: virtio_blk, ext4), `rng` (`--rng`), and the `--net` and `--share` (9p) to come.
+ */
+export function execModules(config: VmConfig): string[] {
+  const mods = ["virtio_mmio"];
+  const c = config as VmConfig & {
+    drives?: unknown[];
+    rng?: boolean;
+    nets?: unknown[];
+    shares?: unknown[];
+  };
+  if ((c.drives?.length ?? 0) > 0) mods.push("virtio_blk", "ext4", "crc32c_generic");
+  if (c.rng === true) mods.push("virtio_rng");
+  if ((c.nets?.length ?? 0) > 0) mods.push("virtio_net");
+  if ((c.shares?.length ?? 0) > 0) mods.push("9p", "9pnet_virtio");
+  return mods;
+}
+
+function need(path: string): void {
+  try {
+    Deno.statSync(path);
+  } catch {
+    throw new UsageError(
+      `--exec needs ${path}, which is not there: run \`deno task guests\` first to fetch ` +
+        `Debian's kernel, its modules and busybox`,
+    );
+  }
+}
+
+/** Busybox's applet paths (`busybox --list-full` on the host), or undefined if it cannot run. */
+async function busyboxApplets(path: string): Promise<string[] | undefined> {
+  try {
+    const out = await new Deno.Command(path, { args: ["--list-full"], stdout: "piped" }).output();
+    if (!out.success) return undefined;
+    return new TextDecoder().decode(out.stdout).split("\n").map((l) => l.trim()).filter((l) =>
+      l !== ""
+    );
+  } catch {
+    return undefined;
+  }
+}
+
+/** A random nonce for the console frames of one run. */
+function makeNonce(): string {
+  const b = crypto.getRandomValues(new Uint8Array(8));
+  return "dnv" + [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** Runs `--exec` and returns the process exit status. */
+export async function execMain(argv: string[], guestDir = GUEST_DIR): Promise<number> {
+  const t0 = performance.timeOrigin;
+  let tmp: string | null = null;
+  try {
+    const args = parseExecArgs(argv);
+    // The decompressed vmlinux boots through PVH: no in-guest XZ decompression.
+    let kernel = `${guestDir}vmlinux`;
+    try {
+      Deno.statSync(kernel);
+    } catch {
+      kernel = `${guestDir}bzImage`;
+    }
+    need(kernel);
+    need(`${guestDir}busybox`);
+    need(`${guestDir}modules`);
+    const mem = args.rest.some((a) => a === "--mem" || a.startsWith("--mem=")) ? [] : [
+      "--mem",
+      "256M",
+    ];
+    tmp = await Deno.makeTempFile({ prefix: "denovisor-exec-", suffix: ".cpio" });
+    const parsed = parseCli([
+      ...args.rest,
+      ...mem,
+      "--kernel",
+      kernel,
+      "--format",
+      "linux",
+      "--initrd",
+      tmp,
+      "--cmdline",
+      EXEC_CMDLINE,
+    ]);
+    if (parsed === "help" || parsed === "version") {
+      throw new UsageError("--exec does not combine with --help or --version");
+    }
+    const config = parsed;
+    const release = Deno.readTextFileSync(`${guestDir}kernel-package`).trim()
+      .replace(/^linux-image-/, "");
+    let set;
+    try {
+      set = await loadModuleSet(`${guestDir}modules`, release);
+    } catch (err) {
+      throw new UsageError(
+        `--exec needs the kernel's modules in ${guestDir}modules/${release}/ (` +
+          `${describeError(err)}): run \`deno task guests\``,
+      );
+    }
+    const modules = await readInitramfsModules(set, execModules(config));
+    const nonce = makeNonce();
+    const busybox = await Deno.readFile(`${guestDir}busybox`);
+    const applets = await busyboxApplets(`${guestDir}busybox`);
+    await Deno.writeFile(tmp, execInitramfs({ busybox, cmd: args.cmd, nonce, modules, applets }));
+    return await runExec(config, nonce, args.verbose, t0);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`denovisor: ${err.message}`);
+      return err.exitCode;
+    }
+    if (err instanceof VmmError) {
+      console.error(`denovisor: --exec: ${err.message}`);
+      return EXEC_FAILED;
+    }
+    throw err;
+  } finally {
+    if (tmp !== null) await Deno.remove(tmp).catch(() => {});
+  }
+}
+
+/** The last 40 lines of a boot log, after its first panic line if that comes earlier. */
+export function consoleTail(log: string, n = 40): string {
+  const lines = log.split("\n");
+  const tail = lines.slice(-n);
+  const panic = lines.findIndex((l) => /Kernel panic|BUG:|Oops:|Out of memory/.test(l));
+  if (panic < 0 || panic >= lines.length - n) return tail.join("\n");
+  return [lines[panic]!, "[...]", ...tail].join("\n");
+}
+
+async function runExec(
+  config: VmConfig,
+  nonce: string,
+  verbose: boolean,
+  t0: number,
+): Promise<number> {
+  const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+  let started: number | undefined, firstOutput: number | undefined;
+  const result = await new Promise<ExecWorkerMessage & { kind: "done" }>((resolve) => {
+    worker.onmessage = (e: MessageEvent<ExecWorkerMessage>) => {
+      const m = e.data;
+      if (m.kind === "started") started = m.at;
+      else if (m.kind === "first-output") firstOutput = m.at;
+      else resolve(m);
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      resolve({ kind: "done", ok: false, message: e.message });
+    };
+    const start: ExecStartMessage = { config, nonce };
+    worker.postMessage(start);
+  });
+  worker.terminate();
+  const end = Date.now();
+  const s = (t: number | undefined) => t === undefined ? "-" : `${((t - t0) / 1000).toFixed(2)} s`;
+  if (verbose) {
+    console.error(
+      `denovisor: exec: command started ${s(started)} after start, first output ${
+        s(firstOutput)
+      }, VM ended ${s(end)}`,
+    );
+  }
+  if (!result.ok) {
+    console.error(`denovisor: --exec: internal error: ${result.message}`);
+    if (config.trace && result.stack) console.error(result.stack);
+    return EXEC_FAILED;
+  }
+  if (result.commandStatus !== undefined) return result.commandStatus;
+  const { outcome } = result;
+  const why = outcome.message
+    ? `: ${outcome.message.replace(/\.$/, "")}`
+    : ` (the VM's own status: ${outcome.status})`;
+  if (!result.started) {
+    const log = result.bootLog.trimEnd();
+    if (log !== "") console.error(consoleTail(log));
+    console.error(
+      `denovisor: --exec: the guest ended before it ran the command${why}` +
+        (log === "" ? "" : ` (the end of its console is above; too little --mem?)`) +
+        `. Status ${EXEC_FAILED}`,
+    );
+  } else {
+    console.error(
+      `denovisor: --exec: the guest ended while the command ran, without its exit status${why}. ` +
+        `Status ${EXEC_FAILED}`,
+    );
+  }
+  if (outcome.dump) console.error(outcome.dump);
+  return EXEC_FAILED;
+}
