@@ -11,7 +11,7 @@ import { describeError, UsageError, VmmError } from "./errors.ts";
 import { InputRing } from "./serial_io.ts";
 import { checkHostMemory, parseSize } from "./size.ts";
 import { parseBackendChoice } from "./select_backend.ts";
-import type { VmConfig } from "./vm.ts";
+import type { DriveSpec, VmConfig } from "./vm.ts";
 import type { StartMessage, WorkerMessage } from "./vm_worker.ts";
 import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "./kvm/backend.ts";
 import { parseDeviceSpec } from "../plugins/options.ts";
@@ -43,6 +43,9 @@ Options:
                          say \`trusted\` (in-process, faster); \`timeout_ms=N\` bounds a
                          sandboxed handler (default 1000)
   --serial TARGET        stdio (default), none or file:PATH
+  --drive SPEC           a virtio-blk disk: PATH[,ro][,id=ID] (repeatable; raw image; the
+                         first is the guest's /dev/vda; ro: the device refuses writes)
+  --rng                  a virtio-rng device (host randomness for the guest's /dev/hwrng)
   --linux                boot the Debian kernel and busybox initramfs that
                          \`deno task guests\` fetched into .cache/guests/ (defaults:
                          --mem 256M, --cmdline console=ttyS0); other flags still apply
@@ -99,6 +102,8 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
         cpu: { type: "string", default: "host" },
         device: { type: "string", multiple: true, default: [] },
         serial: { type: "string", default: "stdio" },
+        drive: { type: "string", multiple: true, default: [] },
+        rng: { type: "boolean", default: false },
         trace: { type: "boolean", default: false },
         linux: { type: "boolean", default: false },
         restore: { type: "string" },
@@ -152,6 +157,8 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
     cmdline: v.cmdline ?? "",
     initrd: v.initrd ?? null,
     devices: v.device!.map(parseDeviceSpec),
+    drives: parseDrives(v.drive!),
+    rng: v.rng!,
     serial,
     trace: v.trace!,
     ...(restore === undefined ? {} : { restore }),
@@ -188,6 +195,30 @@ function dashValueError(argv: string[], message: string): UsageError | null {
   );
 }
 
+/** `--drive PATH[,ro][,id=ID]` (ids default to drive0, drive1, ... and must differ). */
+export function parseDrives(specs: string[]): DriveSpec[] {
+  const drives = specs.map((spec, i): DriveSpec => {
+    const [path, ...opts] = spec.split(",");
+    if (!path) throw new UsageError(`--drive "${spec}" has no path: use PATH[,ro][,id=ID]`);
+    let readOnly = false, id = `drive${i}`;
+    for (const o of opts) {
+      if (o === "ro") readOnly = true;
+      else if (o.startsWith("id=") && /^[A-Za-z0-9_.-]{1,20}$/.test(o.slice(3))) id = o.slice(3);
+      else {
+        throw new UsageError(
+          `--drive "${spec}": unknown option "${o}" (use ro and id=ID, ID of 1-20 letters, ` +
+            `digits, "-", "_" or ".")`,
+        );
+      }
+    }
+    return { path, readOnly, id };
+  });
+  const ids = drives.map((d) => d.id);
+  const dup = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (dup !== undefined) throw new UsageError(`Two --drive options have id=${dup}`);
+  return drives;
+}
+
 /** `--restore` and `--mem-file`: both or neither, and nothing the snapshot decides. */
 function parseRestore(v: {
   restore?: string;
@@ -197,6 +228,8 @@ function parseRestore(v: {
   initrd?: string;
   cmdline?: string;
   device?: string[];
+  drive?: string[];
+  rng?: boolean;
   linux?: boolean;
   cpu?: string;
 }): VmConfig["restore"] {
@@ -211,6 +244,8 @@ function parseRestore(v: {
     v.initrd !== undefined ? "--initrd" : "",
     v.cmdline !== undefined ? "--cmdline" : "",
     (v.device ?? []).length > 0 ? "--device" : "",
+    (v.drive ?? []).length > 0 ? "--drive" : "",
+    v.rng ? "--rng" : "",
     v.cpu !== undefined && v.cpu !== "host" ? "--cpu" : "",
   ].filter((x) => x !== "");
   if (clash.length > 0) {

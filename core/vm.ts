@@ -9,7 +9,8 @@
 import { type CpuChoice, type CpuModel, cpuModelFor, hostCpuVendor } from "./cpu_model.ts";
 import { type BackendChoice, selectBackend } from "./select_backend.ts";
 import { loadImage, resolveFormat } from "./boot/load.ts";
-import { writeAcpiTables } from "./boot/acpi.ts";
+import { type AcpiVirtioMmio, writeAcpiTables } from "./boot/acpi.ts";
+import { ResourceAllocator } from "./resources.ts";
 import type { ImageFormat } from "./boot/types.ts";
 import type { RunControl, TraceSink } from "./backend.ts";
 import { HostError, ImageError, UsageError, VmmError } from "./errors.ts";
@@ -39,11 +40,23 @@ export interface VmConfig {
   devices: DeviceSpec[];
   serial: { kind: "stdio" } | { kind: "none" } | { kind: "file"; path: string; append?: boolean };
   trace: boolean;
+  /** virtio-blk drives (`--drive PATH[,ro][,id=ID]`), in order: the first is the guest's vda. */
+  drives?: DriveSpec[];
+  /** A virtio-rng device (`--rng`). */
+  rng?: boolean;
   /**
    * Restore this snapshot instead of booting `kernel` (`--restore`, `--mem-file`): `runVm` then
    * takes only `backend` ("auto": the snapshot's own), `serial` and `trace` from the config.
    */
   restore?: SnapshotFiles;
+}
+
+/** One `--drive`: a raw image for a virtio-blk device. */
+export interface DriveSpec {
+  path: string;
+  readOnly: boolean;
+  /** The device's id (GET_ID answers it; the device is named `virtio-blk-ID`). */
+  id: string;
 }
 
 /** How a VM ended. */
@@ -67,6 +80,15 @@ const BUILTIN_DEVICES = [
   "../devices/vmm_info.ts",
 ];
 
+/**
+ * The virtio devices the configuration adds (`--drive`, `--rng`), each attached with the MMIO
+ * window and interrupt line the resource allocator gives it, which the DSDT then announces.
+ */
+const VIRTIO_DEVICES = {
+  blk: "../devices/virtio/blk.ts",
+  rng: "../devices/virtio/rng.ts",
+} as const;
+
 /** The module URL of built-in device `path` (one of BUILTIN_DEVICES). */
 function builtinUrl(path: string): string {
   return new URL(path, import.meta.url).href;
@@ -84,6 +106,7 @@ export async function preloadMachineModules(): Promise<void> {
     import("./kvm/backend.ts"),
     import("./snapshot/mod.ts"),
     ...BUILTIN_DEVICES.map((p) => import(builtinUrl(p))),
+    ...Object.values(VIRTIO_DEVICES).map((p) => import(builtinUrl(p))),
   ]);
 }
 
@@ -338,6 +361,45 @@ async function attachPlugin(
 }
 
 /**
+ * Attaches the virtio devices `config` asks for, each at the window and line `allocator` gives
+ * it (recorded in its options, so a restore attaches it at the same place), and returns what
+ * the DSDT must describe.
+ */
+async function attachVirtioDevices(
+  machine: Machine,
+  config: VmConfig,
+  allocator: ResourceAllocator,
+): Promise<AcpiVirtioMmio[]> {
+  const wanted: { module: string; name: string; options: Record<string, string> }[] = [];
+  for (const d of config.drives ?? []) {
+    wanted.push({
+      module: VIRTIO_DEVICES.blk,
+      name: `virtio-blk-${d.id}`,
+      options: { path: d.path, ro: String(d.readOnly), id: d.id },
+    });
+  }
+  if (config.rng) wanted.push({ module: VIRTIO_DEVICES.rng, name: "virtio-rng", options: {} });
+  const out: AcpiVirtioMmio[] = [];
+  for (const w of wanted) {
+    const r = allocator.allocate();
+    const specifier = builtinUrl(w.module);
+    const options = { ...w.options, base: `0x${r.base.toString(16)}`, irq: String(r.irq) };
+    const plugin = await loadPlugin(specifier);
+    machine.attach(plugin, options, w.name, { kind: "builtin", specifier, options });
+    out.push({ addr: r.base, size: r.size, irq: r.irq });
+  }
+  return out;
+}
+
+/** Interrupt lines `--device` plugins were given (`irq=N`), which the allocator skips. */
+function pluginIrqs(config: VmConfig): number[] {
+  return config.devices.flatMap((d) => {
+    const v = d.options.irq;
+    return v === undefined || !Number.isInteger(Number(v)) ? [] : [Number(v)];
+  });
+}
+
+/**
  * Builds the VM `config` describes, up to the vCPU in the kernel's start state: backend,
  * devices, ACPI tables and the loaded image. The caller runs it (`machine.run()`, again after a
  * pause) and closes it.
@@ -367,7 +429,9 @@ async function buildWith(config: VmConfig, io: VmIo, trace: TraceSink | null): P
   );
   try {
     for (const spec of config.devices) await attachPlugin(machine, spec.specifier, spec.options);
-    const { rsdpAddr } = writeAcpiTables(machine.memory);
+    const allocator = new ResourceAllocator({ reservedIrqs: pluginIrqs(config) });
+    const virtioMmio = await attachVirtioDevices(machine, config, allocator);
+    const { rsdpAddr } = writeAcpiTables(machine.memory, { virtioMmio });
     const setup = loadImage(format, image, machine.memory, {
       acpiRsdpAddr: rsdpAddr,
       imagePath: config.kernel ?? "(default guest)",
@@ -464,6 +528,11 @@ export async function machineForState(
 ): Promise<Machine> {
   const choice = opts.backend ?? saved.backend;
   const builtins = new Map(BUILTIN_DEVICES.map((p) => [p.slice(p.lastIndexOf("/") + 1), p]));
+  // Virtio modules by their last two path parts (`virtio/blk.ts`).
+  const lastTwo = (p: string) => p.slice(p.lastIndexOf("/", p.lastIndexOf("/") - 1) + 1);
+  const virtio = new Map(Object.values(VIRTIO_DEVICES).map((p) => [lastTwo(p), p]));
+  /** A built-in virtio device's module, or undefined. */
+  const virtioModule = (specifier: string) => virtio.get(lastTwo(specifier));
   for (const d of saved.devices) {
     if (d.source === undefined) {
       throw new VmmError(
@@ -473,7 +542,7 @@ export async function machineForState(
     }
     if (d.source.kind === "builtin") {
       const file = d.source.specifier.slice(d.source.specifier.lastIndexOf("/") + 1);
-      if (!builtins.has(file)) {
+      if (!builtins.has(file) && virtioModule(d.source.specifier) === undefined) {
         throw new VmmError(
           `${where}: built-in device "${d.name}" (${file}) does not exist in this denovisor`,
         );
@@ -497,6 +566,16 @@ export async function machineForState(
     for (const d of saved.devices) {
       if (d.source?.kind === "plugin") {
         await attachPlugin(machine, d.source.specifier, d.source.options);
+      }
+      const module = d.source?.kind === "builtin" ? virtioModule(d.source.specifier) : undefined;
+      if (module !== undefined) {
+        // At the window and line it had: the guest's DSDT, in the restored RAM, says so.
+        const specifier = builtinUrl(module);
+        machine.attach(await loadPlugin(specifier), d.source!.options, d.name, {
+          kind: "builtin",
+          specifier,
+          options: d.source!.options,
+        });
       }
     }
   } catch (err) {

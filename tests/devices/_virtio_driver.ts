@@ -36,6 +36,18 @@ export class VirtioTestDriver {
     this.range = device.mmio![0]!;
   }
 
+  /** A driver for `device` (over `mem`) that carries on where this one is (after a restore). */
+  continueOn(device: Device, mem: GuestMemory): VirtioTestDriver {
+    const d = new VirtioTestDriver(device, mem);
+    d.queueSize = this.queueSize;
+    d.availIdx = this.availIdx;
+    d.features = this.features;
+    d.#usedSeen = this.#usedSeen;
+    d.#dataNext = this.#dataNext;
+    d.#nextDesc = this.#nextDesc;
+    return d;
+  }
+
   r(offset: number, size = 4): number {
     return this.range.read(offset, size) >>> 0;
   }
