@@ -11,6 +11,7 @@ import { ExecDemux, RS } from "../../core/exec/protocol.ts";
 import { EXEC_FAILED, parseExecArgs } from "../../core/exec/main.ts";
 import { execInitScript, shellQuote } from "../../core/exec/initramfs.ts";
 import { UsageError } from "../../core/errors.ts";
+import { parseCli } from "../../core/cli.ts";
 
 const enc = new TextEncoder(), dec = new TextDecoder();
 
@@ -107,9 +108,20 @@ const present = ["vmlinux", "busybox", "kernel-package", "modules"].every((f) =>
 if (!present) console.warn("note: --exec boot tests skipped: run `deno task guests` first");
 const BOOT_TIMEOUT_MS = 10 * 60_000;
 
+/** True once the command line has `--drive` (the virtio-blk device), which --exec passes on. */
+const DRIVES = (() => {
+  try {
+    parseCli(["--drive", "x"]);
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
 Deno.test({
   name: "[interp] --exec 'echo hi; sha256sum /bin/busybox; echo oops >&2; exit 7': hi and the " +
-    "host's digest on stdout (nothing else), oops on stderr, status 7",
+    "host's digest on stdout (nothing else), oops on stderr, status 7; bytes as they are; a " +
+    "--drive passed on",
   ignore: !present,
   async fn() {
     const digest = [
@@ -117,19 +129,37 @@ Deno.test({
         await crypto.subtle.digest("SHA-256", await Deno.readFile(`${DIR}busybox`)),
       ),
     ].map((b) => b.toString(16).padStart(2, "0")).join("");
-    const t0 = performance.now();
-    const r = await runCli([
-      "--exec",
-      "echo hi; sha256sum /bin/busybox; echo oops >&2; exit 7",
-      "--backend",
-      "interp",
-      "--verbose",
-    ], { timeoutMs: BOOT_TIMEOUT_MS });
-    console.log(`exec run: ${((performance.now() - t0) / 1000).toFixed(1)} s; ${r.stderr.trim()}`);
-    assertEquals(r.stdout, `hi\n${digest}  /bin/busybox\n`, r.stderr);
-    assertIncludes(r.stderr, "oops\n");
-    assertIncludes(r.stderr, "denovisor: exec: command started");
-    assertEquals(r.status, 7, r.stderr);
+    const image = await Deno.makeTempFile({ suffix: ".img" });
+    try {
+      await Deno.writeTextFile(image, "hello from the drive\n");
+      await Deno.truncate(image, 1 << 20);
+      const drive = DRIVES ? ["--drive", image] : [];
+      const t0 = performance.now();
+      const r = await runCli([
+        "--exec",
+        // CR, TAB, SOH and an RS that is not a frame reach stdout unchanged (raw console).
+        `echo hi; sha256sum /bin/busybox; printf 'a\\r\\nb\\t\\001\\036c\\n'; ` +
+        (DRIVES ? "head -c 21 /dev/vda; " : "") + "echo oops >&2; exit 7",
+        "--backend",
+        "interp",
+        "--verbose",
+        ...drive,
+      ], { timeoutMs: BOOT_TIMEOUT_MS });
+      console.log(
+        `exec run: ${((performance.now() - t0) / 1000).toFixed(1)} s; ${r.stderr.trim()}`,
+      );
+      assertEquals(
+        r.stdout,
+        `hi\n${digest}  /bin/busybox\na\r\nb\t\x01\x1ec\n` +
+          (DRIVES ? "hello from the drive\n" : ""),
+        r.stderr,
+      );
+      assertIncludes(r.stderr, "oops\n");
+      assertIncludes(r.stderr, "denovisor: exec: command started");
+      assertEquals(r.status, 7, r.stderr);
+    } finally {
+      await Deno.remove(image);
+    }
   },
 });
 
