@@ -166,7 +166,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
 }
 
 /** Options that may be given more than once. */
-const REPEATABLE = new Set(["device"]);
+const REPEATABLE = new Set(["device", "drive"]);
 
 /** A flag given twice would silently keep only its last value: refuse it instead. */
 function refuseRepeats(tokens: { kind: string; name?: string }[]): void {

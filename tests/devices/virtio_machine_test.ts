@@ -10,7 +10,7 @@ import { buildMachine, restoreMachine, type VmConfig } from "../../core/vm.ts";
 import { createSnapshot } from "../../core/snapshot/mod.ts";
 import { readAcpiTables } from "../../core/boot/acpi.ts";
 import { ResourceAllocator } from "../../core/resources.ts";
-import { parseDrives } from "../../core/cli.ts";
+import { parseCli, parseDrives } from "../../core/cli.ts";
 import { UsageError } from "../../core/errors.ts";
 import { assertThrows } from "../_assert.ts";
 import type { Machine } from "../../core/machine.ts";
@@ -78,6 +78,10 @@ Deno.test("--drive parsing: ro, id, defaults and refusals", () => {
   assertThrows(() => parseDrives(["a.img,rw"]), UsageError, 'unknown option "rw"');
   assertThrows(() => parseDrives([",ro"]), UsageError, "no path");
   assertThrows(() => parseDrives(["a,id=x", "b,id=x"]), UsageError, "id=x");
+  const c = parseCli(["--drive", "a.img", "--drive", "b.img,ro", "--rng"]);
+  assert(typeof c === "object");
+  assertEquals(c.drives?.map((d) => d.path), ["a.img", "b.img"]);
+  assertEquals(c.rng, true);
 });
 
 Deno.test("virtio in a machine: DSDT nodes match the devices; snapshot and restore mid-stream", async () => {
