@@ -14,12 +14,13 @@ export function shellQuote(s: string): string {
 
 /**
  * The /init script: mounts proc, sys and devtmpfs (installing busybox's applet links first when
- * the archive has none), loads the
- * modules, silences kernel messages below KERN_ALERT, puts the console in raw mode (bytes pass
- * unchanged: no \n → \r\n), then frames the command's run (`protocol.ts`): the start frame,
- * its stdout as is, its stderr line by line through a FIFO, and the exit frame with its status.
- * The command runs in `/` with stdin from /dev/null. `poweroff -f` is the fallback end (the VMM
- * stops the VM as soon as it reads the exit frame).
+ * the archive has none), loads the modules, silences kernel messages below KERN_ALERT, puts the
+ * console in raw mode (bytes pass unchanged: no \n → \r\n), then frames the command's run
+ * (`protocol.ts`): the start frame, its stdout as is, its stderr line by line through a FIFO, and
+ * the exit frame with its status. The command runs in `/` with stdin from /dev/null. Once it
+ * ended, the relay gets 2 s to drain (a background process that keeps stderr open would hold it
+ * forever; the shell's notice of the relay's end goes nowhere). `poweroff -f` is the fallback
+ * end (the VMM stops the VM as soon as it reads the exit frame).
  */
 export function execInitScript(cmd: string, nonce: string, modules?: InitramfsModules): string {
   return `#!/bin/busybox sh
@@ -41,6 +42,8 @@ cd /
 printf '\\036%sS\\n' "$N"
 sh -c "$CMD" < /dev/null 2> /tmp/.exec-stderr
 status=$?
+exec 2>/dev/null
+(sleep 2; kill $relay) &
 wait $relay
 printf '\\036%sX%d\\n' "$N" "$status"
 poweroff -f

@@ -2,7 +2,7 @@
 
 import { assertEquals } from "../../_assert.ts";
 import { decodeJson, encodeJson } from "../../../core/snapshot/codec.ts";
-import { crc32 } from "../../../core/snapshot/crc32.ts";
+import { crc32, crc32Table } from "../../../core/snapshot/crc32.ts";
 import { resetCpuState } from "../../../core/cpu_state.ts";
 
 Deno.test("bigints, Maps and Uint8Arrays survive the codec; plain objects stay plain", () => {
@@ -23,7 +23,14 @@ Deno.test("bigints, Maps and Uint8Arrays survive the codec; plain objects stay p
   assertEquals(decodeJson(encodeJson(cpu)), cpu);
 });
 
-Deno.test("CRC-32 is the IEEE/zlib one", () => {
-  assertEquals(crc32(new TextEncoder().encode("123456789")), 0xcbf4_3926);
-  assertEquals(crc32(new Uint8Array(0)), 0);
+Deno.test("CRC-32 is the IEEE/zlib one, native and table-driven alike, continued or whole", () => {
+  for (const f of [crc32, crc32Table]) {
+    assertEquals(f(new TextEncoder().encode("123456789")), 0xcbf4_3926);
+    assertEquals(f(new Uint8Array(0)), 0);
+  }
+  const data = new Uint8Array(10000).map((_, i) => (i * 131) ^ (i >> 3));
+  const whole = crc32Table(data);
+  assertEquals(crc32(data), whole);
+  assertEquals(crc32(data.subarray(3000), crc32(data.subarray(0, 3000))), whole);
+  assertEquals(crc32Table(data.subarray(3000), crc32Table(data.subarray(0, 3000))), whole);
 });
