@@ -1,4 +1,5 @@
 import { S_IFCHR, S_IFLNK, S_IFREG } from "../../../core/boot/cpio.ts";
+import { VMM_MODULES } from "../../../core/boot/modules.ts";
 import { fetchGuests } from "../../../tools/guests/fetch.ts";
 import {
   busyboxInitramfs,
@@ -89,6 +90,12 @@ Deno.test("fetchGuests uses the cached downloads without calling apt, rebuilding
     }
     await Deno.writeTextFile(`${dir}/kernel-package`, "linux-image-9.9.9-test-amd64\n");
     await Deno.writeFile(`${dir}/busybox`, FAKE_BUSYBOX);
+    // The modules cache: a modules.dep naming every module the VMM needs.
+    await Deno.mkdir(`${dir}/modules/9.9.9-test-amd64`, { recursive: true });
+    await Deno.writeTextFile(
+      `${dir}/modules/9.9.9-test-amd64/modules.dep`,
+      VMM_MODULES.map((m) => `kernel/test/${m}.ko:\n`).join(""),
+    );
     const files = await fetchGuests(dir);
     assertEquals(files.kernelPackage, "linux-image-9.9.9-test-amd64");
     assertEquals(await Deno.readTextFile(files.bzImage), "cached");
