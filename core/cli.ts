@@ -53,7 +53,8 @@ Options:
   --exec CMD             boot the \`deno task guests\` kernel, run CMD with busybox sh,
                          stream its stdout/stderr, exit with its status (125: the guest
                          never reported one, e.g. a failed boot); --backend, --mem
-                         (default 256M), --cpu apply; --verbose prints the timings
+                         (default 256M), --cpu apply; --verbose prints the timings;
+                         --exec-timeout S gives up (125) after S seconds
   --api-sock PATH        serve the Firecracker-compatible API on unix socket PATH (see
                          README "API"); with --kernel the VM boots at once, else it waits
                          for PUT /boot-source and InstanceStart

@@ -8,7 +8,8 @@
  * The other flags pass through to the ordinary command line (`parseCli`): `--backend`, `--mem`
  * (default 256M), `--cpu`, `--device`, `--trace`, and whatever it gains later (`--drive` once
  * the virtio devices land; `execModules` then loads their drivers). `--verbose` prints the
- * timings (start to boot, to CMD's first output, to the end) on stderr.
+ * timings (start to boot, to CMD's first output, to the end) on stderr; `--exec-timeout S` stops
+ * a guest that has not reported CMD's status after S seconds (EXEC_FAILED).
  */
 
 import { parseCli } from "../cli.ts";
@@ -60,12 +61,14 @@ export function wantsExec(argv: readonly string[]): boolean {
 export interface ExecArgs {
   cmd: string;
   verbose: boolean;
+  /** `--exec-timeout S`: give up (EXEC_FAILED) when CMD has not ended after S seconds. */
+  timeoutMs?: number;
   rest: string[];
 }
 
 /** Takes `--exec CMD` and `--verbose` out of argv; refuses flags the exec mode decides. */
 export function parseExecArgs(argv: readonly string[]): ExecArgs {
-  let cmd: string | undefined, verbose = false;
+  let cmd: string | undefined, verbose = false, timeoutMs: number | undefined;
   const rest: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
@@ -76,6 +79,13 @@ export function parseExecArgs(argv: readonly string[]): ExecArgs {
       cmd = value;
     } else if (a === "--verbose") {
       verbose = true;
+    } else if (a === "--exec-timeout" || a.startsWith("--exec-timeout=")) {
+      const value = a === "--exec-timeout" ? argv[++i] : a.slice("--exec-timeout=".length);
+      const secs = Number(value);
+      if (value === undefined || value.trim() === "" || !(secs > 0) || !Number.isFinite(secs)) {
+        throw new UsageError(`--exec-timeout needs a positive number of seconds, not "${value}"`);
+      }
+      timeoutMs = secs * 1000;
     } else {
       const flag = a.split("=")[0]!;
       if (REFUSED.includes(flag)) {
@@ -88,7 +98,7 @@ export function parseExecArgs(argv: readonly string[]): ExecArgs {
     }
   }
   if (cmd === undefined) throw new UsageError("--exec needs a command: --exec 'CMD'");
-  return { cmd, verbose, rest };
+  return { cmd, verbose, ...(timeoutMs === undefined ? {} : { timeoutMs }), rest };
 }
 
 /**
@@ -194,7 +204,7 @@ export async function execMain(argv: string[], guestDir = GUEST_DIR): Promise<nu
     const busybox = await Deno.readFile(`${guestDir}busybox`);
     const applets = await busyboxApplets(`${guestDir}busybox`);
     await Deno.writeFile(tmp, execInitramfs({ busybox, cmd: args.cmd, nonce, modules, applets }));
-    return await runExec(config, nonce, args.verbose, t0);
+    return await runExec(config, nonce, args, t0);
   } catch (err) {
     if (err instanceof UsageError) {
       console.error(`denovisor: ${err.message}`);
@@ -222,11 +232,13 @@ export function consoleTail(log: string, n = 40): string {
 async function runExec(
   config: VmConfig,
   nonce: string,
-  verbose: boolean,
+  args: ExecArgs,
   t0: number,
 ): Promise<number> {
+  const verbose = args.verbose;
   const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
   let started: number | undefined, firstOutput: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined, timedOut = false;
   const result = await new Promise<ExecWorkerMessage & { kind: "done" }>((resolve) => {
     worker.onmessage = (e: MessageEvent<ExecWorkerMessage>) => {
       const m = e.data;
@@ -240,7 +252,14 @@ async function runExec(
     };
     const start: ExecStartMessage = { config, nonce };
     worker.postMessage(start);
+    if (args.timeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        resolve({ kind: "done", ok: false, message: "" });
+      }, args.timeoutMs);
+    }
   });
+  clearTimeout(timer);
   worker.terminate();
   const end = Date.now();
   const s = (t: number | undefined) => t === undefined ? "-" : `${((t - t0) / 1000).toFixed(2)} s`;
@@ -250,6 +269,15 @@ async function runExec(
         s(firstOutput)
       }, VM ended ${s(end)}`,
     );
+  }
+  if (timedOut) {
+    console.error(
+      `denovisor: --exec: no exit status from the guest after --exec-timeout ` +
+        `${args.timeoutMs! / 1000} s (${
+          started === undefined ? "it was still booting" : "the command was still running"
+        }); the VM was stopped. Status ${EXEC_FAILED}`,
+    );
+    return EXEC_FAILED;
   }
   if (!result.ok) {
     console.error(`denovisor: --exec: internal error: ${result.message}`);

@@ -60,6 +60,14 @@ Deno.test("--exec: the command is required, once; flags the exec mode decides ar
   assertEquals(parseExecArgs(["--exec=a b"]).cmd, "a b");
   assertThrows(() => parseExecArgs(["--exec"]), UsageError, "needs a command");
   assertThrows(() => parseExecArgs(["--exec", "a", "--exec", "b"]), UsageError, "twice");
+  assertEquals(parseExecArgs(["--exec", "a", "--exec-timeout=1.5"]).timeoutMs, 1500);
+  for (const bad of ["0", "-1", "x", ""]) {
+    assertThrows(
+      () => parseExecArgs(["--exec", "a", "--exec-timeout", bad]),
+      UsageError,
+      "--exec-timeout needs a positive number",
+    );
+  }
   for (const f of ["--kernel", "--linux", "--initrd", "--serial", "--cmdline", "--api-sock"]) {
     assertThrows(() => parseExecArgs(["--exec", "x", f, "v"]), UsageError, f);
   }
@@ -77,7 +85,7 @@ Deno.test("the exec /init quotes the command for sh (quotes, $, backslashes surv
   assertIncludes(init, `sh -c "$CMD" < /dev/null 2> /tmp/.exec-stderr`);
 });
 
-Deno.test("--exec refuses bad flags with status 2, and a kernel that cannot load with 125", async () => {
+Deno.test("--exec: bad flags give 2; a kernel that cannot load and a timeout give 125", async () => {
   const r = await runCli(["--exec", "true", "--kernel", "x"]);
   assertEquals(r.status, 2, r.stderr);
   assertIncludes(r.stderr, "--exec cannot be combined with --kernel");
@@ -94,6 +102,12 @@ Deno.test("--exec refuses bad flags with status 2, and a kernel that cannot load
   assertIncludes(small.stderr, "the guest ended before it ran the command");
   assertIncludes(small.stderr, "--mem");
   assertEquals(small.stdout, "");
+  // A guest that has not reported a status by --exec-timeout is stopped.
+  const t0 = performance.now();
+  const slow = await runCli(["--exec", "true", "--exec-timeout", "2", "--backend", "interp"]);
+  assertEquals(slow.status, EXEC_FAILED, slow.stderr);
+  assertIncludes(slow.stderr, "after --exec-timeout 2 s (it was still booting)");
+  assertTrue(performance.now() - t0 < 30_000, "stopped at the timeout");
 });
 
 const DIR = `${ROOT}.cache/guests/`;

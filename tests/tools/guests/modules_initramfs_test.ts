@@ -53,9 +53,10 @@ Deno.test("busyboxEntries with modules: parent directories, the modules, an insm
 });
 
 const DIR = `${ROOT}.cache/guests/`;
-const present = ["vmlinux", "busybox", "kernel-package"].every((f) => {
+const present = ["vmlinux", "busybox", "kernel-package", "modules"].every((f) => {
   try {
-    return Deno.statSync(DIR + f).isFile;
+    Deno.statSync(DIR + f);
+    return true;
   } catch {
     return false;
   }
