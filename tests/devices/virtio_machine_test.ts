@@ -1,11 +1,12 @@
 /**
  * virtio devices in a whole machine: `--drive` and `--rng` attach virtio-mmio devices at the
  * windows and lines the resource allocator hands out, the DSDT announces exactly those, a
- * driver reaches them over the machine's MMIO bus, and a snapshot restores them mid-stream.
+ * driver reaches them over the machine's MMIO bus on each backend, and a snapshot taken on one
+ * backend restores them mid-stream on the other.
  */
 
 import { assertEquals, assertTrue as assert } from "../_assert.ts";
-import { ROOT } from "../_run.ts";
+import { BACKENDS, ROOT } from "../_run.ts";
 import { buildMachine, restoreMachine, type VmConfig } from "../../core/vm.ts";
 import { createSnapshot } from "../../core/snapshot/mod.ts";
 import { readAcpiTables } from "../../core/boot/acpi.ts";
@@ -21,9 +22,13 @@ import { VirtioTestDriver } from "./_virtio_driver.ts";
 
 const GUEST = `${ROOT}tests/core/snapshot/guests/counter.bin`;
 
-function config(image: string, extra: Partial<VmConfig> = {}): VmConfig {
+function config(
+  image: string,
+  backend: "interp" | "kvm",
+  extra: Partial<VmConfig> = {},
+): VmConfig {
   return {
-    backend: "interp",
+    backend,
     memSize: 16 << 20,
     kernel: GUEST,
     format: "flat",
@@ -84,66 +89,76 @@ Deno.test("--drive parsing: ro, id, defaults and refusals", () => {
   assertEquals(c.rng, true);
 });
 
-Deno.test("virtio in a machine: DSDT nodes match the devices; snapshot and restore mid-stream", async () => {
-  const dir = Deno.makeTempDirSync();
-  const image = `${dir}/disk.img`;
-  Deno.writeFileSync(image, new Uint8Array(64 * 512));
-  const quiet = { log: () => {} };
-  const m = await buildMachine(config(image), quiet);
-  let restored: Machine | null = null;
-  try {
-    const names = m.devices.map((d) => d.name);
-    assert(names.includes("virtio-blk-root") && names.includes("virtio-rng"), names.join());
-    assertEquals(m.mmio.read(0xd000_0000, 4), VIRTIO_MMIO_MAGIC);
-    assertEquals(m.mmio.read(0xd000_0008, 4), 2);
-    assertEquals(m.mmio.read(0xd000_1008, 4), 4);
-    // The DSDT lists both, with the same windows and lines.
-    const dsdtInfo = readAcpiTables(m.memory, 0xe0000)!.tables.find((t) => t.signature === "DSDT")!;
-    const dsdt = m.memory.read(dsdtInfo.addr, dsdtInfo.length);
-    const text = new TextDecoder("latin1").decode(dsdt);
-    assertEquals(text.split("LNRO0005").length - 1, 2);
-    for (const [base, irq] of [[0xd000_0000, 5], [0xd000_1000, 6]] as const) {
-      const mem32 = new Uint8Array(12);
-      const dv = new DataView(mem32.buffer);
-      dv.setUint8(0, 0x86), dv.setUint16(1, 9, true), dv.setUint8(3, 1);
-      dv.setUint32(4, base, true), dv.setUint32(8, 0x1000, true);
-      const at = text.indexOf(new TextDecoder("latin1").decode(mem32));
-      assert(at > 0, `Memory32Fixed 0x${base.toString(16)}`);
-      // Extended interrupt: consumer, edge, active high, one line.
-      assertEquals(Array.from(dsdt.subarray(at + 12, at + 21)), [
-        0x89,
-        6,
-        0,
-        0x03,
-        1,
-        irq,
-        0,
-        0,
-        0,
-      ]);
+for (const backend of BACKENDS) {
+  Deno.test(`[${backend}] virtio in a machine: DSDT nodes match the devices; snapshot and restore mid-stream`, async () => {
+    const dir = Deno.makeTempDirSync();
+    const image = `${dir}/disk.img`;
+    Deno.writeFileSync(image, new Uint8Array(64 * 512));
+    const quiet = { log: () => {} };
+    const m = await buildMachine(config(image, backend), quiet);
+    let restored: Machine | null = null;
+    try {
+      const names = m.devices.map((d) => d.name);
+      assert(names.includes("virtio-blk-root") && names.includes("virtio-rng"), names.join());
+      assertEquals(m.mmio.read(0xd000_0000, 4), VIRTIO_MMIO_MAGIC);
+      assertEquals(m.mmio.read(0xd000_0008, 4), 2);
+      assertEquals(m.mmio.read(0xd000_1008, 4), 4);
+      // The DSDT lists both, with the same windows and lines.
+      const dsdtInfo = readAcpiTables(m.memory, 0xe0000)!.tables.find((t) =>
+        t.signature === "DSDT"
+      )!;
+      const dsdt = m.memory.read(dsdtInfo.addr, dsdtInfo.length);
+      const text = new TextDecoder("latin1").decode(dsdt);
+      assertEquals(text.split("LNRO0005").length - 1, 2);
+      for (const [base, irq] of [[0xd000_0000, 5], [0xd000_1000, 6]] as const) {
+        const mem32 = new Uint8Array(12);
+        const dv = new DataView(mem32.buffer);
+        dv.setUint8(0, 0x86), dv.setUint16(1, 9, true), dv.setUint8(3, 1);
+        dv.setUint32(4, base, true), dv.setUint32(8, 0x1000, true);
+        const at = text.indexOf(new TextDecoder("latin1").decode(mem32));
+        assert(at > 0, `Memory32Fixed 0x${base.toString(16)}`);
+        // Extended interrupt: consumer, edge, active high, one line.
+        assertEquals(Array.from(dsdt.subarray(at + 12, at + 21)), [
+          0x89,
+          6,
+          0,
+          0x03,
+          1,
+          irq,
+          0,
+          0,
+          0,
+        ]);
+      }
+      // A driver over the machine's bus writes a sector, then the VM is snapshotted.
+      const drv = new VirtioTestDriver(busDevice(m, 0xd000_0000), m.memory);
+      drv.init();
+      const sector = new Uint8Array(512).map((_, i) => i ^ 0x5a);
+      assertEquals(request(drv, BLK_T_OUT, 7, sector).status, BLK_S_OK);
+      assertEquals(Deno.readFileSync(image).subarray(7 * 512, 8 * 512), sector);
+      const statePath = `${dir}/vm.state`, memPath = `${dir}/vm.mem`;
+      createSnapshot(m, { statePath, memPath });
+      const saved = m.devices.find((d) => d.name === "virtio-blk-root")!.device.save();
+      m.close();
+      // On the other backend where both run: the device state is backend-independent.
+      const other = BACKENDS.find((b) => b !== backend) ?? backend;
+      restored = await restoreMachine({ statePath, memPath }, quiet, {
+        serial: { kind: "none" },
+        backend: other,
+      });
+      assertEquals(restored.backend.name, other);
+      const blk = restored.devices.find((d) => d.name === "virtio-blk-root")!;
+      assertEquals(blk.device.save(), saved);
+      assertEquals(blk.source?.options.base, "0xd0000000");
+      // The restored device carries on with the same queue.
+      const drv2 = drv.continueOn(busDevice(restored, 0xd000_0000), restored.memory);
+      const r = request(drv2, BLK_T_IN, 7, 512);
+      assertEquals(r.status, BLK_S_OK);
+      assertEquals(restored.memory.read(r.dataAt, 512), sector);
+      assertEquals(drv2.used().length, 2);
+    } finally {
+      restored?.close();
+      Deno.removeSync(dir, { recursive: true });
     }
-    // A driver over the machine's bus writes a sector, then the VM is snapshotted.
-    const drv = new VirtioTestDriver(busDevice(m, 0xd000_0000), m.memory);
-    drv.init();
-    const sector = new Uint8Array(512).map((_, i) => i ^ 0x5a);
-    assertEquals(request(drv, BLK_T_OUT, 7, sector).status, BLK_S_OK);
-    assertEquals(Deno.readFileSync(image).subarray(7 * 512, 8 * 512), sector);
-    const statePath = `${dir}/vm.state`, memPath = `${dir}/vm.mem`;
-    createSnapshot(m, { statePath, memPath });
-    const saved = m.devices.find((d) => d.name === "virtio-blk-root")!.device.save();
-    m.close();
-    restored = await restoreMachine({ statePath, memPath }, quiet, { serial: { kind: "none" } });
-    const blk = restored.devices.find((d) => d.name === "virtio-blk-root")!;
-    assertEquals(blk.device.save(), saved);
-    assertEquals(blk.source?.options.base, "0xd0000000");
-    // The restored device carries on with the same queue.
-    const drv2 = drv.continueOn(busDevice(restored, 0xd000_0000), restored.memory);
-    const r = request(drv2, BLK_T_IN, 7, 512);
-    assertEquals(r.status, BLK_S_OK);
-    assertEquals(restored.memory.read(r.dataAt, 512), sector);
-    assertEquals(drv2.used().length, 2);
-  } finally {
-    restored?.close();
-    Deno.removeSync(dir, { recursive: true });
-  }
-});
+  });
+}
