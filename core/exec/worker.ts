@@ -36,9 +36,18 @@ const scope = self as unknown as {
   close(): void;
 };
 
+/** Streams whose reader went away (`--exec ... | head -1`): their output is dropped. */
+const closed = new Set<unknown>();
+
 function writeAll(file: { writeSync(b: Uint8Array): number }, bytes: Uint8Array): void {
+  if (closed.has(file)) return;
   let off = 0;
-  while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
+  try {
+    while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
+  } catch (err) {
+    if (!(err instanceof Deno.errors.BrokenPipe)) throw err;
+    closed.add(file); // the command runs on; its status still ends the VMM
+  }
 }
 
 scope.onmessage = async (e) => {
