@@ -49,10 +49,13 @@ export function openDiskFile(path: string, readOnly: boolean): Disk {
   try {
     file = Deno.openSync(path, { read: true, write: !readOnly });
   } catch (err) {
-    throw new Error(
-      `Cannot open drive "${path}"${readOnly ? "" : " for writing (add ,ro for read-only)"}: ` +
-        (err as Error).message,
-    );
+    if (err instanceof Deno.errors.NotFound) {
+      throw new Error(`Cannot open drive "${path}": no such file`);
+    }
+    const hint = !readOnly && err instanceof Deno.errors.PermissionDenied
+      ? " for writing (add ,ro to use it read-only)"
+      : "";
+    throw new Error(`Cannot open drive "${path}"${hint}: ${(err as Error).message}`);
   }
   const size = file.statSync().size;
   return {

@@ -43,3 +43,12 @@ for (const backend of BACKENDS) {
     }
   });
 }
+
+Deno.test("--drive with a missing image ends with 1, naming it; a bad option with 2", async () => {
+  const missing = await runCli(["--backend", "interp", "--drive", "/nonexistent/disk.img"]);
+  assertEquals(missing.status, 1, missing.stderr);
+  assertIncludes(missing.stderr, 'Cannot open drive "/nonexistent/disk.img": no such file');
+  const bad = await runCli(["--backend", "interp", "--drive", "disk.img,rw"]);
+  assertEquals(bad.status, 2, bad.stderr);
+  assertIncludes(bad.stderr, 'unknown option "rw"');
+});
