@@ -405,7 +405,9 @@ export class VirtioMmioTransport {
       interruptStatus: this.interruptStatus,
       configGeneration: this.configGeneration,
       pendingNotify: this.pendingNotify,
-      queues: this.queues.map((q) => q.save()),
+      // An object, not an array: the machine checks a plain object's fields by name too, before
+      // it restores anything.
+      queues: Object.fromEntries(this.queues.map((q, i) => [String(i), q.save()])),
     };
   }
 
@@ -419,10 +421,30 @@ export class VirtioMmioTransport {
     this.interruptStatus = Number(f.interruptStatus ?? 0) & 3;
     this.configGeneration = Number(f.configGeneration ?? 0) >>> 0;
     this.pendingNotify = Number(f.pendingNotify ?? 0) >>> 0;
-    const qs = Array.isArray(f.queues) ? f.queues as Record<string, unknown>[] : [];
+    const saved = typeof f.queues === "object" && f.queues !== null
+      ? f.queues as Record<string, Record<string, unknown>>
+      : {};
+    const qs = Object.keys(saved).map((k) => saved[k]!);
+    if (Object.keys(saved).some((k, i) => k !== String(i))) {
+      throw new Error(`state's queues are not numbered 0 to ${qs.length - 1}`);
+    }
     if (qs.length !== this.queues.length) {
       throw new Error(`state has ${qs.length} queues, the device has ${this.queues.length}`);
     }
+    // As strict as the machine is about a device's own fields: each queue's, by name.
+    const want = Object.keys(this.queues[0]?.save() ?? {});
+    qs.forEach((q, i) => {
+      const got = typeof q === "object" && q !== null ? Object.keys(q) : [];
+      const missing = want.find((k) => !got.includes(k));
+      const unknown = got.find((k) => !want.includes(k));
+      if (missing !== undefined || unknown !== undefined) {
+        throw new Error(
+          `queue ${i} state: ${
+            missing !== undefined ? `field "${missing}" is missing` : `unknown field "${unknown}"`
+          }`,
+        );
+      }
+    });
     this.queues.forEach((q, i) => {
       q.restore(qs[i]!);
       q.eventIdx = (this.driverFeatures & bit(F_EVENT_IDX)) !== 0n;

@@ -12,7 +12,7 @@ import { createSnapshot } from "../../core/snapshot/mod.ts";
 import { readAcpiTables } from "../../core/boot/acpi.ts";
 import { ResourceAllocator } from "../../core/resources.ts";
 import { parseCli, parseDrives } from "../../core/cli.ts";
-import { UsageError } from "../../core/errors.ts";
+import { UsageError, VmmError } from "../../core/errors.ts";
 import { assertThrows } from "../_assert.ts";
 import type { Machine } from "../../core/machine.ts";
 import type { Device, IoRange } from "../../plugins/mod.ts";
@@ -139,6 +139,11 @@ for (const backend of BACKENDS) {
       const statePath = `${dir}/vm.state`, memPath = `${dir}/vm.mem`;
       createSnapshot(m, { statePath, memPath });
       const saved = m.devices.find((d) => d.name === "virtio-blk-root")!.device.save();
+      // The machine checks the queues' fields by name before it changes anything.
+      const bad = m.saveState();
+      const blkState = bad.devices.find((d) => d.name === "virtio-blk-root")!.state;
+      delete (blkState.fields.queues as Record<string, Record<string, unknown>>)["0"]!.lastAvail;
+      assertThrows(() => m.restoreState(bad), VmmError, 'field "queues.0.lastAvail" is missing');
       m.close();
       // On the other backend where both run: the device state is backend-independent.
       const other = BACKENDS.find((b) => b !== backend) ?? backend;

@@ -1,4 +1,4 @@
-import { assertEquals, assertTrue as assert } from "../_assert.ts";
+import { assertEquals, assertThrows, assertTrue as assert } from "../_assert.ts";
 import { fakeHost } from "./_fake_host.ts";
 import { type Buf, DATA_AT, DESC_AT, VirtioTestDriver } from "./_virtio_driver.ts";
 import {
@@ -369,6 +369,13 @@ Deno.test("virtio: save/restore mid-stream carries queues, features and status",
   assertEquals(r.status, BLK_S_OK);
   assertEquals(b.host.memory.read(r.addrs[1]!, 512), new Uint8Array(512).fill(0xab));
   assertEquals(b.t.queues[0]!.usedIdx, 2);
+  // Strict about each queue's fields, as the machine is about the device's.
+  const bad = JSON.parse(JSON.stringify(state));
+  delete bad.fields.queues["0"].lastAvail;
+  assertThrows(() => b.device.restore(bad), Error, 'queue 0 state: field "lastAvail" is missing');
+  bad.fields.queues["0"].lastAvail = 0;
+  bad.fields.queues["0"].extra = 1;
+  assertThrows(() => b.device.restore(bad), Error, 'unknown field "extra"');
 });
 
 Deno.test("virtio-blk plugin: opens the image, capacity in config, ro refuses writes", () => {
