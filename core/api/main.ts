@@ -258,11 +258,14 @@ export async function apiMain(argv: string[]): Promise<number> {
     logger.log("Info", "vmm", m);
   };
   let server: Deno.HttpServer<Deno.UnixAddr> | null = null;
+  let inFlight = 0;
   const cleanup = async () => {
     if (args.name !== null && readRecord(args.name)?.pid === Deno.pid) {
       removeEntry(args.name);
     }
     if (server !== null) {
+      // Answers being built when the VM ended (PUT /migration/send's) still go out.
+      for (let i = 0; i < 100 && inFlight > 0; i++) await new Promise((r) => setTimeout(r, 10));
       const s = server;
       server = null;
       await s.shutdown().catch(() => {});
@@ -275,10 +278,16 @@ export async function apiMain(argv: string[]): Promise<number> {
   };
   if (args.apiSock !== null) {
     try {
-      server = await serveApi(
-        args.apiSock,
-        apiHandler(vmm, { id: args.id, version: VERSION }, { logger, metrics }),
-      );
+      const handle = apiHandler(vmm, { id: args.id, version: VERSION }, { logger, metrics });
+      server = await serveApi(args.apiSock, async (req) => {
+        // Counted, so that the VMM ending (a VM migrated away) waits for the answer in flight.
+        inFlight++;
+        try {
+          return await handle(req);
+        } finally {
+          inFlight--;
+        }
+      });
       // The record comes after the socket: a socket with no record is a VMM starting up.
       if (record !== null) writeRecord(record);
     } catch (err) {

@@ -612,6 +612,8 @@ export class KvmVcpu implements Vcpu {
   readonly id: number;
   /** Kernel id of the thread that created this vCPU, the one that must run it. */
   readonly threadId: number;
+  /** Shared with kickers: [KICK_OPEN] 1 while kvm_run is mapped, [KICK_IN_FLIGHT] kicks now. */
+  readonly #kickGuard = new Int32Array(new SharedArrayBuffer(8));
   readonly #env: VcpuEnv;
   readonly #fd: number;
   readonly #pvm: boolean;
@@ -651,6 +653,7 @@ export class KvmVcpu implements Vcpu {
   constructor(id: number, env: VcpuEnv, setup: VcpuSetup) {
     this.id = id;
     this.threadId = sysGettid();
+    Atomics.store(this.#kickGuard, KICK_OPEN, 1);
     this.#env = env;
     this.#pvm = setup.pvm;
     this.#onClose = setup.onClose;
@@ -763,7 +766,11 @@ export class KvmVcpu implements Vcpu {
 
   /** What another thread needs to kick this vCPU out of KVM_RUN (see `kickVcpu`). */
   kickHandle(): VcpuKickHandle {
-    return { threadId: this.threadId, runAddress: pointerAddress(this.#runPtr) };
+    return {
+      threadId: this.threadId,
+      runAddress: pointerAddress(this.#runPtr),
+      guard: this.#kickGuard.buffer as SharedArrayBuffer,
+    };
   }
 
   getState(): CpuState {
@@ -1083,6 +1090,13 @@ export class KvmVcpu implements Vcpu {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // A kick from another thread may be on its way (the supervisor learns that the VM ended
+    // only later): refuse new ones and wait out any in flight before kvm_run goes away, since
+    // kickVcpu stores into it.
+    Atomics.store(this.#kickGuard, KICK_OPEN, 0);
+    while (Atomics.load(this.#kickGuard, KICK_IN_FLIGHT) !== 0) {
+      // A kick is a byte store and a tgkill: microseconds.
+    }
     sysMunmap(this.#runPtr, this.#runSize);
     sysClose(this.#fd);
     this.#onClose(this);
@@ -1099,7 +1113,14 @@ export interface VcpuKickHandle {
   threadId: number;
   /** Host address of the vCPU's kvm_run mapping. */
   runAddress: bigint;
+  /** The vCPU's kick guard (KICK_OPEN, KICK_IN_FLIGHT): a kick after its close does nothing. */
+  guard: SharedArrayBuffer;
 }
+
+/** Kick guard cell: 1 while the vCPU is open. */
+const KICK_OPEN = 0;
+/** Kick guard cell: kicks under way (close waits for none). */
+const KICK_IN_FLIGHT = 1;
 
 let kicksEnabled = false;
 function ignoreKick(): void {}
@@ -1128,13 +1149,21 @@ export function enableVcpuKicks(): () => void {
  * Needs `enableVcpuKicks()` first; the vCPU must not have been closed.
  */
 export function kickVcpu(handle: VcpuKickHandle): void {
-  const p = Deno.UnsafePointer.create(handle.runAddress);
-  if (p === null) throw new HostError("A vCPU kick handle carries a null kvm_run address");
-  // Safe while the vCPU is open (the caller's promise): kvm_run stays mapped until its close(),
-  // and immediate_exit is one byte KVM reads at each entry.
-  new Uint8Array(viewMapping(p, RUN_IMMEDIATE_EXIT + 1))[RUN_IMMEDIATE_EXIT] = 1;
-  const rc = sysTgkill(handle.threadId, KICK_SIGNAL_NUMBER);
-  if (rc < 0) {
-    throw new HostError(`Cannot signal vCPU thread ${handle.threadId}: ${errText(rc)}`);
+  const guard = new Int32Array(handle.guard);
+  Atomics.add(guard, KICK_IN_FLIGHT, 1);
+  try {
+    // Closed (or closing): kvm_run may be gone and the thread with it; nothing to interrupt.
+    if (Atomics.load(guard, KICK_OPEN) !== 1) return;
+    const p = Deno.UnsafePointer.create(handle.runAddress);
+    if (p === null) throw new HostError("A vCPU kick handle carries a null kvm_run address");
+    // immediate_exit is one byte KVM reads at each entry; kvm_run stays mapped while the
+    // guard says open and this kick is counted in flight.
+    new Uint8Array(viewMapping(p, RUN_IMMEDIATE_EXIT + 1))[RUN_IMMEDIATE_EXIT] = 1;
+    const rc = sysTgkill(handle.threadId, KICK_SIGNAL_NUMBER);
+    if (rc < 0) {
+      throw new HostError(`Cannot signal vCPU thread ${handle.threadId}: ${errText(rc)}`);
+    }
+  } finally {
+    Atomics.sub(guard, KICK_IN_FLIGHT, 1);
   }
 }

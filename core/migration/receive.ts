@@ -17,6 +17,8 @@ import {
   FRAME_PAGES,
   FRAME_READY,
   FRAME_STATE,
+  FRAME_SYNC,
+  FRAME_SYNC_ACK,
   frameJson,
   frameName,
   FrameReader,
@@ -74,6 +76,8 @@ export async function receiveMigration(
         throw new MigrationError(`HELLO gives no valid memory size (${memSize})`);
       }
       machine = await opts.build(state, memSize);
+      // Fresh RAM is zero: a zero page not written since needs no work.
+      const written = new Uint8Array(Math.ceil(memSize / 4096));
       await writeAll(conn, jsonFrame(FRAME_READY, { backend: machine.backend.name }));
       status.state = "active";
       report();
@@ -86,10 +90,14 @@ export async function receiveMigration(
         }
         if (frame.type === FRAME_PAGES) {
           const entries = decodePages(frame.payload, machine.memory.size);
-          applyPages(machine.memory, entries);
+          applyPages(machine.memory, entries, written);
           status.pages += entries.length;
           for (const e of entries) if (e.data === null) status.zeroPages++;
           if (++frames % 64 === 0) report();
+          continue;
+        }
+        if (frame.type === FRAME_SYNC) {
+          await writeAll(conn, jsonFrame(FRAME_SYNC_ACK, {}));
           continue;
         }
         if (frame.type === FRAME_CANCEL) {

@@ -15,6 +15,8 @@ import {
   FRAME_HELLO,
   FRAME_READY,
   FRAME_STATE,
+  FRAME_SYNC,
+  FRAME_SYNC_ACK,
   frameJson,
   frameName,
   FrameReader,
@@ -176,6 +178,19 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
     return sendMs / Math.max(data, 1);
   };
 
+  /** Sends SYNC and runs guest slices until the destination's SYNC_ACK. */
+  const drain = async () => {
+    await send(jsonFrame(FRAME_SYNC, {}));
+    let done = false, failed: unknown = null;
+    answer(FRAME_SYNC_ACK, VERDICT_TIMEOUT_MS).then(() => done = true, (e) => failed = e);
+    while (!done && failed === null) {
+      const r = opts.runSlice();
+      if (r.reason.kind !== "pause") throw new GuestEnded(r);
+      await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    if (failed !== null) throw failed;
+  };
+
   try {
     await send(preamble());
     await send(
@@ -194,6 +209,9 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
     for (;;) {
       const passStart = performance.now();
       const msPerPage = await sendPages(pending, true);
+      // The destination catches up while the guest runs: what it has not applied yet would
+      // otherwise be applied inside the downtime.
+      await drain();
       status.passes++;
       const dirty = takeDirty(machine);
       const passMs = performance.now() - passStart;

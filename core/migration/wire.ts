@@ -42,6 +42,10 @@ export const FRAME_STATE = 3;
 export const FRAME_CANCEL = 4;
 /** Primary -> standby: a checkpoint's state, after its pages; the standby acknowledges it. */
 export const FRAME_CHECKPOINT = 5;
+/** Source -> destination: answer SYNC_ACK once everything before this frame is applied. */
+export const FRAME_SYNC = 6;
+/** Destination -> source: all frames up to the SYNC are applied. */
+export const FRAME_SYNC_ACK = 0x16;
 /** Destination -> source: the machine is built, send RAM. */
 export const FRAME_READY = 0x11;
 /** Destination -> source: state verified and loaded; the destination runs the VM now. */
@@ -59,6 +63,8 @@ const FRAME_NAMES: Record<number, string> = {
   [FRAME_STATE]: "STATE",
   [FRAME_CANCEL]: "CANCEL",
   [FRAME_CHECKPOINT]: "CHECKPOINT",
+  [FRAME_SYNC]: "SYNC",
+  [FRAME_SYNC_ACK]: "SYNC_ACK",
   [FRAME_READY]: "READY",
   [FRAME_DONE]: "DONE",
   [FRAME_ERROR]: "ERROR",
@@ -199,10 +205,20 @@ export function decodePages(payload: Uint8Array, memSize: number): PageEntry[] {
   return out;
 }
 
-/** Writes decoded pages into guest RAM, marking them written (code caches, dirty log). */
-export function applyPages(memory: GuestMemory, entries: readonly PageEntry[]): void {
+/**
+ * Writes decoded pages into guest RAM, marking them written (code caches, dirty log). With
+ * `written` (one byte per page, set here), a zero page never written before is skipped: RAM
+ * that started zero already holds it (most of a first pass over an idle guest).
+ */
+export function applyPages(
+  memory: GuestMemory,
+  entries: readonly PageEntry[],
+  written?: Uint8Array,
+): void {
   const bytes = memory.bytes;
   for (const { page, data } of entries) {
+    if (data === null && written !== undefined && written[page] === 0) continue;
+    if (written !== undefined) written[page] = 1;
     const from = page * PAGE_SIZE, to = Math.min(from + PAGE_SIZE, bytes.length);
     if (data === null) bytes.fill(0, from, to);
     else bytes.set(data.subarray(0, to - from), from);

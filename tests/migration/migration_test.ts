@@ -11,14 +11,7 @@
 import { assertEquals, assertIncludes, assertTrue } from "../_assert.ts";
 import { BACKENDS, KVM_OK, ROOT, runCli } from "../_run.ts";
 import { netnsUnusable, twoHosts } from "../_netns.ts";
-import {
-  type ApiReply,
-  COUNTER,
-  COUNTER_OUTPUT,
-  COUNTER_STATUS,
-  sleep,
-  VmProcess,
-} from "../api/_api.ts";
+import { type ApiReply, COUNTER_STATUS, sleep, VmProcess } from "../api/_api.ts";
 import {
   FRAME_ERROR,
   FRAME_HELLO,
@@ -29,6 +22,17 @@ import {
   writeAll,
 } from "../../core/migration/wire.ts";
 import { vmPaths } from "../../core/run_dir.ts";
+
+/**
+ * The API tests' counter guest built with 80 lines (4 s of VM time, tests/api/guests/counter.asm
+ * with -DLINES=80): a migration started after a few lines finishes well before the guest does,
+ * even on a loaded host.
+ */
+const COUNTER = `${ROOT}tests/migration/guests/long_counter.bin`;
+const COUNTER_OUTPUT = Array.from(
+  { length: 80 },
+  (_, i) => `tick ${String(i).padStart(2, "0")}\n`,
+).join("");
 
 const WAITING = "migration: waiting for the VM on";
 const MOVED = "denovisor: migration: the VM moved to";
@@ -549,6 +553,9 @@ Deno.test("ctl migrate NAME URL: moves a named VM; refusals and bad usage", asyn
   let dst: VmProcess | null = null;
   try {
     await src.lines(3, 30_000);
+    // Paused, so the guest cannot finish while the ctl processes start (slow on a loaded host);
+    // a paused VM migrates and arrives paused.
+    assertEquals((await src.call("PATCH", "/vm", { state: "Paused" })).status, 204);
     const usage = await ctl(dir, "migrate", name);
     assertEquals(usage.status, 2, usage.stderr);
     assertIncludes(usage.stderr, "usage: deno run -A mod.ts ctl migrate NAME URL");
@@ -574,6 +581,7 @@ Deno.test("ctl migrate NAME URL: moves a named VM; refusals and bad usage", asyn
     );
     assertEquals(await src.exited, 0, src.stderr);
     assertIncludes(src.stderr, `${MOVED} ${url} (`);
+    assertEquals((await dst.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
     assertEquals(await dst.exited, COUNTER_STATUS, dst.stderr);
     assertEquals(src.stdout + dst.stdout, COUNTER_OUTPUT);
     const list = await ctl(dir, "list");

@@ -3,11 +3,14 @@
 ; interrupts off), then exits through port 0xF4 with 0x10 (process status 33). The delay comes
 ; from the VM clock, so the pace is the same on the interpreter and on KVM, and output stops
 ; while the VM is paused. Loaded at 0x7C00 in real mode (a flat image).
-; Build: nasm -f bin -o counter.bin counter.asm
+; Build: nasm -f bin -o counter.bin counter.asm (-DLINES=N for another count, at most 100:
+; tests/migration/guests/long_counter.bin is -DLINES=80)
 bits 16
 org 0x7c00
 
-LINES equ 30
+%ifndef LINES
+%define LINES 30
+%endif
 WRAPS equ 5
 
 start:
