@@ -17,6 +17,7 @@ import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "./kvm/backend.ts
 import { parseDeviceSpec } from "../plugins/options.ts";
 import { apiMain, wantsApi } from "./api/main.ts";
 import { ctlMain } from "./ctl/main.ts";
+import { parseNets } from "./net/spec.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /** The version `--version` prints. */
@@ -46,6 +47,10 @@ Options:
   --drive SPEC           a virtio-blk disk: PATH[,ro][,id=ID] (repeatable; raw image; the
                          first is the guest's /dev/vda; ro: the device refuses writes)
   --rng                  a virtio-rng device (host randomness for the guest's /dev/hwrng)
+  --net SPEC             a virtio-net card: switch=PATH[,mac=MAC][,id=ID] joins the
+                         learning switch on unix socket PATH (start one with
+                         \`deno run -A mod.ts switch PATH\`; no root needed); repeatable;
+                         without mac= a random local address
   --linux                boot the Debian kernel and busybox initramfs that
                          \`deno task guests\` fetched into .cache/guests/ (defaults:
                          --mem 256M, --cmdline console=ttyS0); other flags still apply
@@ -105,6 +110,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
         serial: { type: "string", default: "stdio" },
         drive: { type: "string", multiple: true, default: [] },
         rng: { type: "boolean", default: false },
+        net: { type: "string", multiple: true, default: [] },
         trace: { type: "boolean", default: false },
         linux: { type: "boolean", default: false },
         restore: { type: "string" },
@@ -160,6 +166,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
     devices: v.device!.map(parseDeviceSpec),
     drives: parseDrives(v.drive!),
     rng: v.rng!,
+    ...(v.net!.length === 0 ? {} : { nets: parseNets(v.net!) }),
     serial,
     trace: v.trace!,
     ...(restore === undefined ? {} : { restore }),
@@ -167,7 +174,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
 }
 
 /** Options that may be given more than once. */
-const REPEATABLE = new Set(["device", "drive"]);
+const REPEATABLE = new Set(["device", "drive", "net"]);
 
 /** A flag given twice would silently keep only its last value: refuse it instead. */
 function refuseRepeats(tokens: { kind: string; name?: string }[]): void {
@@ -231,6 +238,7 @@ function parseRestore(v: {
   device?: string[];
   drive?: string[];
   rng?: boolean;
+  net?: string[];
   linux?: boolean;
   cpu?: string;
 }): VmConfig["restore"] {
@@ -247,6 +255,7 @@ function parseRestore(v: {
     (v.device ?? []).length > 0 ? "--device" : "",
     (v.drive ?? []).length > 0 ? "--drive" : "",
     v.rng ? "--rng" : "",
+    (v.net ?? []).length > 0 ? "--net" : "",
     v.cpu !== undefined && v.cpu !== "host" ? "--cpu" : "",
   ].filter((x) => x !== "");
   if (clash.length > 0) {
@@ -326,6 +335,10 @@ export function restoreTerminal(): void {
 /** Runs the CLI and returns the process exit status. */
 export async function main(argv: string[]): Promise<number> {
   if (argv[0] === "ctl") return await ctlMain(argv.slice(1));
+  if (argv[0] === "switch") {
+    const { switchMain } = await import("./net/switch.ts");
+    return await switchMain(argv.slice(1));
+  }
   if (argv.some((a) => a === "--exec" || a.startsWith("--exec="))) {
     const { execMain } = await import("./exec/main.ts");
     return await execMain(argv);
@@ -351,6 +364,18 @@ export async function main(argv: string[]): Promise<number> {
     throw err;
   }
 
+  // The switch sockets live on this thread; their frames cross in rings (core/net/host.ts).
+  let net: { close(): void } | null = null;
+  if ((config.nets ?? []).length > 0) {
+    const { startNetBackends } = await import("./net/host.ts");
+    try {
+      net = await startNetBackends(config.nets!);
+    } catch (err) {
+      if (!(err instanceof VmmError)) throw err;
+      console.error(`denovisor: ${err.message}`);
+      return err.exitCode;
+    }
+  }
   const input = new InputRing();
   const control = new SharedArrayBuffer(8);
   const requests = new Int32Array(control);
@@ -384,6 +409,7 @@ export async function main(argv: string[]): Promise<number> {
   worker.postMessage(start);
   relayInput(input, quit);
   const result = await done;
+  net?.close();
   clearInterval(kicker);
   (disableKicks as (() => void) | null)?.();
   restoreTerminal();

@@ -25,6 +25,8 @@ import { loadPlugin, resolvePluginUrl } from "../plugins/loader.ts";
 import { loadSandboxedPlugin } from "../plugins/sandbox.ts";
 import type { DeviceSpec } from "../plugins/options.ts";
 import { DEFAULT_GUEST } from "../guests/default.ts";
+import type { NetSpec } from "./net/spec.ts";
+import type { Plugin } from "../plugins/mod.ts";
 
 /** Everything `--flags` decide, as data that can cross to a Worker. */
 export interface VmConfig {
@@ -44,6 +46,8 @@ export interface VmConfig {
   drives?: DriveSpec[];
   /** A virtio-rng device (`--rng`). */
   rng?: boolean;
+  /** virtio-net devices (`--net switch=PATH[,mac=MAC]`), in order: the first is eth0. */
+  nets?: NetSpec[];
   /**
    * Restore this snapshot instead of booting `kernel` (`--restore`, `--mem-file`): `runVm` then
    * takes only `backend` ("auto": the snapshot's own), `serial` and `trace` from the config.
@@ -370,7 +374,13 @@ async function attachVirtioDevices(
   config: VmConfig,
   allocator: ResourceAllocator,
 ): Promise<AcpiVirtioMmio[]> {
-  const wanted: { module: string; name: string; options: Record<string, string> }[] = [];
+  const wanted: {
+    module: string;
+    name: string;
+    options: Record<string, string>;
+    /** Attach this instead of the module's default plugin (a net device with its port). */
+    plugin?: Plugin;
+  }[] = [];
   for (const d of config.drives ?? []) {
     wanted.push({
       module: VIRTIO_DEVICES.blk,
@@ -379,12 +389,33 @@ async function attachVirtioDevices(
     });
   }
   if (config.rng) wanted.push({ module: VIRTIO_DEVICES.rng, name: "virtio-rng", options: {} });
+  if ((config.nets ?? []).length > 0) {
+    // Frames cross from the main thread in SharedArrayBuffer rings (core/net/host.ts); the
+    // vCPU loop's service tick delivers what arrived.
+    const net = await import("../devices/virtio/net.ts");
+    const ports: { poll?(): void }[] = [];
+    for (const n of config.nets ?? []) {
+      const port = n.rings === undefined ? net.UNCONNECTED_PORT : net.ringPort(n.rings);
+      ports.push(port);
+      wanted.push({
+        module: "../devices/virtio/net.ts",
+        name: `virtio-net-${n.id}`,
+        options: { mac: n.mac },
+        plugin: net.netPlugin(port),
+      });
+    }
+    const service = machine.control.service;
+    machine.control.service = () => {
+      for (const p of ports) p.poll?.();
+      service();
+    };
+  }
   const out: AcpiVirtioMmio[] = [];
   for (const w of wanted) {
     const r = allocator.allocate();
     const specifier = builtinUrl(w.module);
     const options = { ...w.options, base: `0x${r.base.toString(16)}`, irq: String(r.irq) };
-    const plugin = await loadPlugin(specifier);
+    const plugin = w.plugin ?? await loadPlugin(specifier);
     machine.attach(plugin, options, w.name, { kind: "builtin", specifier, options });
     out.push({ addr: r.base, size: r.size, irq: r.irq });
   }

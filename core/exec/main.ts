@@ -236,6 +236,10 @@ async function runExec(
   t0: number,
 ): Promise<number> {
   const verbose = args.verbose;
+  // --net: the sockets on this thread, the frames in rings to the worker (core/net/host.ts).
+  const net = (config.nets ?? []).length > 0
+    ? await (await import("../net/host.ts")).startNetBackends(config.nets!)
+    : null;
   const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
   let started: number | undefined, firstOutput: number | undefined;
   let timer: ReturnType<typeof setTimeout> | undefined, timedOut = false;
@@ -261,6 +265,7 @@ async function runExec(
   });
   clearTimeout(timer);
   worker.terminate();
+  net?.close();
   const end = Date.now();
   const s = (t: number | undefined) => t === undefined ? "-" : `${((t - t0) / 1000).toFixed(2)} s`;
   if (verbose) {

@@ -1,0 +1,88 @@
+/**
+ * `--net` specifications: which backend a virtio-net device uses and its MAC address.
+ *
+ * - `switch=PATH[,mac=MAC][,id=ID]`: a port on the learning switch serving unix socket PATH
+ *   (`deno run -A mod.ts switch PATH`), for VM-to-VM networks without root.
+ *
+ * A MAC address given is 6 hex bytes with ":" (or "-"); without one, each device gets a random
+ * locally administered unicast address (02:xx:xx:xx:xx:xx), so two VMs never clash.
+ *
+ * @module
+ */
+
+import { UsageError } from "../errors.ts";
+
+/** One `--net`: a virtio-net device and the backend its frames go through. */
+export interface NetSpec {
+  kind: "switch";
+  /** The switch's unix socket. */
+  path: string;
+  /** The device's MAC address, "52:54:00:12:34:56". */
+  mac: string;
+  /** The device's id (named `virtio-net-ID`). */
+  id: string;
+  /**
+   * The frame rings the main thread fills and drains (set by `startNetBackends` before the
+   * config crosses to the vCPU's thread); absent, the device's link is down and it drops
+   * what the guest sends.
+   */
+  rings?: { tx: SharedArrayBuffer; rx: SharedArrayBuffer };
+}
+
+/** Parses "52:54:00:12:34:56" into 6 bytes, or null. */
+export function parseMac(text: string): Uint8Array | null {
+  const m =
+    /^([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})[:-]([0-9a-f]{2})$/i
+      .exec(text);
+  if (!m) return null;
+  return Uint8Array.from(m.slice(1).map((h) => parseInt(h, 16)));
+}
+
+/** A MAC address as "aa:bb:cc:dd:ee:ff". */
+export function formatMac(mac: Uint8Array): string {
+  return [...mac].map((b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+/** A random locally administered unicast MAC address. */
+export function randomMac(): string {
+  const b = crypto.getRandomValues(new Uint8Array(6));
+  b[0] = (b[0]! & 0xfc) | 0x02;
+  return formatMac(b);
+}
+
+const USE = "use switch=PATH[,mac=MAC][,id=ID]";
+
+/** `--net` values, in order (ids default to net0, net1, ... and must differ). */
+export function parseNets(specs: string[]): NetSpec[] {
+  const nets = specs.map((spec, i): NetSpec => {
+    const [first, ...opts] = spec.split(",");
+    const eq = first!.indexOf("=");
+    const kind = eq < 0 ? first! : first!.slice(0, eq);
+    const value = eq < 0 ? "" : first!.slice(eq + 1);
+    if (kind === "tap") {
+      throw new UsageError(`--net "${spec}": tap backends are not supported yet; ${USE}`);
+    }
+    if (kind !== "switch" || value === "") throw new UsageError(`--net "${spec}": ${USE}`);
+    let mac: string | undefined, id = `net${i}`;
+    for (const o of opts) {
+      if (o.startsWith("mac=")) {
+        const bytes = parseMac(o.slice(4));
+        if (bytes === null) {
+          throw new UsageError(
+            `--net "${spec}": "${o.slice(4)}" is not a MAC address (aa:bb:cc:dd:ee:ff)`,
+          );
+        }
+        if (bytes[0]! & 1) {
+          throw new UsageError(`--net "${spec}": ${o.slice(4)} is a multicast address`);
+        }
+        mac = formatMac(bytes);
+      } else if (o.startsWith("id=") && /^[A-Za-z0-9_.-]{1,20}$/.test(o.slice(3))) id = o.slice(3);
+      else throw new UsageError(`--net "${spec}": unknown option "${o}" (${USE})`);
+    }
+    return { kind: "switch", path: value, mac: mac ?? randomMac(), id };
+  });
+  const ids = nets.map((n) => n.id);
+  const dup = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (dup !== undefined) throw new UsageError(`Two --net options have id=${dup}`);
+  return nets;
+}
