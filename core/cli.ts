@@ -51,6 +51,9 @@ Options:
                          learning switch on unix socket PATH (start one with
                          \`deno run -A mod.ts switch PATH\`; no root needed); repeatable;
                          without mac= a random local address
+  --console KIND         serial (default) or virtio: adds a virtio-console, the guest's
+                         hvc0 (give console=hvc0), on the --serial target, and the
+                         terminal's input goes to it instead of the UART
   --linux                boot the Debian kernel and busybox initramfs that
                          \`deno task guests\` fetched into .cache/guests/ (defaults:
                          --mem 256M, --cmdline console=ttyS0); other flags still apply
@@ -111,6 +114,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
         drive: { type: "string", multiple: true, default: [] },
         rng: { type: "boolean", default: false },
         net: { type: "string", multiple: true, default: [] },
+        console: { type: "string", default: "serial" },
         trace: { type: "boolean", default: false },
         linux: { type: "boolean", default: false },
         restore: { type: "string" },
@@ -167,10 +171,17 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
     drives: parseDrives(v.drive!),
     rng: v.rng!,
     ...(v.net!.length === 0 ? {} : { nets: parseNets(v.net!) }),
+    ...(v.console === "serial" ? {} : { console: parseConsole(v.console!) }),
     serial,
     trace: v.trace!,
     ...(restore === undefined ? {} : { restore }),
   };
+}
+
+/** `--console serial|virtio`. */
+function parseConsole(kind: string): "serial" | "virtio" {
+  if (kind === "serial" || kind === "virtio") return kind;
+  throw new UsageError(`Unknown --console "${kind}": use serial or virtio`);
 }
 
 /** Options that may be given more than once. */

@@ -49,6 +49,11 @@ export interface VmConfig {
   /** virtio-net devices (`--net switch=PATH[,mac=MAC]`), in order: the first is eth0. */
   nets?: NetSpec[];
   /**
+   * `"virtio"` (`--console virtio`): a virtio-console device, the guest's hvc0, writing to the
+   * serial target and taking the console's input over from the UART.
+   */
+  console?: "serial" | "virtio";
+  /**
    * Restore this snapshot instead of booting `kernel` (`--restore`, `--mem-file`): `runVm` then
    * takes only `backend` ("auto": the snapshot's own), `serial` and `trace` from the config.
    */
@@ -389,6 +394,9 @@ async function attachVirtioDevices(
     });
   }
   if (config.rng) wanted.push({ module: VIRTIO_DEVICES.rng, name: "virtio-rng", options: {} });
+  if (config.console === "virtio") {
+    wanted.push({ module: "../devices/virtio/console.ts", name: "virtio-console", options: {} });
+  }
   if ((config.nets ?? []).length > 0) {
     // Frames cross from the main thread in SharedArrayBuffer rings (core/net/host.ts); the
     // vCPU loop's service tick delivers what arrived.

@@ -117,6 +117,7 @@ export function execModules(config: VmConfig): string[] {
   if ((c.drives?.length ?? 0) > 0) mods.push("virtio_blk", "ext4", "crc32c_generic");
   if (c.rng === true) mods.push("virtio_rng");
   if ((c.nets?.length ?? 0) > 0) mods.push("virtio_net");
+  if (config.console === "virtio") mods.push("virtio_console");
   if ((c.shares?.length ?? 0) > 0) mods.push("9p", "9pnet_virtio");
   return mods;
 }
