@@ -49,8 +49,9 @@ Options:
   --rng                  a virtio-rng device (host randomness for the guest's /dev/hwrng)
   --net SPEC             a virtio-net card: switch=PATH[,mac=MAC][,id=ID] joins the
                          learning switch on unix socket PATH (start one with
-                         \`deno run -A mod.ts switch PATH\`; no root needed); repeatable;
-                         without mac= a random local address
+                         \`deno run -A mod.ts switch PATH\`; no root needed), tap=NAME[,...]
+                         the host's TAP interface NAME; repeatable; without mac= a random
+                         local address
   --console KIND         serial (default) or virtio: adds a virtio-console, the guest's
                          hvc0 (give console=hvc0), on the --serial target, and the
                          terminal's input goes to it instead of the UART

@@ -395,7 +395,15 @@ async function attachVirtioDevices(
   }
   if (config.rng) wanted.push({ module: VIRTIO_DEVICES.rng, name: "virtio-rng", options: {} });
   if (config.console === "virtio") {
-    wanted.push({ module: "../devices/virtio/console.ts", name: "virtio-console", options: {} });
+    // A literal import: the module is in the static graph (a Worker with narrowed permissions
+    // may not read a computed URL).
+    const plugin = (await import("../devices/virtio/console.ts")).default;
+    wanted.push({
+      module: "../devices/virtio/console.ts",
+      name: "virtio-console",
+      options: {},
+      plugin,
+    });
   }
   if ((config.nets ?? []).length > 0) {
     // Frames cross from the main thread in SharedArrayBuffer rings (core/net/host.ts); the

@@ -1,13 +1,16 @@
 /**
  * Two Linux VMs on one host exchange packets through the VMM's unix-socket switch, without
  * root: each boots `--exec` with `--net switch=PATH,mac=...` (its initramfs loads virtio_net),
- * gives eth0 a static address and pings the other. On the interpreter (this test's nested KVM
- * host, kvm_pvm, cannot run Linux; elsewhere the same path runs on KVM).
+ * gives eth0 a static address and pings the other. And one VM on `--net tap=NAME` in a network
+ * namespace (root and iproute2, else skipped) pings the host's end and fetches a page from a
+ * server there. On the interpreter (this test's nested KVM host, kvm_pvm, cannot run Linux;
+ * elsewhere the same path runs on KVM).
  */
 
 import { assertEquals, assertIncludes } from "./_assert.ts";
 import { ROOT, runCli } from "./_run.ts";
 import { EthernetSwitch, listenSwitch } from "../core/net/switch.ts";
+import { netnsUnusable, sh } from "./_netns.ts";
 
 const DIR = `${ROOT}.cache/guests/`;
 const present = ["vmlinux", "busybox", "kernel-package", "modules"].every((f) => {
@@ -64,6 +67,78 @@ Deno.test({
     } finally {
       sw.close();
       await serving;
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+const netnsWhy = await netnsUnusable();
+
+Deno.test({
+  name: "[interp] Linux on --net tap=NAME in a network namespace pings the host and fetches a page",
+  ignore: !present || netnsWhy !== null,
+  async fn() {
+    const tag = `${Deno.pid % 100000}`;
+    const ns = `dvtap${tag}`, dev = `dvtap${tag}`, net = `10.232.${Deno.pid % 250}`;
+    const dir = await Deno.makeTempDir({ prefix: "dnv-tap-" });
+    let httpd: Deno.ChildProcess | null = null;
+    await sh("ip", "netns", "add", ns);
+    try {
+      // A persistent TAP made beforehand, as a user without root would be given one.
+      await sh("ip", "-n", ns, "tuntap", "add", "dev", dev, "mode", "tap");
+      await sh("ip", "-n", ns, "addr", "add", `${net}.1/24`, "dev", dev);
+      await sh("ip", "-n", ns, "link", "set", dev, "up");
+      await Deno.writeTextFile(`${dir}/index.html`, "hello-from-the-host\n");
+      httpd = new Deno.Command("ip", {
+        args: [
+          "netns",
+          "exec",
+          ns,
+          `${DIR}busybox`,
+          "httpd",
+          "-f",
+          "-p",
+          `${net}.1:8080`,
+          "-h",
+          dir,
+        ],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      const out = await new Deno.Command("ip", {
+        args: [
+          "netns",
+          "exec",
+          ns,
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--quiet",
+          "mod.ts",
+          "--backend",
+          "interp",
+          "--net",
+          `tap=${dev},mac=02:00:00:00:00:11`,
+          "--exec-timeout",
+          "150",
+          "--exec",
+          `ip link set eth0 up && ip addr add ${net}.2/24 dev eth0 && ping -c 3 ${net}.1 && ` +
+          `wget -q -O - http://${net}.1:8080/index.html`,
+        ],
+        cwd: ROOT,
+        stdout: "piped",
+        stderr: "piped",
+        env: { NO_COLOR: "1" },
+      }).output();
+      const dec = new TextDecoder();
+      const stdout = dec.decode(out.stdout);
+      assertEquals(out.code, 0, `${stdout}\n${dec.decode(out.stderr)}`);
+      assertIncludes(stdout, "3 packets transmitted, 3 packets received, 0% packet loss");
+      assertIncludes(stdout, "hello-from-the-host");
+    } finally {
+      httpd?.kill();
+      await httpd?.status;
+      await sh("ip", "netns", "del", ns).catch(() => {});
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -13,6 +13,9 @@
  * - tx (vCPU -> main): the device pushes each frame the guest transmits and `Atomics.notify`s;
  *   the main thread waits with `Atomics.waitAsync` and writes what it pops to the socket.
  *
+ * A TAP backend (`--net tap=NAME`) works the same way, its descriptor polled on Deno's FFI
+ * thread pool instead of a socket read.
+ *
  * No lock: each ring has one producer and one consumer. The Worker needs no network permission.
  *
  * @module
@@ -22,6 +25,7 @@ import { VmmError } from "../errors.ts";
 import { FrameRing } from "./frame_ring.ts";
 import type { NetSpec } from "./spec.ts";
 import { encodeFrame, readFrames, writeAll } from "./switch.ts";
+import { openTap } from "./tap.ts";
 
 /** The running backends of a VM's `--net` devices. */
 export interface NetBackends {
@@ -37,7 +41,9 @@ export async function startNetBackends(nets: NetSpec[]): Promise<NetBackends> {
   const closers: (() => void)[] = [];
   const close = () => closers.forEach((c) => c());
   try {
-    for (const n of nets) closers.push(await startSwitchPort(n));
+    for (const n of nets) {
+      closers.push(n.kind === "tap" ? startTapPort(n) : await startSwitchPort(n));
+    }
   } catch (err) {
     close();
     throw err;
@@ -93,5 +99,33 @@ async function startSwitchPort(n: NetSpec): Promise<() => void> {
     } catch {
       // already closed
     }
+  };
+}
+
+function startTapPort(n: NetSpec): () => void {
+  const tap = openTap(n.path);
+  const tx = new FrameRing(), rx = new FrameRing();
+  n.rings = { tx: tx.buffer, rx: rx.buffer };
+  let closed = false;
+  (async () => {
+    try {
+      while (!closed) {
+        if (!(await tap.wait(250))) continue;
+        for (let f = tap.read(); f !== null && !closed; f = tap.read()) rx.push(f);
+      }
+    } catch {
+      // The interface went away: the link is down from here.
+    }
+  })();
+  (async () => {
+    while (!closed) {
+      await tx.waitAsync(1000);
+      for (let f = tx.pop(); f !== null && !closed; f = tx.pop()) tap.write(f);
+    }
+  })();
+  return () => {
+    closed = true;
+    tx.wake();
+    tap.close();
   };
 }

@@ -3,6 +3,7 @@
  *
  * - `switch=PATH[,mac=MAC][,id=ID]`: a port on the learning switch serving unix socket PATH
  *   (`deno run -A mod.ts switch PATH`), for VM-to-VM networks without root.
+ * - `tap=NAME[,mac=MAC][,id=ID]`: the host's TAP interface NAME (`/dev/net/tun`; see tap.ts).
  *
  * A MAC address given is 6 hex bytes with ":" (or "-"); without one, each device gets a random
  * locally administered unicast address (02:xx:xx:xx:xx:xx), so two VMs never clash.
@@ -14,8 +15,8 @@ import { UsageError } from "../errors.ts";
 
 /** One `--net`: a virtio-net device and the backend its frames go through. */
 export interface NetSpec {
-  kind: "switch";
-  /** The switch's unix socket. */
+  kind: "switch" | "tap";
+  /** The switch's unix socket, or the TAP interface's name. */
   path: string;
   /** The device's MAC address, "52:54:00:12:34:56". */
   mac: string;
@@ -50,7 +51,7 @@ export function randomMac(): string {
   return formatMac(b);
 }
 
-const USE = "use switch=PATH[,mac=MAC][,id=ID]";
+const USE = "use switch=PATH or tap=NAME, then [,mac=MAC][,id=ID]";
 
 /** `--net` values, in order (ids default to net0, net1, ... and must differ). */
 export function parseNets(specs: string[]): NetSpec[] {
@@ -59,10 +60,9 @@ export function parseNets(specs: string[]): NetSpec[] {
     const eq = first!.indexOf("=");
     const kind = eq < 0 ? first! : first!.slice(0, eq);
     const value = eq < 0 ? "" : first!.slice(eq + 1);
-    if (kind === "tap") {
-      throw new UsageError(`--net "${spec}": tap backends are not supported yet; ${USE}`);
+    if ((kind !== "switch" && kind !== "tap") || value === "") {
+      throw new UsageError(`--net "${spec}": ${USE}`);
     }
-    if (kind !== "switch" || value === "") throw new UsageError(`--net "${spec}": ${USE}`);
     let mac: string | undefined, id = `net${i}`;
     for (const o of opts) {
       if (o.startsWith("mac=")) {
@@ -79,7 +79,7 @@ export function parseNets(specs: string[]): NetSpec[] {
       } else if (o.startsWith("id=") && /^[A-Za-z0-9_.-]{1,20}$/.test(o.slice(3))) id = o.slice(3);
       else throw new UsageError(`--net "${spec}": unknown option "${o}" (${USE})`);
     }
-    return { kind: "switch", path: value, mac: mac ?? randomMac(), id };
+    return { kind, path: value, mac: mac ?? randomMac(), id };
   });
   const ids = nets.map((n) => n.id);
   const dup = ids.find((id, i) => ids.indexOf(id) !== i);

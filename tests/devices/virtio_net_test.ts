@@ -182,13 +182,14 @@ Deno.test("--net parsing: switch=PATH with mac and id; a random local MAC; error
   assertEquals(b!.id, "x");
   assert(/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(b!.mac), b!.mac);
   assertEquals(parseInt(b!.mac.slice(0, 2), 16) & 3, 2, "locally administered unicast");
+  const [t] = parseNets(["tap=tap0,mac=02:00:00:00:00:05"]);
+  assertEquals([t!.kind, t!.path, t!.mac], ["tap", "tap0", "02:00:00:00:00:05"]);
   for (
     const bad of [
       "switch=",
       "foo=1",
       "switch=/x,mac=01:00:00:00:00:00",
       "switch=/x,mac=zz",
-      "tap=t0",
     ]
   ) {
     let threw = false;
