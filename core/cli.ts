@@ -11,7 +11,7 @@ import { describeError, UsageError, VmmError } from "./errors.ts";
 import { InputRing } from "./serial_io.ts";
 import { checkHostMemory, parseSize } from "./size.ts";
 import { parseBackendChoice } from "./select_backend.ts";
-import type { DriveSpec, VmConfig } from "./vm.ts";
+import type { DriveSpec, ShareSpec, VmConfig } from "./vm.ts";
 import type { StartMessage, WorkerMessage } from "./vm_worker.ts";
 import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "./kvm/backend.ts";
 import { parseDeviceSpec } from "../plugins/options.ts";
@@ -47,6 +47,10 @@ Options:
   --drive SPEC           a virtio-blk disk: PATH[,ro][,id=ID] (repeatable; raw image; the
                          first is the guest's /dev/vda; ro: the device refuses writes)
   --rng                  a virtio-rng device (host randomness for the guest's /dev/hwrng)
+  --share SPEC           a virtio-9p share of a host directory: HOSTDIR[,tag=T][,ro]
+                         (repeatable; tags default to share0, share1, ...; the guest mounts
+                         it with \`mount -t 9p -o trans=virtio,version=9p2000.L T DIR\`; ro:
+                         the device refuses writes); --exec mounts it at /mnt/T
   --net SPEC             a virtio-net card: switch=PATH[,mac=MAC][,id=ID] joins the
                          learning switch on unix socket PATH (start one with
                          \`deno run -A mod.ts switch PATH\`; no root needed), tap=NAME[,...]
@@ -114,6 +118,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
         serial: { type: "string", default: "stdio" },
         drive: { type: "string", multiple: true, default: [] },
         rng: { type: "boolean", default: false },
+        share: { type: "string", multiple: true, default: [] },
         net: { type: "string", multiple: true, default: [] },
         console: { type: "string", default: "serial" },
         trace: { type: "boolean", default: false },
@@ -171,6 +176,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
     devices: v.device!.map(parseDeviceSpec),
     drives: parseDrives(v.drive!),
     rng: v.rng!,
+    ...(v.share!.length === 0 ? {} : { shares: parseShares(v.share!) }),
     ...(v.net!.length === 0 ? {} : { nets: parseNets(v.net!) }),
     ...(v.console === "serial" ? {} : { console: parseConsole(v.console!) }),
     serial,
@@ -186,7 +192,7 @@ function parseConsole(kind: string): "serial" | "virtio" {
 }
 
 /** Options that may be given more than once. */
-const REPEATABLE = new Set(["device", "drive", "net"]);
+const REPEATABLE = new Set(["device", "drive", "net", "share"]);
 
 /** A flag given twice would silently keep only its last value: refuse it instead. */
 function refuseRepeats(tokens: { kind: string; name?: string }[]): void {
@@ -239,6 +245,37 @@ export function parseDrives(specs: string[]): DriveSpec[] {
   return drives;
 }
 
+/** A 9p mount tag: 1-31 letters, digits, "-", "_" or ".". */
+export const SHARE_TAG = /^[A-Za-z0-9_.-]{1,31}$/;
+
+/**
+ * `--share HOSTDIR[,tag=T][,ro]` (tags default to share0, share1, ... and must differ; a
+ * relative HOSTDIR is taken from the current directory, so a restore elsewhere finds it).
+ */
+export function parseShares(specs: string[]): ShareSpec[] {
+  const shares = specs.map((spec, i): ShareSpec => {
+    const [dir, ...opts] = spec.split(",");
+    if (!dir) throw new UsageError(`--share "${spec}" has no directory: use HOSTDIR[,tag=T][,ro]`);
+    let readOnly = false, tag = `share${i}`;
+    for (const o of opts) {
+      if (o === "ro") readOnly = true;
+      else if (o.startsWith("tag=") && SHARE_TAG.test(o.slice(4))) tag = o.slice(4);
+      else {
+        throw new UsageError(
+          `--share "${spec}": unknown option "${o}" (use ro and tag=T, T of 1-31 letters, ` +
+            `digits, "-", "_" or ".")`,
+        );
+      }
+    }
+    const path = dir.startsWith("/") ? dir : `${Deno.cwd()}/${dir}`;
+    return { path, tag, readOnly };
+  });
+  const tags = shares.map((s) => s.tag);
+  const dup = tags.find((t, i) => tags.indexOf(t) !== i);
+  if (dup !== undefined) throw new UsageError(`Two --share options have tag=${dup}`);
+  return shares;
+}
+
 /** `--restore` and `--mem-file`: both or neither, and nothing the snapshot decides. */
 function parseRestore(v: {
   restore?: string;
@@ -251,6 +288,7 @@ function parseRestore(v: {
   drive?: string[];
   rng?: boolean;
   net?: string[];
+  share?: string[];
   linux?: boolean;
   cpu?: string;
 }): VmConfig["restore"] {
@@ -267,6 +305,7 @@ function parseRestore(v: {
     (v.device ?? []).length > 0 ? "--device" : "",
     (v.drive ?? []).length > 0 ? "--drive" : "",
     v.rng ? "--rng" : "",
+    (v.share ?? []).length > 0 ? "--share" : "",
     (v.net ?? []).length > 0 ? "--net" : "",
     v.cpu !== undefined && v.cpu !== "host" ? "--cpu" : "",
   ].filter((x) => x !== "");

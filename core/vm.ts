@@ -46,6 +46,8 @@ export interface VmConfig {
   drives?: DriveSpec[];
   /** A virtio-rng device (`--rng`). */
   rng?: boolean;
+  /** virtio-9p shares of host directories (`--share HOSTDIR[,tag=T][,ro]`), in order. */
+  shares?: ShareSpec[];
   /** virtio-net devices (`--net switch=PATH[,mac=MAC]`), in order: the first is eth0. */
   nets?: NetSpec[];
   /**
@@ -66,6 +68,16 @@ export interface DriveSpec {
   readOnly: boolean;
   /** The device's id (GET_ID answers it; the device is named `virtio-blk-ID`). */
   id: string;
+}
+
+/** One `--share`: a host directory served by a virtio-9p device. */
+export interface ShareSpec {
+  /** The host directory (absolute). */
+  path: string;
+  /** The mount tag the guest names it by (`mount -t 9p TAG DIR`). */
+  tag: string;
+  /** The device refuses writes (EROFS). */
+  readOnly: boolean;
 }
 
 /** How a VM ended. */
@@ -96,6 +108,7 @@ const BUILTIN_DEVICES = [
 const VIRTIO_DEVICES = {
   blk: "../devices/virtio/blk.ts",
   rng: "../devices/virtio/rng.ts",
+  p9: "../devices/virtio/p9.ts",
 } as const;
 
 /** The module URL of built-in device `path` (one of BUILTIN_DEVICES). */
@@ -394,6 +407,13 @@ async function attachVirtioDevices(
     });
   }
   if (config.rng) wanted.push({ module: VIRTIO_DEVICES.rng, name: "virtio-rng", options: {} });
+  for (const s of config.shares ?? []) {
+    wanted.push({
+      module: VIRTIO_DEVICES.p9,
+      name: `virtio-9p-${s.tag}`,
+      options: { path: s.path, tag: s.tag, ro: String(s.readOnly) },
+    });
+  }
   if (config.console === "virtio") {
     // A literal import: the module is in the static graph (a Worker with narrowed permissions
     // may not read a computed URL).

@@ -12,24 +12,52 @@ export function shellQuote(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
+/** The msize exec guests mount 9p shares with (Linux 6.1's virtio transport allows ~500 KB). */
+export const EXEC_9P_MSIZE = 262144;
+
+/** A 9p share the exec /init mounts: its tag, where, and read-only or not. */
+export interface ExecMount {
+  tag: string;
+  dir: string;
+  readOnly?: boolean;
+}
+
+/** The /init lines that mount `mounts` (a failed mount says so on the console and powers off). */
+export function mountScript(mounts: readonly ExecMount[]): string {
+  return mounts.map((m) => {
+    const opts = `trans=virtio,version=9p2000.L,msize=${EXEC_9P_MSIZE}${m.readOnly ? ",ro" : ""}`;
+    const dir = shellQuote(m.dir), tag = shellQuote(m.tag);
+    return `mkdir -p ${dir} && mount -t 9p -o ${opts} ${tag} ${dir} || ` +
+      `{ echo "denovisor: cannot mount the 9p share "${tag}" at "${dir}; poweroff -f; }\n`;
+  }).join("");
+}
+
 /**
  * The /init script: mounts proc, sys and devtmpfs (installing busybox's applet links first when
- * the archive has none), loads the modules, silences kernel messages below KERN_ALERT, puts the
+ * the archive has none), loads the modules, mounts the 9p shares (`mounts`: the host's current
+ * directory, the `--share`s), silences kernel messages below KERN_ALERT, puts the
  * console in raw mode (bytes pass unchanged: no \n → \r\n), then frames the command's run
  * (`protocol.ts`): the start frame, its stdout as is, its stderr line by line through a FIFO, and
- * the exit frame with its status. The command runs in `/` with stdin from /dev/null. Once it
+ * the exit frame with its status. The command runs in `workdir` (default `/`) with stdin from
+ * /dev/null. Once it
  * ended, the relay gets 2 s to drain (a background process that keeps stderr open would hold it
  * forever; the shell's notice of the relay's end goes nowhere). `poweroff -f` is the fallback
  * end (the VMM stops the VM as soon as it reads the exit frame).
  */
-export function execInitScript(cmd: string, nonce: string, modules?: InitramfsModules): string {
+export function execInitScript(
+  cmd: string,
+  nonce: string,
+  modules?: InitramfsModules,
+  opts: { mounts?: readonly ExecMount[]; workdir?: string } = {},
+): string {
   return `#!/bin/busybox sh
 [ -e /bin/mount ] || /bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root TERM=dumb
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-${modules === undefined ? "" : insmodScript(modules)}echo 1 > /proc/sys/kernel/printk
+${modules === undefined ? "" : insmodScript(modules)}${mountScript(opts.mounts ?? [])}\
+echo 1 > /proc/sys/kernel/printk
 stty raw -echo 2>/dev/null
 N=${shellQuote(nonce)}
 CMD=${shellQuote(cmd)}
@@ -38,7 +66,7 @@ mkfifo /tmp/.exec-stderr
   < /tmp/.exec-stderr &
 relay=$!
 mkdir -p /root
-cd /
+cd ${shellQuote(opts.workdir ?? "/")}
 printf '\\036%sS\\n' "$N"
 sh -c "$CMD" < /dev/null 2> /tmp/.exec-stderr
 status=$?
@@ -57,6 +85,9 @@ export interface ExecInitramfsOptions {
   cmd: string;
   nonce: string;
   modules?: InitramfsModules;
+  /** 9p shares /init mounts (after the modules), and where CMD runs (default `/`). */
+  mounts?: readonly ExecMount[];
+  workdir?: string;
   /**
    * Applet paths (`busybox --list-full`) to link to busybox in the archive; without them /init
    * runs `busybox --install -s` (1.7 s on the interpreter).
@@ -105,7 +136,10 @@ export function execInitramfs(opts: ExecInitramfsOptions): Uint8Array {
   entries.push({
     kind: "file",
     path: "init",
-    data: execInitScript(opts.cmd, opts.nonce, opts.modules),
+    data: execInitScript(opts.cmd, opts.nonce, opts.modules, {
+      ...(opts.mounts === undefined ? {} : { mounts: opts.mounts }),
+      ...(opts.workdir === undefined ? {} : { workdir: opts.workdir }),
+    }),
     mode: 0o755,
   });
   return buildInitramfs(entries);

@@ -10,13 +10,18 @@
  * the virtio devices land; `execModules` then loads their drivers). `--verbose` prints the
  * timings (start to boot, to CMD's first output, to the end) on stderr; `--exec-timeout S` stops
  * a guest that has not reported CMD's status after S seconds (EXEC_FAILED).
+ *
+ * The host's current directory is shared read-write (virtio-9p, tag `denovisor-cwd`) and mounted
+ * at the same path in the guest, where CMD runs; each `--share HOSTDIR[,tag=T][,ro]` is mounted
+ * at /mnt/T. A current directory the initramfs needs itself (`/`, `/bin`, `/usr`, `/tmp`,
+ * `/mnt`, ... or one below /proc, /sys, /dev) is mounted at /hostcwd instead.
  */
 
 import { parseCli } from "../cli.ts";
 import { describeError, UsageError, VmmError } from "../errors.ts";
 import type { VmConfig } from "../vm.ts";
 import { loadModuleSet, readInitramfsModules } from "../boot/modules.ts";
-import { execInitramfs } from "./initramfs.ts";
+import { execInitramfs, type ExecMount } from "./initramfs.ts";
 import type { ExecStartMessage, ExecWorkerMessage } from "./worker.ts";
 
 /** The exit status of an exec run whose command never reported one (a failed boot). */
@@ -51,6 +56,56 @@ const REFUSED = [
  * crypto self-tests (Debian's kernel runs them all in one late initcall: 22 s there).
  */
 export const EXEC_CMDLINE = "console=ttyS0 quiet panic=-1 rodata=off cryptomgr.notests";
+
+/** The mount tag of the exec mode's share of the host's current directory. */
+export const EXEC_CWD_TAG = "denovisor-cwd";
+
+/** Where the current directory is mounted when its own path is one the initramfs needs. */
+export const EXEC_CWD_FALLBACK = "/hostcwd";
+
+/** Directories of the exec initramfs that the current directory's share must not cover. */
+const OWN_DIRS = [
+  "/bin",
+  "/sbin",
+  "/usr/bin",
+  "/usr/sbin",
+  "/dev",
+  "/proc",
+  "/sys",
+  "/tmp",
+  "/root",
+  "/lib/modules",
+  "/mnt",
+  EXEC_CWD_FALLBACK,
+];
+
+/**
+ * Adds the exec mode's share of `cwd` (read-write, first) to `config.shares` and returns what
+ * /init mounts: `cwd` at its own path (unless that would cover a directory the initramfs needs:
+ * then at EXEC_CWD_FALLBACK), each `--share` at /mnt/TAG; and where CMD runs.
+ */
+export function execShares(
+  config: VmConfig,
+  cwd: string,
+): { mounts: ExecMount[]; workdir: string } {
+  const user = config.shares ?? [];
+  if (user.some((s) => s.tag === EXEC_CWD_TAG)) {
+    throw new UsageError(
+      `--share tag=${EXEC_CWD_TAG} is taken: --exec shares the current directory with it`,
+    );
+  }
+  const under = (dir: string) => cwd === dir || cwd.startsWith(dir + "/");
+  const clash = cwd === "/" || OWN_DIRS.some((d) => d.startsWith(cwd + "/")) ||
+    OWN_DIRS.some((d) => cwd === d) || ["/proc", "/sys", "/dev"].some(under) ||
+    user.some((s) => under(`/mnt/${s.tag}`));
+  const workdir = clash ? EXEC_CWD_FALLBACK : cwd;
+  config.shares = [{ path: cwd, tag: EXEC_CWD_TAG, readOnly: false }, ...user];
+  const mounts: ExecMount[] = [
+    { tag: EXEC_CWD_TAG, dir: workdir },
+    ...user.map((s) => ({ tag: s.tag, dir: `/mnt/${s.tag}`, readOnly: s.readOnly })),
+  ];
+  return { mounts, workdir };
+}
 
 /** True when argv asks for the exec mode. */
 export function wantsExec(argv: readonly string[]): boolean {
@@ -104,7 +159,8 @@ export function parseExecArgs(argv: readonly string[]): ExecArgs {
 /**
  * The kernel modules an exec guest loads for `config`: the virtio-mmio transport always (the
  * devices are announced in the DSDT), and each attached device kind's driver: `drives`
- * (`--drive`: virtio_blk, ext4), `rng` (`--rng`), and the `--net` and `--share` (9p) to come.
+ * (`--drive`: virtio_blk, ext4), `rng` (`--rng`), `shares` (the current directory and
+ * `--share`: 9p and 9pnet_virtio, with netfs and 9pnet from modules.dep), and `--net`.
  */
 export function execModules(config: VmConfig): string[] {
   const mods = ["virtio_mmio"];
@@ -189,6 +245,7 @@ export async function execMain(argv: string[], guestDir = GUEST_DIR): Promise<nu
       throw new UsageError("--exec does not combine with --help or --version");
     }
     const config = parsed;
+    const { mounts, workdir } = execShares(config, Deno.cwd());
     const release = Deno.readTextFileSync(`${guestDir}kernel-package`).trim()
       .replace(/^linux-image-/, "");
     let set;
@@ -204,7 +261,18 @@ export async function execMain(argv: string[], guestDir = GUEST_DIR): Promise<nu
     const nonce = makeNonce();
     const busybox = await Deno.readFile(`${guestDir}busybox`);
     const applets = await busyboxApplets(`${guestDir}busybox`);
-    await Deno.writeFile(tmp, execInitramfs({ busybox, cmd: args.cmd, nonce, modules, applets }));
+    await Deno.writeFile(
+      tmp,
+      execInitramfs({
+        busybox,
+        cmd: args.cmd,
+        nonce,
+        modules,
+        applets,
+        mounts,
+        workdir,
+      }),
+    );
     return await runExec(config, nonce, args, t0);
   } catch (err) {
     if (err instanceof UsageError) {
