@@ -243,6 +243,19 @@ export async function apiMain(argv: string[]): Promise<number> {
     }
   }
   const bootNow = config.kernel !== null || restore !== undefined || takesVm !== null;
+  // --net: the backends' sockets on this thread, their frames in rings that go to the
+  // lifecycle Worker inside the config (core/net/host.ts).
+  let net: { close(): void } | null = null;
+  if ((config.nets ?? []).length > 0) {
+    const { startNetBackends } = await import("../net/host.ts");
+    try {
+      net = await startNetBackends(config.nets!);
+    } catch (err) {
+      if (!(err instanceof VmmError)) throw err;
+      console.error(`denovisor: ${err.message}`);
+      return err.exitCode;
+    }
+  }
   let record: VmRecord | null = null;
   if (args.name !== null) {
     const claimed = await claimName(args, config, restore?.statePath ?? null);
@@ -359,6 +372,7 @@ export async function apiMain(argv: string[]): Promise<number> {
   metrics.close();
   restoreTerminal();
   vmm.close();
+  net?.close();
   const say = (m: string) => {
     console.error(m);
     logger.log("Error", "vmm", m);

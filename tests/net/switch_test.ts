@@ -9,6 +9,7 @@ import {
 import { startNetBackends } from "../../core/net/host.ts";
 import { FrameRing } from "../../core/net/frame_ring.ts";
 import { parseNets } from "../../core/net/spec.ts";
+import { ROOT, runCli } from "../_run.ts";
 
 const BCAST = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
 const mac = (n: number) => [0x02, 0, 0, 0, 0, n];
@@ -46,10 +47,13 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 }
 const settle = () => new Promise((r) => setTimeout(r, 50));
 
-async function withSwitch(fn: (path: string, sw: EthernetSwitch) => Promise<void>) {
+async function withSwitch(
+  fn: (path: string, sw: EthernetSwitch) => Promise<void>,
+  log: (m: string) => void = () => {},
+) {
   const dir = await Deno.makeTempDir({ prefix: "dnv-switch-" });
   const path = `${dir}/sw.sock`;
-  const sw = new EthernetSwitch(await listenSwitch(path));
+  const sw = new EthernetSwitch(await listenSwitch(path), log);
   const serving = sw.serve();
   try {
     await fn(path, sw);
@@ -121,4 +125,42 @@ Deno.test("switch: joining a socket nobody serves says how to start a switch", a
     msg = (err as Error).message;
   }
   assert(msg.includes("mod.ts switch /nonexistent/dnv.sock"), msg);
+});
+
+Deno.test("switch: the CLI and the API mode join the switch with --net; a missing one is an error", async () => {
+  const joined: string[] = [];
+  await withSwitch(async (path) => {
+    // The demo guest boots and ends; its card was on the switch meanwhile.
+    const plain = await runCli(["--net", `switch=${path}`], { timeoutMs: 60_000 });
+    assertEquals(plain.status, 0, plain.stderr);
+    assert(joined.includes("port 0 connected"), joined.join("; "));
+    // The API mode joins at start, before any boot.
+    const dir = await Deno.makeTempDir({ prefix: "dnv-api-" });
+    const api = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--quiet",
+        "mod.ts",
+        "--api-sock",
+        `${dir}/api.sock`,
+        "--net",
+        `switch=${path}`,
+      ],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await until(() => joined.includes("port 1 connected"), "the API-mode VMM joined");
+    } finally {
+      api.kill("SIGKILL");
+      await api.status;
+      await Deno.remove(dir, { recursive: true });
+    }
+    const missing = await runCli(["--net", `switch=${path}.nothere`]);
+    assertEquals(missing.status === 0, false);
+    assert(missing.stderr.includes("cannot join the switch"), missing.stderr);
+  }, (m) => joined.push(m));
 });
