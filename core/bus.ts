@@ -9,6 +9,7 @@
 import { escapeControl } from "./term_text.ts";
 import { BusConflictError, PluginError } from "./errors.ts";
 import { hex } from "./memory.ts";
+import { deviceDenial } from "./denial.ts";
 
 /** What a bus calls for an access inside a registered range. `offset` is relative to the base. */
 export interface IoHandler {
@@ -38,6 +39,8 @@ export function allOnes(size: number): number {
 
 function deviceFailure(owner: string, what: string, err: unknown): PluginError {
   if (err instanceof PluginError) return err;
+  const denied = deviceDenial(owner, `in its ${what} handler`, err);
+  if (denied !== null) return denied;
   const msg = escapeControl(err instanceof Error ? err.message : String(err));
   return new PluginError(`Device "${owner}" failed in its ${what} handler: ${msg}`, { cause: err });
 }

@@ -13,6 +13,7 @@ import { checkHostMemory, parseSize } from "./size.ts";
 import { parseBackendChoice } from "./select_backend.ts";
 import type { DriveSpec, ShareSpec, VmConfig } from "./vm.ts";
 import type { StartMessage, WorkerMessage } from "./vm_worker.ts";
+import { probeHost, vmPermissions } from "./vm_permissions.ts";
 import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "./kvm/backend.ts";
 import { parseDeviceSpec } from "../plugins/options.ts";
 import { apiMain, wantsApi } from "./api/main.ts";
@@ -430,7 +431,11 @@ export async function main(argv: string[]): Promise<number> {
   const input = new InputRing();
   const control = new SharedArrayBuffer(8);
   const requests = new Int32Array(control);
-  const worker = new Worker(new URL("./vm_worker.ts", import.meta.url), { type: "module" });
+  // The machine runs with only the permissions this VM needs (core/vm_permissions.ts).
+  const worker = new Worker(new URL("./vm_worker.ts", import.meta.url), {
+    type: "module",
+    deno: { permissions: await vmPermissions(config) },
+  } as WorkerOptions);
   let kick: VcpuKickHandle | null = null;
   let disableKicks: (() => void) | null = null;
   let kicker: ReturnType<typeof setInterval> | undefined;
@@ -456,7 +461,7 @@ export async function main(argv: string[]): Promise<number> {
       kicker = setInterval(() => kickVcpu(handle), 10);
     }
   };
-  const start: StartMessage = { config, input: input.buffer, control };
+  const start: StartMessage = { config, input: input.buffer, control, host: probeHost() };
   worker.postMessage(start);
   relayInput(input, quit);
   const result = await done;

@@ -105,6 +105,14 @@ export function vendorOfId(vendorId: string): CpuVendor | null {
 let hostVendorCache: CpuVendor | null = null;
 
 /**
+ * Sets what `hostCpuVendor` answers, read by another thread: the CLI's VM Worker cannot read
+ * /proc/cpuinfo (Deno grants /proc files only with --allow-all).
+ */
+export function setHostCpuVendor(vendor: CpuVendor): void {
+  hostVendorCache = vendor;
+}
+
+/**
  * The host CPU's vendor, from /proc/cpuinfo. Throws a HostError-like UsageError naming the fix
  * when it cannot be read or names a vendor the interpreter does not model.
  */

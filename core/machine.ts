@@ -6,6 +6,7 @@
  */
 
 import { escapeControl, prefixLines } from "./term_text.ts";
+import { deviceDenial } from "./denial.ts";
 import { type CpuModel, cpuModelFor } from "./cpu_model.ts";
 import { MmioBus, PortBus } from "./bus.ts";
 import {
@@ -279,6 +280,8 @@ export class Machine {
       device = plugin.create(host);
     } catch (err) {
       if (err instanceof VmmError) throw err;
+      const denied = deviceDenial(name, "while starting", err);
+      if (denied !== null) throw denied;
       const msg = escapeControl(String((err as Error)?.message ?? err));
       throw new PluginError(`Device "${name}" failed to start: ${msg}`, {
         cause: err,

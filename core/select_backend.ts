@@ -26,11 +26,25 @@ export interface GuestNeeds {
   protectedModeEvents: boolean;
 }
 
+/** The host's KVM module. */
+export type KvmFlavor = "kvm_intel" | "kvm_amd" | "kvm_pvm" | "unknown";
+
+let kvmFlavorCache: KvmFlavor | null = null;
+
+/**
+ * Sets what `hostKvmFlavor` answers, read by another thread: the CLI's VM Worker cannot look at
+ * /sys/module (Deno grants /sys files only with --allow-all).
+ */
+export function setHostKvmFlavor(flavor: KvmFlavor): void {
+  kvmFlavorCache = flavor;
+}
+
 /**
  * The KVM module this host runs, read from /sys/module: "kvm_pvm" is the nested variant that
  * cannot deliver exceptions or interrupts to protected/long-mode guests.
  */
-export function hostKvmFlavor(): "kvm_intel" | "kvm_amd" | "kvm_pvm" | "unknown" {
+export function hostKvmFlavor(): KvmFlavor {
+  if (kvmFlavorCache !== null) return kvmFlavorCache;
   for (const m of ["kvm_pvm", "kvm_intel", "kvm_amd"] as const) {
     try {
       Deno.statSync(`/sys/module/${m}`);

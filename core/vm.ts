@@ -25,6 +25,7 @@ import { loadPlugin, resolvePluginUrl } from "../plugins/loader.ts";
 import { loadSandboxedPlugin } from "../plugins/sandbox.ts";
 import type { DeviceSpec } from "../plugins/options.ts";
 import { DEFAULT_GUEST } from "../guests/default.ts";
+import { BUILTIN_DEVICES, VIRTIO_DEVICES } from "./builtin_devices.ts";
 import type { NetSpec } from "./net/spec.ts";
 import type { Plugin } from "../plugins/mod.ts";
 
@@ -88,28 +89,6 @@ export interface VmOutcome {
   /** Register dump for faults. */
   dump?: string;
 }
-
-/** The built-in PC devices, loaded through the same path as third-party plugins. */
-const BUILTIN_DEVICES = [
-  "../devices/pit8254.ts",
-  "../devices/rtc_cmos.ts",
-  "../devices/acpi_pm.ts",
-  "../devices/uart16550.ts",
-  "../devices/i8042.ts",
-  "../devices/debug_exit.ts",
-  "../devices/post_code.ts",
-  "../devices/vmm_info.ts",
-];
-
-/**
- * The virtio devices the configuration adds (`--drive`, `--rng`), each attached with the MMIO
- * window and interrupt line the resource allocator gives it, which the DSDT then announces.
- */
-const VIRTIO_DEVICES = {
-  blk: "../devices/virtio/blk.ts",
-  rng: "../devices/virtio/rng.ts",
-  p9: "../devices/virtio/p9.ts",
-} as const;
 
 /** The module URL of built-in device `path` (one of BUILTIN_DEVICES). */
 function builtinUrl(path: string): string {

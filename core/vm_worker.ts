@@ -35,6 +35,9 @@ import {
 } from "./vm.ts";
 import { exitStatusOf, type Machine } from "./machine.ts";
 import { VmmError } from "./errors.ts";
+import { setHostCpuVendor } from "./cpu_model.ts";
+import { setHostKvmFlavor } from "./select_backend.ts";
+import type { HostFacts } from "./vm_permissions.ts";
 import { createSnapshot, type SnapshotType } from "./snapshot/mod.ts";
 import { type MigrationStatus, sendMigration } from "./migration/send.ts";
 import { receiveMigration } from "./migration/receive.ts";
@@ -59,6 +62,8 @@ export interface StartMessage {
   config: VmConfig;
   input: SharedArrayBuffer;
   control: SharedArrayBuffer;
+  /** What the main thread read from /proc and /sys, which this Worker may not read. */
+  host?: HostFacts;
 }
 
 /** The first message of the lifecycle protocol: the shared buffers, no VM yet. */
@@ -511,9 +516,16 @@ scope.onmessage = async (e) => {
     scope.postMessage(failure(new Error(`unexpected first message "${first.kind}"`)));
     return;
   }
-  const { config, input, control } = first;
+  const { config, input, control, host } = first;
   let done: WorkerMessage;
   try {
+    if (host !== undefined) {
+      if (host.cpuVendor !== undefined) setHostCpuVendor(host.cpuVendor);
+      setHostKvmFlavor(host.kvmFlavor);
+      if (config.backend !== "interp") {
+        (await import("./kvm/backend.ts")).setHostIsPvm(host.kvmFlavor === "kvm_pvm");
+      }
+    }
     const outcome = await runVm(config, {
       input: new InputRing(input),
       control: new RunControl(new Int32Array(control)),

@@ -24,6 +24,17 @@ export interface ModuleGraph {
   remoteHosts: string[];
 }
 
+/** How `walkModuleGraph` walks. */
+export interface WalkOptions {
+  /**
+   * Keep going past what the sandbox refuses (a trusted module's graph): a file that is not
+   * code by name is listed and not scanned, import attributes are allowed.
+   */
+  lenient?: boolean;
+  /** Receives every local file the walk touches, also when it then throws. */
+  reached?: Set<string>;
+}
+
 /** Largest plugin graph walked (a guard against a generated graph of endless files). */
 const MAX_MODULES = 2000;
 
@@ -42,7 +53,12 @@ const CODE_ONLY = "a sandboxed plugin may import code modules only (" +
  * and `import("x")`. Throws a PluginError (naming `where`) for import attributes
  * (`with { type: "text" }`), which would read a file as data.
  */
-export function scanImports(source: string, where: string, specifier: string): string[] {
+export function scanImports(
+  source: string,
+  where: string,
+  specifier: string,
+  allowAttributes = false,
+): string[] {
   const out: string[] = [];
   // Tokens that matter: identifiers/keywords, string literals, and the few punctuators the
   // patterns need. Comments, template literals and regex literals are skipped.
@@ -131,10 +147,10 @@ export function scanImports(source: string, where: string, specifier: string): s
       prev2.v === "import";
     if (!isStatic && !isDynamic) continue;
     const next = tokens[k + 1];
-    if (
+    const attributes =
       (isStatic && next?.t === "id" && (next.v === "with" || next.v === "assert")) ||
-      (isDynamic && next?.t === "p" && next.v === ",")
-    ) {
+      (isDynamic && next?.t === "p" && next.v === ",");
+    if (attributes && !allowAttributes) {
       throw new PluginError(
         `Plugin "${specifier}" imports "${tok.v}" with import attributes (in ${where}): ` +
           `${CODE_ONLY}`,
@@ -169,7 +185,12 @@ function resolveIn(spec: string, base: URL): URL | null {
  * Walks the graph from `root` (a `file:` or remote URL) and returns the files and hosts the
  * sandbox may load. Throws a PluginError naming the first module that is not code.
  */
-export async function walkModuleGraph(root: URL, specifier: string): Promise<ModuleGraph> {
+export async function walkModuleGraph(
+  root: URL,
+  specifier: string,
+  opts: WalkOptions = {},
+): Promise<ModuleGraph> {
+  const lenient = opts.lenient === true;
   const files = new Set<string>();
   const hosts = new Set<string>();
   const seen = new Set<string>();
@@ -191,13 +212,19 @@ export async function walkModuleGraph(root: URL, specifier: string): Promise<Mod
       new PluginError(
         `Plugin "${specifier}" imports "${path}" (from ${from}), which ${what}: ${CODE_ONLY}`,
       );
+    if (lenient && !isCodeModulePath(path) && url.href !== root.href) {
+      files.add(path); // data a trusted module imports (JSON, text): read, not scanned
+      continue;
+    }
     if (!isCodeModulePath(path)) {
       if (url.href === root.href) throw notCodePlugin(specifier);
       throw notCode("is not a code module");
     }
     let real: string;
+    opts.reached?.add(path);
     try {
       real = await Deno.realPath(path);
+      opts.reached?.add(real);
       if (!(await Deno.stat(real)).isFile) throw notCode("is not a file");
     } catch (err) {
       if (err instanceof PluginError) throw err;
@@ -206,11 +233,15 @@ export async function walkModuleGraph(root: URL, specifier: string): Promise<Mod
           `${(err as Error).message}`,
       );
     }
+    if (lenient && !isCodeModulePath(real) && url.href !== root.href) {
+      files.add(path).add(real);
+      continue;
+    }
     if (!isCodeModulePath(real)) throw notCode(`links to "${real}", not a code module`);
     files.add(path);
     files.add(real);
     const source = await Deno.readTextFile(real);
-    for (const spec of scanImports(source, path, specifier)) {
+    for (const spec of scanImports(source, path, specifier, lenient)) {
       const target = resolveIn(spec, url);
       if (target) queue.push({ url: target, from: path });
     }

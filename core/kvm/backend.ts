@@ -176,6 +176,16 @@ import {
 export const KVM_DEVICE = "/dev/kvm";
 /** Where the kernel says the nested PVM flavour of KVM is loaded. */
 const KVM_PVM_MODULE = "/sys/module/kvm_pvm";
+
+let presetPvm: boolean | null = null;
+
+/**
+ * Says whether the host runs kvm_pvm, as another thread saw it: the CLI's VM Worker cannot look
+ * at /sys/module (Deno grants /sys files only with --allow-all).
+ */
+export function setHostIsPvm(pvm: boolean): void {
+  presetPvm = pvm;
+}
 /** RFLAGS.IF. */
 const RFLAGS_IF = 1 << 9;
 /** Longest single sleep of a halted vCPU before it re-checks requests (ms). */
@@ -283,6 +293,7 @@ function checkApiVersion(fd: number, device: string): void {
 }
 
 function detectPvm(): boolean {
+  if (presetPvm !== null) return presetPvm;
   try {
     return Deno.statSync(KVM_PVM_MODULE).isDirectory;
   } catch {
