@@ -8,7 +8,7 @@
  */
 
 import { assertEquals, assertIncludes } from "../_assert.ts";
-import { BACKENDS, ROOT } from "../_run.ts";
+import { BACKENDS } from "../_run.ts";
 import { COUNTER, COUNTER_OUTPUT, COUNTER_STATUS, sleep, VmProcess } from "../api/_api.ts";
 import { netnsUnusable, twoHosts } from "../_netns.ts";
 
