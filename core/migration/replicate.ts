@@ -381,6 +381,8 @@ export async function runStandby(
       }
       const h = frameJson<{ memSize: number; state: MachineState; checkpointMs: number }>(hello);
       machine = await opts.build(h.state, h.memSize);
+      // Refused now if this build cannot load it; and warm for the failover's load.
+      machine.restoreState(h.state);
       await writeAll(conn, jsonFrame(FRAME_READY, { backend: machine.backend.name }));
     } catch (err) {
       await writeAll(conn, jsonFrame(FRAME_ERROR, { message: (err as Error).message }))
