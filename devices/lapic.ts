@@ -419,6 +419,10 @@ export class LocalApic {
         timerInitial: this.timerInitial,
         timerDivide: this.timerDivide,
         timerStartNs: this.timerStartNs,
+        // Saved, not derived: a one-shot whose count reached 0 but whose interrupt the clock has
+        // not delivered yet (paused between the deadline and the next timer service) is still
+        // owed; re-deriving it from the count lost it, and Linux then waited forever.
+        oneShotPending: this.#oneShotPending,
         hardwareEnabled: this.hardwareEnabled,
       },
     };
@@ -449,7 +453,9 @@ export class LocalApic {
     this.timerDivide = num("timerDivide");
     this.timerStartNs = Number(f.timerStartNs ?? 0);
     this.hardwareEnabled = f.hardwareEnabled !== false;
-    this.#oneShotPending = this.currentCount() > 0;
+    this.#oneShotPending = typeof f.oneShotPending === "boolean"
+      ? f.oneShotPending
+      : this.currentCount() > 0;
     this.#armTimer();
     this.#update();
   }

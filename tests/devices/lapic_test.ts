@@ -227,3 +227,53 @@ Deno.test("lapic one-shot count that has already expired when armed still fires,
   fire();
   assertEquals(apic.pendingVector, -1);
 });
+
+Deno.test("lapic one-shot due but not yet delivered when saved still fires after restore", () => {
+  // The VM clock passes the deadline, the machine pauses before its timers are serviced, and
+  // the snapshot is taken then: the count reads 0 but the interrupt is still owed.
+  const manual = () => {
+    let now = 0;
+    const timers: { deadline: number; cb: () => void }[] = [];
+    return {
+      clock: {
+        now: () => now,
+        timer: (cb: () => void) => {
+          const t = { deadline: Infinity, cb };
+          timers.push(t);
+          return { arm: (d: number) => t.deadline = now + d, cancel: () => t.deadline = Infinity };
+        },
+      },
+      /** Moves time without servicing timers. */
+      pass: (ns: number) => now += ns,
+      service: () => {
+        for (const t of timers) {
+          if (t.deadline <= now) {
+            t.deadline = Infinity;
+            t.cb();
+          }
+        }
+      },
+    };
+  };
+  const a = manual();
+  const apic = new LocalApic(a.clock);
+  apic.writeRegister(SVR, 0x1ff);
+  apic.writeRegister(TDCR, 0xb); // divide by 1
+  apic.writeRegister(LVT_TIMER, 0x40); // one-shot
+  apic.writeRegister(TMICT, 1000);
+  a.pass(1500);
+  assertEquals(apic.readRegister(TMCCT), 0);
+  assertEquals(apic.pendingVector, -1, "not delivered yet");
+  const state = JSON.parse(JSON.stringify(apic.save()));
+  const b = manual();
+  b.pass(1500);
+  const copy = new LocalApic(b.clock);
+  copy.restore(state);
+  b.service();
+  assertEquals(copy.pendingVector, 0x40, "the owed one-shot fires");
+  copy.acknowledge();
+  copy.writeRegister(EOI, 0);
+  b.pass(1_000_000);
+  b.service();
+  assertEquals(copy.pendingVector, -1, "once");
+});
