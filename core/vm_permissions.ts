@@ -18,8 +18,8 @@
 
 import type { VmConfig } from "./vm.ts";
 import { BUILTIN_DEVICES, VIRTIO_DEVICES } from "./builtin_devices.ts";
-import { type CpuVendor, hostCpuVendor } from "./cpu_model.ts";
-import { hostKvmFlavor, type KvmFlavor } from "./select_backend.ts";
+import { type CpuVendor, hostCpuVendor, setHostCpuVendor } from "./cpu_model.ts";
+import { hostKvmFlavor, type KvmFlavor, setHostKvmFlavor } from "./select_backend.ts";
 import type { DeviceSpec } from "../plugins/options.ts";
 import { resolvePluginUrl } from "../plugins/loader.ts";
 import { walkModuleGraph } from "../plugins/module_graph.ts";
@@ -44,6 +44,15 @@ export function probeHost(): HostFacts {
     // The Worker tries again and reports it.
   }
   return { ...(cpuVendor === undefined ? {} : { cpuVendor }), kvmFlavor: hostKvmFlavor() };
+}
+
+/** On the machine's Worker: takes the facts `probeHost` read on the main thread. */
+export async function applyHostFacts(host: HostFacts, backend: VmConfig["backend"]): Promise<void> {
+  if (host.cpuVendor !== undefined) setHostCpuVendor(host.cpuVendor);
+  setHostKvmFlavor(host.kvmFlavor);
+  if (backend !== "interp") {
+    (await import("./kvm/backend.ts")).setHostIsPvm(host.kvmFlavor === "kvm_pvm");
+  }
 }
 
 /** Deno's files that only --allow-all opens (devices, /proc, /sys), by absolute path. */

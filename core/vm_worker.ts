@@ -35,9 +35,7 @@ import {
 } from "./vm.ts";
 import { exitStatusOf, type Machine } from "./machine.ts";
 import { VmmError } from "./errors.ts";
-import { setHostCpuVendor } from "./cpu_model.ts";
-import { setHostKvmFlavor } from "./select_backend.ts";
-import type { HostFacts } from "./vm_permissions.ts";
+import { applyHostFacts, type HostFacts } from "./vm_permissions.ts";
 import { createSnapshot, type SnapshotType } from "./snapshot/mod.ts";
 import { type MigrationStatus, sendMigration } from "./migration/send.ts";
 import { receiveMigration } from "./migration/receive.ts";
@@ -519,13 +517,7 @@ scope.onmessage = async (e) => {
   const { config, input, control, host } = first;
   let done: WorkerMessage;
   try {
-    if (host !== undefined) {
-      if (host.cpuVendor !== undefined) setHostCpuVendor(host.cpuVendor);
-      setHostKvmFlavor(host.kvmFlavor);
-      if (config.backend !== "interp") {
-        (await import("./kvm/backend.ts")).setHostIsPvm(host.kvmFlavor === "kvm_pvm");
-      }
-    }
+    if (host !== undefined) await applyHostFacts(host, config.backend);
     const outcome = await runVm(config, {
       input: new InputRing(input),
       control: new RunControl(new Int32Array(control)),

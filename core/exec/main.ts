@@ -17,6 +17,7 @@
  * `/mnt`, ... or one below /proc, /sys, /dev) is mounted at /hostcwd instead.
  */
 
+import { probeHost, vmPermissions } from "../vm_permissions.ts";
 import { parseCli } from "../cli.ts";
 import { describeError, UsageError, VmmError } from "../errors.ts";
 import type { VmConfig } from "../vm.ts";
@@ -309,7 +310,11 @@ async function runExec(
   const net = (config.nets ?? []).length > 0
     ? await (await import("../net/host.ts")).startNetBackends(config.nets!)
     : null;
-  const worker = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+  // The machine runs with only the permissions this VM needs (core/vm_permissions.ts).
+  const worker = new Worker(new URL("./worker.ts", import.meta.url), {
+    type: "module",
+    deno: { permissions: await vmPermissions(config) },
+  } as WorkerOptions);
   let started: number | undefined, firstOutput: number | undefined;
   let timer: ReturnType<typeof setTimeout> | undefined, timedOut = false;
   const result = await new Promise<ExecWorkerMessage & { kind: "done" }>((resolve) => {
@@ -323,7 +328,7 @@ async function runExec(
       e.preventDefault();
       resolve({ kind: "done", ok: false, message: e.message });
     };
-    const start: ExecStartMessage = { config, nonce };
+    const start: ExecStartMessage = { config, nonce, host: probeHost() };
     worker.postMessage(start);
     if (args.timeoutMs !== undefined) {
       timer = setTimeout(() => {

@@ -7,11 +7,14 @@
 import { RunControl } from "../backend.ts";
 import { runVm, type VmConfig, type VmOutcome } from "../vm.ts";
 import { ExecDemux } from "./protocol.ts";
+import { applyHostFacts, type HostFacts } from "../vm_permissions.ts";
 
 /** What the main thread sends. */
 export interface ExecStartMessage {
   config: VmConfig;
   nonce: string;
+  /** What the main thread read of /proc and /sys (this Worker may not). */
+  host: HostFacts;
 }
 
 /** What the worker answers once the VM ended. */
@@ -52,7 +55,7 @@ function writeAll(file: { writeSync(b: Uint8Array): number }, bytes: Uint8Array)
 
 scope.onmessage = async (e) => {
   scope.onmessage = null;
-  const { config, nonce } = e.data;
+  const { config, nonce, host } = e.data;
   const control = new RunControl();
   let commandStatus: number | undefined;
   let output = false;
@@ -79,6 +82,7 @@ scope.onmessage = async (e) => {
     },
   });
   try {
+    await applyHostFacts(host, config.backend);
     const outcome = await runVm(config, { control, stdout: demux });
     scope.postMessage({
       kind: "done",

@@ -86,3 +86,32 @@ Deno.test("a VM that must open a device file itself keeps the VMM's permissions"
   const p = await vmPermissions(config(["--serial", "file:/dev/full"]), ROOT.replace(/\/$/, ""));
   assertEquals(p, "inherit");
 });
+
+const EXEC_KERNEL = `${ROOT}.cache/guests/vmlinux`;
+const haveExecGuest = (() => {
+  try {
+    return Deno.statSync(EXEC_KERNEL).isFile;
+  } catch {
+    return false;
+  }
+})();
+if (!haveExecGuest) console.warn("note: --exec confinement test skipped: run `deno task guests`");
+
+Deno.test({
+  name: "--exec runs its machine confined too: a trusted device reading /etc/hostname is denied",
+  ignore: !haveExecGuest,
+  async fn() {
+    const r = await runCli([
+      "--exec",
+      "true",
+      "--backend",
+      "interp",
+      "--device",
+      `${READER},trusted,read=outside`,
+    ]);
+    assertTrue(r.status === 125, `status ${r.status}, stderr:\n${r.stderr}`);
+    assertIncludes(r.stderr, 'Device "host-reader" tried to read a file ("/etc/hostname")');
+    assertIncludes(r.stderr, "was denied: the VM runs with only the permissions it needs");
+    assertTrue(!r.stderr.includes("    at "), `no stack trace:\n${r.stderr}`);
+  },
+});
