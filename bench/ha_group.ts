@@ -22,8 +22,8 @@ import {
   migrationGuestMissing,
 } from "./migration_workloads.ts";
 import { busyboxInitramfs, DEFAULT_APPLETS } from "../tools/guests/initramfs.ts";
+import { VmmProc } from "./_vmm_proc.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
 const MEM_MIB = 256;
 const CHECKPOINT_MS = 100;
 const START = "HA-WORK-START", DONE = "HA-WORK-DONE";
@@ -42,63 +42,15 @@ echo ${DONE}
 while :; do sleep 1; done
 `;
 
-/** A child VMM whose stdout and stderr are watched for text. */
-class Proc {
-  readonly child: Deno.ChildProcess;
-  out = "";
-  err = "";
-  #seen = new Map<string, number>();
-
-  constructor(args: string[]) {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", "mod.ts", ...args],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    this.child = child;
-    const dec = new TextDecoder();
-    void (async () => {
-      for await (const c of child.stdout) {
-        this.out += dec.decode(c, { stream: true });
-        this.#mark(this.out);
-      }
-    })();
-    void (async () => {
-      for await (const c of child.stderr) {
-        this.err += dec.decode(c, { stream: true });
-        this.#mark(this.err);
-      }
-    })();
-  }
-
-  #mark(text: string): void {
-    for (const k of [START, DONE, "replication: the primary was lost", "standing by"]) {
-      if (!this.#seen.has(k) && text.includes(k)) this.#seen.set(k, performance.now());
-    }
-  }
-
-  /** When `text` was first seen (performance.now()), waiting up to `ms`. */
-  async when(text: string, ms: number): Promise<number> {
-    const deadline = performance.now() + ms;
-    while (!this.#seen.has(text)) {
-      if (performance.now() > deadline) {
-        throw new Error(`no "${text}" within ${ms} ms: ${this.err.slice(-800)}`);
-      }
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    return this.#seen.get(text)!;
-  }
-
-  kill(): void {
-    try {
-      this.child.kill("SIGKILL");
-    } catch {
-      // Gone.
-    }
-  }
+/** When `text` shows on `p`'s `stream` (performance.now()), waiting up to `ms`. */
+async function seen(
+  p: VmmProc,
+  stream: "stdout" | "stderr",
+  text: string,
+  ms: number,
+): Promise<number> {
+  await p.until(() => p[stream].includes(text) || null, `"${text}" on ${stream}`, ms);
+  return performance.now();
 }
 
 function freePort(): number {
@@ -113,7 +65,7 @@ export async function runHaGroup(): Promise<BenchRow[] | string> {
   const missing = migrationGuestMissing();
   if (missing !== null) return missing;
   const dir = Deno.makeTempDirSync({ prefix: "dv-bench-ha-" });
-  const procs: Proc[] = [];
+  const procs: VmmProc[] = [];
   try {
     const initrd = `${dir}/init.cpio.gz`;
     Deno.writeFileSync(
@@ -137,28 +89,34 @@ export async function runHaGroup(): Promise<BenchRow[] | string> {
     ];
     const BOOT_MS = 180_000;
     // Without replication.
-    const plain = new Proc(guest);
+    const plain = new VmmProc(guest);
     procs.push(plain);
-    const p0 = await plain.when(START, BOOT_MS);
-    const plainMs = (await plain.when(DONE, BOOT_MS)) - p0;
-    plain.kill();
+    const p0 = await seen(plain, "stdout", START, BOOT_MS);
+    const plainMs = (await seen(plain, "stdout", DONE, BOOT_MS)) - p0;
+    await plain.stop();
     // With replication; then the primary is killed and the standby takes over.
     const url = `tcp:127.0.0.1:${freePort()}`;
-    const standby = new Proc(["--standby", url, "--backend", "interp"]);
+    const standby = new VmmProc(["--standby", url, "--backend", "interp"]);
     procs.push(standby);
-    await standby.when("standing by", 30_000);
-    const primary = new Proc([...guest, "--replicate", url, "--checkpoint-ms", `${CHECKPOINT_MS}`]);
+    await seen(standby, "stderr", "standing by", 30_000);
+    const primary = new VmmProc([
+      ...guest,
+      "--replicate",
+      url,
+      "--checkpoint-ms",
+      `${CHECKPOINT_MS}`,
+    ]);
     procs.push(primary);
-    const r0 = await primary.when(START, BOOT_MS);
-    const replicatedMs = (await primary.when(DONE, BOOT_MS)) - r0;
+    const r0 = await seen(primary, "stdout", START, BOOT_MS);
+    const replicatedMs = (await seen(primary, "stdout", DONE, BOOT_MS)) - r0;
     const killedAt = performance.now();
-    primary.kill();
-    await primary.child.status;
-    const failoverMs = (await standby.when("replication: the primary was lost", 10_000)) -
+    await primary.stop();
+    const failoverMs =
+      (await seen(standby, "stderr", "replication: the primary was lost", 10_000)) -
       killedAt;
     // The primary prints its own figures when it ends; killed, it did not: ask the standby's
     // view instead (bytes received over checkpoints are in its log line when it has one).
-    const perCheckpoint = bytesPerCheckpoint(primary.err, standby.err);
+    const perCheckpoint = bytesPerCheckpoint(primary.stderr, standby.stderr);
     const rows: BenchRow[] = [
       {
         name: "ha workload time (16 MiB x8 dd, checkpoint 100 ms)",
@@ -189,8 +147,7 @@ export async function runHaGroup(): Promise<BenchRow[] | string> {
     }
     return rows;
   } finally {
-    for (const p of procs) p.kill();
-    await Promise.all(procs.map((p) => p.child.status.catch(() => {})));
+    await Promise.all(procs.map((p) => p.stop()));
     Deno.removeSync(dir, { recursive: true });
   }
 }
