@@ -116,6 +116,8 @@ export async function runHaGroup(): Promise<BenchRow[] | string> {
       killedAt;
     // The primary prints its own figures when it ends; killed, it did not: ask the standby's
     // view instead (bytes received over checkpoints are in its log line when it has one).
+    // The standby logs that line right after it took over: wait for it, it may come later.
+    await seen(standby, "stderr", "replication: received ", 10_000);
     const perCheckpoint = bytesPerCheckpoint(primary.stderr, standby.stderr);
     const rows: BenchRow[] = [
       {
