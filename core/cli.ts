@@ -19,6 +19,7 @@ import { parseDeviceSpec } from "../plugins/options.ts";
 import { apiMain, wantsApi } from "./api/main.ts";
 import { ctlMain } from "./ctl/main.ts";
 import { parseNets } from "./net/spec.ts";
+import { parseVsock } from "./vsock/spec.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /** The version `--version` prints. */
@@ -57,6 +58,11 @@ Options:
                          \`deno run -A mod.ts switch PATH\`; no root needed), tap=NAME[,...]
                          the host's TAP interface NAME; repeatable; without mac= a random
                          local address
+  --vsock cid=N,uds=PATH a virtio-vsock device, guest CID N (3 or more), with Firecracker's
+                         host side on unix socket PATH: a client connects, writes
+                         \`CONNECT <port>\\n\`, reads \`OK <hostport>\\n\`, then talks to the
+                         guest's port; the guest's connections to CID 2 port P go to
+                         the unix socket PATH_P
   --console KIND         serial (default) or virtio: adds a virtio-console, the guest's
                          hvc0 (give console=hvc0), on the --serial target, and the
                          terminal's input goes to it instead of the UART
@@ -121,6 +127,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
         rng: { type: "boolean", default: false },
         share: { type: "string", multiple: true, default: [] },
         net: { type: "string", multiple: true, default: [] },
+        vsock: { type: "string" },
         console: { type: "string", default: "serial" },
         trace: { type: "boolean", default: false },
         linux: { type: "boolean", default: false },
@@ -179,6 +186,7 @@ export function parseCli(argv: string[]): VmConfig | "help" | "version" {
     rng: v.rng!,
     ...(v.share!.length === 0 ? {} : { shares: parseShares(v.share!) }),
     ...(v.net!.length === 0 ? {} : { nets: parseNets(v.net!) }),
+    ...(v.vsock === undefined ? {} : { vsock: parseVsock(v.vsock) }),
     ...(v.console === "serial" ? {} : { console: parseConsole(v.console!) }),
     serial,
     trace: v.trace!,
@@ -289,6 +297,7 @@ function parseRestore(v: {
   drive?: string[];
   rng?: boolean;
   net?: string[];
+  vsock?: string;
   share?: string[];
   linux?: boolean;
   cpu?: string;
@@ -308,6 +317,7 @@ function parseRestore(v: {
     v.rng ? "--rng" : "",
     (v.share ?? []).length > 0 ? "--share" : "",
     (v.net ?? []).length > 0 ? "--net" : "",
+    v.vsock !== undefined ? "--vsock" : "",
     v.cpu !== undefined && v.cpu !== "host" ? "--cpu" : "",
   ].filter((x) => x !== "");
   if (clash.length > 0) {
@@ -428,6 +438,19 @@ export async function main(argv: string[]): Promise<number> {
       return err.exitCode;
     }
   }
+  // The vsock's unix sockets too (core/vsock/host.ts).
+  let vsock: { close(): void } | null = null;
+  if (config.vsock !== undefined) {
+    const { startVsockHost } = await import("./vsock/host.ts");
+    try {
+      vsock = await startVsockHost(config.vsock);
+    } catch (err) {
+      net?.close();
+      if (!(err instanceof VmmError)) throw err;
+      console.error(`denovisor: ${err.message}`);
+      return err.exitCode;
+    }
+  }
   const input = new InputRing();
   const control = new SharedArrayBuffer(8);
   const requests = new Int32Array(control);
@@ -466,6 +489,7 @@ export async function main(argv: string[]): Promise<number> {
   relayInput(input, quit);
   const result = await done;
   net?.close();
+  vsock?.close();
   clearInterval(kicker);
   (disableKicks as (() => void) | null)?.();
   restoreTerminal();

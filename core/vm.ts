@@ -27,6 +27,7 @@ import type { DeviceSpec } from "../plugins/options.ts";
 import { DEFAULT_GUEST } from "../guests/default.ts";
 import { BUILTIN_DEVICES, VIRTIO_DEVICES } from "./builtin_devices.ts";
 import type { NetSpec } from "./net/spec.ts";
+import type { VsockSpec } from "./vsock/spec.ts";
 import type { Plugin } from "../plugins/mod.ts";
 
 /** Everything `--flags` decide, as data that can cross to a Worker. */
@@ -51,6 +52,8 @@ export interface VmConfig {
   shares?: ShareSpec[];
   /** virtio-net devices (`--net switch=PATH[,mac=MAC]`), in order: the first is eth0. */
   nets?: NetSpec[];
+  /** A virtio-vsock device (`--vsock cid=N,uds=PATH`, `PUT /vsock`). */
+  vsock?: VsockSpec;
   /**
    * `"virtio"` (`--console virtio`): a virtio-console device, the guest's hvc0, writing to the
    * serial target and taking the console's input over from the UART.
@@ -424,6 +427,26 @@ async function attachVirtioDevices(
       for (const p of ports) p.poll?.();
       service();
     };
+  }
+  if (config.vsock !== undefined) {
+    // As the net devices: the host side's messages cross in rings (core/vsock/host.ts), the
+    // service tick delivers them.
+    const vsock = await import("../devices/virtio/vsock.ts");
+    const rings = config.vsock.rings;
+    const port = rings === undefined ? null : vsock.vsockRingPort(rings);
+    wanted.push({
+      module: "../devices/virtio/vsock.ts",
+      name: "virtio-vsock",
+      options: { cid: String(config.vsock.cid) },
+      plugin: vsock.vsockPlugin(port),
+    });
+    if (port !== null) {
+      const service = machine.control.service;
+      machine.control.service = () => {
+        port.poll?.();
+        service();
+      };
+    }
   }
   const out: AcpiVirtioMmio[] = [];
   for (const w of wanted) {

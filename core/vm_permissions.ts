@@ -219,6 +219,10 @@ export async function vmPermissions(
       if (d.options.writable === "true") allow(write, value);
     }
   }
+  // Nothing for `--net switch=PATH` and `--vsock uds=PATH`: their unix sockets (the vsock's
+  // listener and its `PATH_P` connections) are opened on the main thread, whose messages cross
+  // to the Worker in SharedArrayBuffer rings (core/net/host.ts, core/vsock/host.ts), so the
+  // machine gets neither read, write nor net access to them.
   // write: the `--serial file:PATH` log (created or truncated).
   if (config.serial.kind === "file") allow(write, config.serial.path);
 

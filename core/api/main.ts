@@ -16,7 +16,9 @@ import {
   applyMachineConfig,
   DEFAULT_ID,
   serveApi,
+  type VsockHolder,
 } from "./server.ts";
+import { startVsockHost } from "../vsock/host.ts";
 import { LifecycleError, type VmEnd, Vmm } from "./vmm.ts";
 import { parseMigrationUrl } from "../migration/url.ts";
 import { ApiLogger, ApiMetrics } from "./observe.ts";
@@ -256,10 +258,27 @@ export async function apiMain(argv: string[]): Promise<number> {
       return err.exitCode;
     }
   }
+  // --vsock: the host side's unix sockets on this thread as well (core/vsock/host.ts); PUT
+  // /vsock replaces it before the boot.
+  const vsock: VsockHolder = { host: null };
+  if (config.vsock !== undefined) {
+    try {
+      vsock.host = await startVsockHost(config.vsock);
+    } catch (err) {
+      net?.close();
+      if (!(err instanceof VmmError)) throw err;
+      console.error(`denovisor: ${err.message}`);
+      return err.exitCode;
+    }
+  }
   let record: VmRecord | null = null;
   if (args.name !== null) {
     const claimed = await claimName(args, config, restore?.statePath ?? null);
-    if (typeof claimed === "number") return claimed;
+    if (typeof claimed === "number") {
+      net?.close();
+      vsock.host?.close();
+      return claimed;
+    }
     record = claimed;
   }
 
@@ -291,7 +310,11 @@ export async function apiMain(argv: string[]): Promise<number> {
   };
   if (args.apiSock !== null) {
     try {
-      const handle = apiHandler(vmm, { id: args.id, version: VERSION }, { logger, metrics });
+      const handle = apiHandler(vmm, { id: args.id, version: VERSION }, {
+        logger,
+        metrics,
+        vsock,
+      });
       server = await serveApi(args.apiSock, async (req) => {
         // Counted, so that the VMM ending (a VM migrated away) waits for the answer in flight.
         inFlight++;
@@ -305,6 +328,7 @@ export async function apiMain(argv: string[]): Promise<number> {
       if (record !== null) writeRecord(record);
     } catch (err) {
       vmm.close();
+      vsock.host?.close();
       if (err instanceof ApiError) {
         console.error(`denovisor: ${err.message}`);
         return 2;
@@ -373,6 +397,7 @@ export async function apiMain(argv: string[]): Promise<number> {
   restoreTerminal();
   vmm.close();
   net?.close();
+  vsock.host?.close();
   const say = (m: string) => {
     console.error(m);
     logger.log("Error", "vmm", m);

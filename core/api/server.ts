@@ -12,6 +12,14 @@ import type { VmConfig } from "../vm.ts";
 import type { MigrationStatus } from "../migration/send.ts";
 import { LifecycleError, type Vmm } from "./vmm.ts";
 import { type ApiLogger, type ApiMetrics, LOG_LEVELS } from "./observe.ts";
+import { checkUdsPath, parseCid } from "../vsock/spec.ts";
+import { startVsockHost, type VsockHost } from "../vsock/host.ts";
+import { VmmError } from "../errors.ts";
+
+/** The VM's vsock host side (`--vsock`, `PUT /vsock`), which the API's owner closes. */
+export interface VsockHolder {
+  host: VsockHost | null;
+}
 
 /** Firecracker's default instance id. */
 export const DEFAULT_ID = "anonymous-instance";
@@ -213,12 +221,19 @@ export function migrationJson(m: MigrationStatus): Json {
   };
 }
 
+/** The `Vsock` GET /vm/config reports, or undefined. */
+function vsockOf(config: VmConfig): Json | undefined {
+  if (config.vsock === undefined) return undefined;
+  return { guest_cid: config.vsock.cid, uds_path: config.vsock.uds };
+}
+
 /** Routes and answers one API request. */
 export function apiHandler(
   vmm: Vmm,
   info: { id: string; version: string },
-  obs: { logger: ApiLogger; metrics: ApiMetrics },
+  obs: { logger: ApiLogger; metrics: ApiMetrics; vsock?: VsockHolder },
 ): (req: Request) => Promise<Response> {
+  const vsock = obs.vsock ?? { host: null };
   const preBoot = (what: string) => {
     if (vmm.state !== "Not started") {
       throw new ApiError(
@@ -323,7 +338,53 @@ export function apiHandler(
         const out: Json = { "machine-config": machineConfigOf(vmm.config) };
         const boot = bootSourceOf(vmm.config);
         if (boot !== undefined) out["boot-source"] = boot;
+        const vs = vsockOf(vmm.config);
+        if (vs !== undefined) out.vsock = vs;
         return Promise.resolve(Response.json(out));
+      },
+    },
+    "/vsock": {
+      PUT: async (req) => {
+        const what = "vsock";
+        const b = await body(req, what);
+        onlyFields(b, ["guest_cid", "uds_path", "vsock_id"], what);
+        str(b, "vsock_id", what, false); // Firecracker's deprecated id: accepted, unused
+        const cidField = int(b, "guest_cid", what, true);
+        const uds = str(b, "uds_path", what, true)!;
+        let cid: number;
+        try {
+          cid = parseCid(cidField, what);
+          checkUdsPath(uds, what);
+        } catch (err) {
+          throw new ApiError((err as Error).message);
+        }
+        preBoot(what);
+        // The listener starts now, so a taken path is refused here (and a second PUT replaces
+        // the first's).
+        const spec = { cid, uds };
+        const old = vsock.host;
+        if (old !== null && vmm.config.vsock?.uds === uds) {
+          old.close();
+          vsock.host = null;
+        }
+        let host: VsockHost;
+        try {
+          host = await startVsockHost(spec);
+        } catch (err) {
+          if (vsock.host === null && vmm.config.vsock !== undefined) {
+            // The old listener on this path is gone: so is the old device.
+            const { vsock: _, ...rest } = vmm.config;
+            vmm.config = rest;
+          }
+          if (err instanceof VmmError) {
+            throw new ApiError(`${what}: ${err.message.replace(/^--vsock /, "")}`);
+          }
+          throw err;
+        }
+        vsock.host?.close();
+        vsock.host = host;
+        vmm.config = { ...vmm.config, vsock: spec };
+        return noContent();
       },
     },
     "/actions": {

@@ -161,7 +161,8 @@ export function parseExecArgs(argv: readonly string[]): ExecArgs {
  * The kernel modules an exec guest loads for `config`: the virtio-mmio transport always (the
  * devices are announced in the DSDT), and each attached device kind's driver: `drives`
  * (`--drive`: virtio_blk, ext4), `rng` (`--rng`), `shares` (the current directory and
- * `--share`: 9p and 9pnet_virtio, with netfs and 9pnet from modules.dep), and `--net`.
+ * `--share`: 9p and 9pnet_virtio, with netfs and 9pnet from modules.dep), `--net` and
+ * `--vsock` (vsock and its virtio transport).
  */
 export function execModules(config: VmConfig): string[] {
   const mods = ["virtio_mmio"];
@@ -176,6 +177,9 @@ export function execModules(config: VmConfig): string[] {
   if ((c.nets?.length ?? 0) > 0) mods.push("virtio_net");
   if (config.console === "virtio") mods.push("virtio_console");
   if ((c.shares?.length ?? 0) > 0) mods.push("9p", "9pnet_virtio");
+  if (config.vsock !== undefined) {
+    mods.push("vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport");
+  }
   return mods;
 }
 
@@ -310,6 +314,16 @@ async function runExec(
   const net = (config.nets ?? []).length > 0
     ? await (await import("../net/host.ts")).startNetBackends(config.nets!)
     : null;
+  // --vsock: its unix sockets on this thread too (core/vsock/host.ts).
+  let vsock: { close(): void } | null = null;
+  if (config.vsock !== undefined) {
+    try {
+      vsock = await (await import("../vsock/host.ts")).startVsockHost(config.vsock);
+    } catch (err) {
+      net?.close();
+      throw err;
+    }
+  }
   // The machine runs with only the permissions this VM needs (core/vm_permissions.ts).
   const worker = new Worker(new URL("./worker.ts", import.meta.url), {
     type: "module",
@@ -340,6 +354,7 @@ async function runExec(
   clearTimeout(timer);
   worker.terminate();
   net?.close();
+  vsock?.close();
   const end = Date.now();
   const s = (t: number | undefined) => t === undefined ? "-" : `${((t - t0) / 1000).toFixed(2)} s`;
   if (verbose) {
