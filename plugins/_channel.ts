@@ -48,6 +48,13 @@ export const REQ_CLOSE = 7;
 export const REQ_TIMER = 8;
 export const REQ_INPUT = 9;
 export const REQ_PING = 10; // does nothing: fetches a fault the worker holds
+// A virtio plugin's chain: A0 queue, A1 readable bytes, A2 writable room, A3/A4 the features'
+// low/high 32 bits; the first readable bytes in the data area. The reply's A0 is the used
+// length, the data area holds the written bytes from offset A1 (earlier ones came by
+// CB_CHAIN_WRITE).
+export const REQ_VIRTIO_CHAIN = 11;
+export const REQ_VIRTIO_CONFIG = 12; // the reply's data area is the config space
+export const REQ_VIRTIO_CONFIG_WRITE = 13; // A0 offset, A1 size, A2 value
 // Answers to a worker's callback, host to worker.
 export const ANS_ACK = 20;
 export const ANS_DATA = 21;
@@ -62,6 +69,8 @@ export const CB_FILE_OPEN = 35;
 export const CB_FILE_READ = 36;
 export const CB_FILE_WRITE = 37;
 export const CB_FILE_CLOSE = 38;
+export const CB_CHAIN_READ = 39; // A0 offset, A1 length: readable bytes of the chain being handled
+export const CB_CHAIN_WRITE = 40; // A0 offset, data: written bytes of the chain being handled
 
 /** Address spaces in REQ_READ / REQ_WRITE (CTL_A0). */
 export const SPACE_PORT = 0;

@@ -25,12 +25,15 @@ import {
   type Plugin,
   type Power,
   type Timer,
+  type VirtioDevice,
 } from "./mod.ts";
 import { makeOptions } from "./options.ts";
 import { decodeState, encodeState } from "./state.ts";
 import {
   ANS_DATA,
   ANS_ERROR,
+  CB_CHAIN_READ,
+  CB_CHAIN_WRITE,
   CB_DMA_READ,
   CB_DMA_WRITE,
   CB_FILE_CLOSE,
@@ -83,6 +86,9 @@ import {
   REQ_RESTORE,
   REQ_SAVE,
   REQ_TIMER,
+  REQ_VIRTIO_CHAIN,
+  REQ_VIRTIO_CONFIG,
+  REQ_VIRTIO_CONFIG_WRITE,
   REQ_WRITE,
   SPACE_PORT,
   utf8,
@@ -111,7 +117,14 @@ export interface AttachMessage {
 
 /** What the worker tells the host once the plugin module has loaded. */
 export type ReadyMessage =
-  | { kind: "ready"; name: string; stateVersion: number; description?: string }
+  | {
+    kind: "ready";
+    name: string;
+    stateVersion: number;
+    description?: string;
+    /** Set for a virtio plugin (defineVirtioPlugin). */
+    virtio?: { deviceId: number };
+  }
   | { kind: "error"; message: string }
   | LoadErrorMessage;
 
@@ -126,18 +139,21 @@ export interface ErrorReport {
   /** The permission the plugin was denied ("read", "net", ...), with what it asked for. */
   permission?: string;
   target?: string;
-  /** Set when a handler returned something that is not a number. */
+  /** Set when a handler returned something that is not a number (or not `wanted`). */
   returned?: string;
+  wanted?: string;
   /** Set when the Worker's heap grew past its limit: the bytes in use. */
   heapUsed?: number;
   /** Set when the failure came from code no call awaited (a promise, a timer of its own). */
   async?: boolean;
 }
 
-/** Ranges as REQ_CREATE reports them: [base, length] pairs. */
+/** Ranges as REQ_CREATE reports them: [base, length] pairs; and a virtio device's shape. */
 export interface CreatedRanges {
   ports: [number, number][];
   mmio: [number, number][];
+  /** A virtio plugin's device: its feature bits (hex) and queue sizes, as it gave them. */
+  virtio?: { features: string; queues: unknown; config: boolean; writeConfig: boolean };
 }
 
 interface WorkerScope {
@@ -211,8 +227,8 @@ function describeValue(v: unknown): string {
 }
 
 class WrongTypeError extends Error {
-  constructor(readonly returned: string) {
-    super(`it returned ${returned}, not a number`);
+  constructor(readonly returned: string, readonly wanted = "a number") {
+    super(`it returned ${returned}, not ${wanted}`);
   }
 }
 
@@ -265,6 +281,7 @@ export function serve(mod: Record<string, unknown>): void {
           name: plugin.name,
           stateVersion: plugin.stateVersion,
           description: plugin.description,
+          ...(plugin.virtio === undefined ? {} : { virtio: { deviceId: plugin.virtio.deviceId } }),
         } satisfies ReadyMessage,
       );
     } else if (msg.kind === "attach" && runtime) {
@@ -297,6 +314,8 @@ class SandboxRuntime {
   #evLen = 0;
   #memory: DmaMemory | null = null;
   #device: Device | null = null;
+  /** A virtio plugin's device (then #device is null). */
+  #virtio: VirtioDevice | null = null;
   #ports: IoRange[] = [];
   #mmio: IoRange[] = [];
   readonly #timers: (() => void)[] = [];
@@ -350,7 +369,7 @@ class SandboxRuntime {
         const r = err === this.#fault
           ? this.#fault!
           : err instanceof WrongTypeError
-          ? { message: err.message, returned: err.returned }
+          ? { message: err.message, returned: err.returned, wanted: err.wanted }
           : report(err);
         this.#ch.setText(JSON.stringify(r));
       }
@@ -417,11 +436,26 @@ class SandboxRuntime {
         return 0;
       case REQ_CREATE:
         return this.#create();
+      case REQ_VIRTIO_CHAIN:
+        return this.#chain();
+      case REQ_VIRTIO_CONFIG: {
+        const cfg: unknown = this.#virtio!.config?.() ?? new Uint8Array(0);
+        if (!(cfg instanceof Uint8Array)) {
+          throw new WrongTypeError(`${describeValue(cfg)} from config()`, "a Uint8Array");
+        }
+        this.#ch.setData(cfg.subarray(0, DATA_SIZE));
+        return cfg.length;
+      }
+      case REQ_VIRTIO_CONFIG_WRITE:
+        this.#virtio!.writeConfig?.(ctl[CTL_A0]!, ctl[CTL_A1]!, ctl[CTL_A2]! >>> 0);
+        return 0;
       case REQ_RESET:
         this.#device?.reset();
+        this.#virtio?.reset?.();
         return 0;
       case REQ_SAVE: {
-        const state = this.#device!.save();
+        const state = this.#device?.save() ?? this.#virtio?.save?.() ??
+          { version: 1, fields: {} };
         const text = encodeState(state);
         const bytes = utf8(text);
         if (bytes.length > DATA_SIZE) {
@@ -433,11 +467,17 @@ class SandboxRuntime {
         this.#ch.setData(bytes);
         return 0;
       }
-      case REQ_RESTORE:
-        this.#device!.restore(decodeState(this.#ch.text()));
+      case REQ_RESTORE: {
+        const state = decodeState(this.#ch.text());
+        if (this.#device) this.#device.restore(state);
+        else this.#virtio?.restore?.(state);
         return 0;
+      }
       case REQ_CLOSE:
-        if (ctl[CTL_A0] === 1) this.#device?.close?.();
+        if (ctl[CTL_A0] === 1) {
+          this.#device?.close?.();
+          this.#virtio?.close?.();
+        }
         return 0;
       default:
         throw new Error(`unknown sandbox request ${kind}`);
@@ -451,6 +491,7 @@ class SandboxRuntime {
       memoryLimit: number;
     };
     this.#memoryLimit = memoryLimit;
+    if (this.#plugin.virtio !== undefined) return this.#createVirtio(name, options);
     const device = this.#plugin.create(this.#host(name, options));
     if (typeof device !== "object" || device === null) {
       throw new TypeError("create() must return a device object");
@@ -487,6 +528,69 @@ class SandboxRuntime {
     };
     this.#ch.setText(JSON.stringify(ranges));
     return 0;
+  }
+
+  /** A virtio plugin's create: the device's shape goes to the host, which checks it. */
+  #createVirtio(name: string, options: Record<string, string>): number {
+    const dev = this.#plugin.virtio!.create(this.#host(name, options));
+    if (typeof dev !== "object" || dev === null || typeof dev.handle !== "function") {
+      throw new TypeError("create() must return a virtio device object with handle()");
+    }
+    const f: unknown = dev.features ?? 0n;
+    if (typeof f !== "bigint") {
+      throw new TypeError(`create() returned features that are ${describeValue(f)}, not a bigint`);
+    }
+    this.#virtio = dev;
+    const ranges: CreatedRanges = {
+      ports: [],
+      mmio: [],
+      virtio: {
+        features: f.toString(16),
+        queues: Array.isArray(dev.queues) ? dev.queues.map((n) => Number(n)) : null,
+        config: typeof dev.config === "function",
+        writeConfig: typeof dev.writeConfig === "function",
+      },
+    };
+    this.#ch.setText(JSON.stringify(ranges));
+    return 0;
+  }
+
+  /**
+   * One chain for the virtio device: its readable bytes (the first in the request, the rest
+   * fetched), the handler, then the written bytes back (all but the last piece by callback).
+   */
+  #chain(): number {
+    const ctl = this.#ctl;
+    const ch = this.#ch;
+    const queue = ctl[CTL_A0]!, rlen = ctl[CTL_A1]!, wlen = ctl[CTL_A2]!;
+    const features = BigInt(ctl[CTL_A3]! >>> 0) | (BigInt(ctl[CTL_A4]! >>> 0) << 32n);
+    const readable = new Uint8Array(rlen);
+    readable.set(ch.bytes.subarray(DATA_OFFSET, DATA_OFFSET + Math.min(rlen, DATA_SIZE)));
+    for (let off = DATA_SIZE; off < rlen; off += DATA_SIZE) {
+      ctl[CTL_A0] = off;
+      ctl[CTL_A1] = Math.min(DATA_SIZE, rlen - off);
+      if (this.#callHost(CB_CHAIN_READ) !== ANS_DATA) {
+        throw new Error("sandbox channel out of step");
+      }
+      readable.set(ch.bytes.subarray(DATA_OFFSET, DATA_OFFSET + ctl[CTL_A1]!), off);
+    }
+    const writable = new Uint8Array(wlen);
+    const used: unknown = this.#virtio!.handle({ queue, readable, writable, features });
+    if (typeof used !== "number" || !Number.isInteger(used) || used < 0 || used > wlen) {
+      throw new WrongTypeError(
+        typeof used === "number" ? String(used) : describeValue(used),
+        `a used length from 0 to ${wlen} (the chain's writable bytes)`,
+      );
+    }
+    let off = 0;
+    for (; used - off > DATA_SIZE; off += DATA_SIZE) {
+      ctl[CTL_A0] = off;
+      ch.setData(writable.subarray(off, off + DATA_SIZE));
+      if (this.#callHost(CB_CHAIN_WRITE) === ANS_ERROR) throw new Error(ch.text());
+    }
+    ch.setData(writable.subarray(off, used));
+    ctl[CTL_A1] = off;
+    return used;
   }
 
   // ---- events ----

@@ -481,6 +481,8 @@ export interface PluginDefinition {
   stateVersion?: number;
   /** Builds the device for one VM. */
   create(host: DeviceHost): Device;
+  /** Set for a virtio device ({@link defineVirtioPlugin}); `create` then is not called. */
+  virtio?: VirtioSpec;
 }
 
 /**
@@ -515,6 +517,186 @@ export interface Plugin extends PluginDefinition {
   readonly [PLUGIN_BRAND]: true;
   /** The checked state version. */
   readonly stateVersion: number;
+}
+
+/**
+ * The most bytes of one descriptor chain a virtio plugin sees in each direction: a chain with
+ * more readable bytes is a guest error (the device asks for a reset); a longer writable part is
+ * offered as its first {@link VIRTIO_CHAIN_LIMIT} bytes.
+ *
+ * @example
+ * ```ts
+ * import { VIRTIO_CHAIN_LIMIT } from "./mod.ts";
+ * console.log(VIRTIO_CHAIN_LIMIT); // 4194304
+ * ```
+ */
+export const VIRTIO_CHAIN_LIMIT = 4 * 1024 * 1024;
+
+/**
+ * One descriptor chain the driver made available, as a virtio plugin's
+ * {@link VirtioDevice.handle} gets it: copies, never guest memory. Fill `writable` from its
+ * start and return how many bytes you wrote; the VMM copies them into the chain's
+ * device-writable buffers and puts the chain in the used ring.
+ *
+ * @example
+ * ```ts
+ * import type { VirtioChain } from "./mod.ts";
+ * function echo(chain: VirtioChain): number {
+ *   const n = Math.min(chain.readable.length, chain.writable.length);
+ *   chain.writable.set(chain.readable.subarray(0, n));
+ *   return n;
+ * }
+ * ```
+ */
+export interface VirtioChain {
+  /** The queue the chain came from (0 for the first of {@link VirtioDevice.queues}). */
+  readonly queue: number;
+  /** The device-readable buffers, concatenated in chain order. */
+  readonly readable: Uint8Array;
+  /** Room the device-writable buffers give (zeros to start with), concatenated in chain order. */
+  readonly writable: Uint8Array;
+  /** The feature bits the driver accepted (transport bits included, e.g. bit 32 VERSION_1). */
+  readonly features: bigint;
+}
+
+/**
+ * A virtio device as a plugin implements it. The VMM provides the virtio-mmio transport:
+ * registers, feature negotiation, the split queues (indirect descriptors, EVENT_IDX), interrupts,
+ * the MMIO window and interrupt line (from its allocator) and the DSDT node the guest finds it
+ * by. Handlers are synchronous, like port handlers.
+ *
+ * @example
+ * ```ts
+ * import type { VirtioDevice } from "./mod.ts";
+ * const zeros: VirtioDevice = {
+ *   queues: [64],
+ *   handle: (chain) => chain.writable.length, // the writable bytes start as zeros
+ * };
+ * ```
+ */
+export interface VirtioDevice {
+  /**
+   * Device-specific feature bits offered to the driver (bits below 24; the transport adds
+   * VERSION_1, INDIRECT_DESC and EVENT_IDX). Default none.
+   */
+  features?: bigint;
+  /** The maximum size of each queue (a power of 2 up to 32768); its length is the queue count. */
+  queues: readonly number[];
+  /** The device's config space as it is now (the driver reads it at 0x100). Default empty. */
+  config?(): Uint8Array;
+  /** The driver wrote `size` bytes of `value` at `offset` of the config space. */
+  writeConfig?(offset: number, size: number, value: number): void;
+  /**
+   * A chain the driver made available on `chain.queue`: read `chain.readable`, fill
+   * `chain.writable`, return the bytes written (a whole number from 0 to `writable.length`).
+   * A throw or any other return makes the device ask the driver for a reset
+   * (DEVICE_NEEDS_RESET), with a warning naming what went wrong.
+   */
+  handle(chain: VirtioChain): number;
+  /** The driver (or the machine) reset the device. */
+  reset?(): void;
+  /** The device's own state for a snapshot (the transport saves its registers and queues). */
+  save?(): DeviceState;
+  /** Loads a state `save` returned. */
+  restore?(state: DeviceState): void;
+  /** Releases host resources when the VM ends. */
+  close?(): void;
+}
+
+/**
+ * What a virtio plugin module's default export describes; made with {@link defineVirtioPlugin}.
+ *
+ * @example
+ * ```ts
+ * import { API_VERSION, type VirtioPluginDefinition } from "./mod.ts";
+ * const def: VirtioPluginDefinition = {
+ *   name: "zeros",
+ *   apiVersion: API_VERSION,
+ *   deviceId: 4,
+ *   create: () => ({ queues: [64], handle: (c) => c.writable.length }),
+ * };
+ * ```
+ */
+export interface VirtioPluginDefinition {
+  /** Short name, used in messages (`--device` may override it with `name=`). */
+  name: string;
+  /** The API version the plugin was written for (use {@link API_VERSION}). */
+  apiVersion: number;
+  /**
+   * The virtio device ID (1 net, 2 block, 3 console, 4 entropy, ...; virtio 1.2 section 5).
+   * The guest picks its driver by it (modalias `virtio:d000000XXv*`), and `--exec` loads that
+   * driver.
+   */
+  deviceId: number;
+  /** One-line description for `--help`-like listings. */
+  description?: string;
+  /** The newest state version the device's `save` writes. Default 1. */
+  stateVersion?: number;
+  /** Builds the device for one VM. */
+  create(host: DeviceHost): VirtioDevice;
+}
+
+/**
+ * The virtio part of a plugin made by {@link defineVirtioPlugin}: the VMM attaches such a plugin
+ * behind its virtio-mmio transport.
+ *
+ * @example
+ * ```ts
+ * import type { Plugin } from "./mod.ts";
+ * function isVirtio(p: Plugin): boolean {
+ *   return p.virtio !== undefined;
+ * }
+ * ```
+ */
+export interface VirtioSpec {
+  /** The virtio device ID. */
+  readonly deviceId: number;
+  /** Builds the device (the transport around it is the VMM's). */
+  create(host: DeviceHost): VirtioDevice;
+}
+
+/**
+ * Validates a virtio device definition and marks it as a plugin; use it for a module's default
+ * export. The result is loaded like any plugin (`--device PATH[,trusted]`).
+ *
+ * @example
+ * ```ts
+ * import { API_VERSION, defineVirtioPlugin } from "./mod.ts";
+ * export default defineVirtioPlugin({
+ *   name: "zeros",
+ *   apiVersion: API_VERSION,
+ *   deviceId: 4, // an entropy source: Linux's virtio_rng reads it as /dev/hwrng
+ *   create: () => ({ queues: [64], handle: (chain) => chain.writable.length }),
+ * });
+ * ```
+ */
+export function defineVirtioPlugin(definition: VirtioPluginDefinition): Plugin {
+  if (typeof definition !== "object" || definition === null) {
+    throw new TypeError(
+      "defineVirtioPlugin needs an object with name, apiVersion, deviceId and create",
+    );
+  }
+  const { deviceId, create, ...rest } = definition;
+  if (!Number.isInteger(deviceId) || deviceId < 1 || deviceId > 0xffff) {
+    throw new RangeError(
+      `Virtio plugin "${definition.name}" has device ID ${deviceId}: give the virtio device ID ` +
+        `(a whole number from 1, e.g. 2 block, 4 entropy)`,
+    );
+  }
+  if (typeof create !== "function") {
+    throw new TypeError(`Plugin "${definition.name}" has no create(host) function`);
+  }
+  const name = definition.name;
+  return definePlugin({
+    ...rest,
+    create(): Device {
+      throw new TypeError(
+        `Plugin "${name}" is a virtio device: the VMM attaches it behind its virtio-mmio ` +
+          `transport (--device), and plugins/testing.ts's testDevice does the same`,
+      );
+    },
+    virtio: Object.freeze({ deviceId, create }),
+  });
 }
 
 /** Interrupt lines a device may use: 0-23 (the IOAPIC's pins). */

@@ -23,6 +23,7 @@ import { GuestMemory, hex } from "../core/memory.ts";
 import {
   API_VERSION,
   definePlugin,
+  defineVirtioPlugin,
   type Device,
   type DeviceHost,
   type DeviceState,
@@ -32,14 +33,19 @@ import {
   openLocalFile,
   type Plugin,
   type Timer,
+  type VirtioChain,
+  type VirtioDevice,
 } from "./mod.ts";
 import { resolvePluginUrl } from "./loader.ts";
+import { DeviceModelError } from "../devices/virtio/mmio.ts";
 import { walkModuleGraph } from "./module_graph.ts";
 import { checkStateVersion, decodeState, encodeState } from "./state.ts";
 import {
   ANS_ACK,
   ANS_DATA,
   ANS_ERROR,
+  CB_CHAIN_READ,
+  CB_CHAIN_WRITE,
   CB_DMA_READ,
   CB_DMA_WRITE,
   CB_FILE_CLOSE,
@@ -61,6 +67,7 @@ import {
   CTL_TO_HOST,
   CTL_TO_WORKER,
   DATA_OFFSET,
+  DATA_SIZE,
   DEFAULT_SPIN,
   EV_CONSOLE_SUBSCRIBE,
   EV_CONSOLE_WRITE,
@@ -90,6 +97,9 @@ import {
   REQ_RESTORE,
   REQ_SAVE,
   REQ_TIMER,
+  REQ_VIRTIO_CHAIN,
+  REQ_VIRTIO_CONFIG,
+  REQ_VIRTIO_CONFIG_WRITE,
   REQ_WRITE,
   SPACE_MMIO,
   SPACE_PORT,
@@ -295,45 +305,60 @@ export async function loadSandboxedPlugin(
     worker.onmessage = null;
   }
   let created = false;
+  const start = (host: DeviceHost): SandboxedDevice => {
+    if (created) {
+      throw new PluginError(
+        `Sandboxed plugin "${specifier}" already made its device: load it again for another`,
+      );
+    }
+    created = true;
+    const timeoutMs = limitOption(
+      host,
+      TIMEOUT_OPTION,
+      limits.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS,
+      MAX_TIMEOUT_MS,
+    );
+    const memoryMb = limitOption(
+      host,
+      MEMORY_OPTION,
+      limits.memoryMb ?? DEFAULT_MEMORY_MB,
+      MAX_MEMORY_MB,
+    );
+    return new SandboxedDevice(worker, channel, host, {
+      timeoutMs,
+      memoryMb,
+      stateVersion: ready.stateVersion,
+      pluginName: ready.name,
+      spin,
+      spinMode: limits.spinMode ?? "adaptive",
+    });
+  };
+  /** Builds the device with `make`; a failure ends the Worker. */
+  const build = <T>(proxy: SandboxedDevice, make: (p: SandboxedDevice) => T): T => {
+    try {
+      return make(proxy);
+    } catch (err) {
+      proxy.dispose();
+      throw err;
+    }
+  };
+  const virtio = ready.virtio;
+  if (virtio !== undefined) {
+    return defineVirtioPlugin({
+      name: ready.name,
+      apiVersion: API_VERSION,
+      ...(ready.description === undefined ? {} : { description: ready.description }),
+      stateVersion: ready.stateVersion,
+      deviceId: virtio.deviceId,
+      create: (host) => build(start(host), (p) => p.createVirtio()),
+    });
+  }
   return definePlugin({
     name: ready.name,
     apiVersion: API_VERSION,
     description: ready.description,
     stateVersion: ready.stateVersion,
-    create(host: DeviceHost): Device {
-      if (created) {
-        throw new PluginError(
-          `Sandboxed plugin "${specifier}" already made its device: load it again for another`,
-        );
-      }
-      created = true;
-      const timeoutMs = limitOption(
-        host,
-        TIMEOUT_OPTION,
-        limits.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS,
-        MAX_TIMEOUT_MS,
-      );
-      const memoryMb = limitOption(
-        host,
-        MEMORY_OPTION,
-        limits.memoryMb ?? DEFAULT_MEMORY_MB,
-        MAX_MEMORY_MB,
-      );
-      const proxy = new SandboxedDevice(worker, channel, host, {
-        timeoutMs,
-        memoryMb,
-        stateVersion: ready.stateVersion,
-        pluginName: ready.name,
-        spin,
-        spinMode: limits.spinMode ?? "adaptive",
-      });
-      try {
-        return proxy.create();
-      } catch (err) {
-        proxy.dispose();
-        throw err;
-      }
-    },
+    create: (host) => build(start(host), (p) => p.create()),
   });
 }
 
@@ -406,7 +431,8 @@ class SandboxedDevice {
     this.#chooser = new SpinChooser(opts.spin, opts.spinMode);
   }
 
-  create(): Device {
+  /** Makes the device in the Worker; returns what it claims. */
+  #start(): CreatedRanges {
     const memory = this.#host.memory;
     const shared = memory instanceof GuestMemory && memory.buffer instanceof SharedArrayBuffer;
     this.#worker.postMessage(
@@ -429,22 +455,12 @@ class SandboxedDevice {
     this.#call(REQ_CREATE, "create");
     const ranges = JSON.parse(this.#ch.text()) as CreatedRanges;
     this.#watchFaults();
-    const range =
-      (space: number, kind: string) => ([base, length]: [number, number], i: number) => {
-        const readWhat = `${kind} read handler`, writeWhat = `${kind} write handler`;
-        return {
-          base,
-          length,
-          read: (offset: number, size: number) =>
-            this.#access(REQ_READ, space, i, offset, size, 0, readWhat),
-          write: (offset: number, size: number, value: number) => {
-            this.#access(REQ_WRITE, space, i, offset, size, value, writeWhat);
-          },
-        } satisfies IoRange;
-      };
+    return ranges;
+  }
+
+  /** The device's state calls, the same for both kinds of device. */
+  #stateCalls(): Pick<Device, "reset" | "save" | "restore" | "close"> {
     return {
-      ports: ranges.ports.map(range(SPACE_PORT, "port")),
-      mmio: ranges.mmio.map(range(SPACE_MMIO, "MMIO")),
       reset: () => {
         this.#call(REQ_RESET, "reset");
       },
@@ -463,6 +479,114 @@ class SandboxedDevice {
       },
       close: () => this.dispose(true),
     };
+  }
+
+  /**
+   * A virtio plugin's device, for the VMM's transport (`devices/virtio/plugin_device.ts`) to
+   * drive: each chain's bytes go to the Worker and the bytes it wrote come back, so the plugin
+   * never sees guest memory. A failing handler throws an Error the transport answers with a reset
+   * request; a Worker that is gone (timed out, out of memory) throws PluginError, which stops
+   * the VM.
+   */
+  createVirtio(): VirtioDevice {
+    const shape = this.#start().virtio;
+    if (shape === undefined) {
+      this.#fail(`Device "${this.#name}": sandbox channel out of step (no virtio device)`);
+    }
+    // A plugin that failed but whose Worker lives: the guest's device asks for a reset.
+    const recoverable = <A extends unknown[], T>(fn: (...a: A) => T) => (...a: A): T => {
+      try {
+        return fn(...a);
+      } catch (err) {
+        if (this.#failed !== null || !(err instanceof PluginError)) throw err;
+        throw new DeviceModelError(err.message);
+      }
+    };
+    const state = this.#stateCalls();
+    const dev: VirtioDevice = {
+      features: BigInt(`0x${/^[0-9a-f]+$/.test(shape.features) ? shape.features : "0"}`),
+      queues: shape.queues as number[],
+      handle: recoverable((chain: VirtioChain) => this.#chain(chain)),
+      ...state,
+      reset: recoverable(state.reset),
+    };
+    if (shape.config) dev.config = recoverable(() => this.#config());
+    if (shape.writeConfig) {
+      dev.writeConfig = recoverable((offset: number, size: number, value: number) => {
+        const ctl = this.#ctl;
+        ctl[CTL_A0] = offset;
+        ctl[CTL_A1] = size;
+        ctl[CTL_A2] = value;
+        this.#call(REQ_VIRTIO_CONFIG_WRITE, "writeConfig()");
+      });
+    }
+    return dev;
+  }
+
+  create(): Device {
+    const ranges = this.#start();
+    const range =
+      (space: number, kind: string) => ([base, length]: [number, number], i: number) => {
+        const readWhat = `${kind} read handler`, writeWhat = `${kind} write handler`;
+        return {
+          base,
+          length,
+          read: (offset: number, size: number) =>
+            this.#access(REQ_READ, space, i, offset, size, 0, readWhat),
+          write: (offset: number, size: number, value: number) => {
+            this.#access(REQ_WRITE, space, i, offset, size, value, writeWhat);
+          },
+        } satisfies IoRange;
+      };
+    return {
+      ports: ranges.ports.map(range(SPACE_PORT, "port")),
+      mmio: ranges.mmio.map(range(SPACE_MMIO, "MMIO")),
+      ...this.#stateCalls(),
+    };
+  }
+
+  /** The chain being handled (its writable copy fills from CB_CHAIN_WRITE). */
+  #pending: VirtioChain | null = null;
+
+  /** Sends one chain to the Worker; returns the used length, the written bytes in `chain`. */
+  #chain(chain: VirtioChain): number {
+    const ctl = this.#ctl;
+    const ch = this.#ch;
+    const f = chain.features;
+    ctl[CTL_A0] = chain.queue;
+    ctl[CTL_A1] = chain.readable.length;
+    ctl[CTL_A2] = chain.writable.length;
+    ctl[CTL_A3] = Number(f & 0xffff_ffffn) | 0;
+    ctl[CTL_A4] = Number((f >> 32n) & 0xffff_ffffn) | 0;
+    ch.setData(chain.readable.subarray(0, DATA_SIZE));
+    this.#pending = chain;
+    let used: number;
+    try {
+      used = this.#call(REQ_VIRTIO_CHAIN, "chain handler");
+    } finally {
+      this.#pending = null;
+    }
+    // The Worker is the plugin's: check what it says before using it.
+    const at = ctl[CTL_A1]!, len = ctl[CTL_DATA_LEN]!;
+    if (used < 0 || used > chain.writable.length || at < 0 || len < 0 || at + len !== used) {
+      throw new DeviceModelError(
+        `Device "${this.#name}": its chain handler answered a used length of ${used} (bytes ` +
+          `${at}+${len}) for ${chain.writable.length} writable bytes`,
+      );
+    }
+    chain.writable.set(ch.bytes.subarray(DATA_OFFSET, DATA_OFFSET + len), at);
+    return used;
+  }
+
+  /** The config space, read from the Worker. */
+  #config(): Uint8Array {
+    const n = this.#call(REQ_VIRTIO_CONFIG, "config()");
+    if (n < 0 || n > DATA_SIZE || n !== this.#ctl[CTL_DATA_LEN]) {
+      throw new DeviceModelError(
+        `Device "${this.#name}": its config() returned ${n} bytes, more than a config space holds`,
+      );
+    }
+    return this.#ch.data();
   }
 
   /**
@@ -610,7 +734,9 @@ class SandboxedDevice {
     }
     if (r.returned) {
       return new PluginError(
-        `Device "${this.#name}": its ${what} returned ${escapeControl(r.returned)}, not a number`,
+        `Device "${this.#name}": its ${what} returned ${escapeControl(r.returned)}, not ${
+          escapeControl(r.wanted ?? "a number")
+        }`,
       );
     }
     const message = escapeControl(r.message); // the plugin's own text
@@ -655,6 +781,29 @@ class SandboxedDevice {
         } catch (err) {
           ch.setText(err instanceof Error ? err.message : String(err));
           ctl[CTL_KIND] = ANS_ERROR;
+        }
+        return;
+      }
+      case CB_CHAIN_READ:
+      case CB_CHAIN_WRITE: {
+        // Bytes of the chain being handled, and only those.
+        const chain = this.#pending;
+        const off = ctl[CTL_A0]!;
+        const len = kind === CB_CHAIN_READ ? ctl[CTL_A1]! : ctl[CTL_DATA_LEN]!;
+        const room = chain === null
+          ? -1
+          : kind === CB_CHAIN_READ
+          ? chain.readable.length
+          : chain.writable.length;
+        if (off < 0 || len < 0 || len > DATA_SIZE || off + len > room) {
+          ch.setText(`bytes ${off}+${len} are outside the chain`);
+          ctl[CTL_KIND] = ANS_ERROR;
+        } else if (kind === CB_CHAIN_READ) {
+          ch.setData(chain!.readable.subarray(off, off + len));
+          ctl[CTL_KIND] = ANS_DATA;
+        } else {
+          chain!.writable.set(ch.bytes.subarray(DATA_OFFSET, DATA_OFFSET + len), off);
+          ctl[CTL_KIND] = ANS_ACK;
         }
         return;
       }

@@ -19,6 +19,7 @@ import { MmioBus, PortBus } from "../core/bus.ts";
 import { GuestMemory } from "../core/memory.ts";
 import { makeOptions } from "./options.ts";
 import type { Clock, Device, DeviceHost, IrqLine, Plugin, Timer } from "./mod.ts";
+import { virtioTransportPlugin } from "../devices/virtio/plugin_device.ts";
 
 /**
  * An interrupt edge a device made.
@@ -158,7 +159,30 @@ export interface TestDeviceOptions {
 }
 
 /**
- * Creates `plugin`'s device on a fake host and claims its ranges on real buses.
+ * Where {@link testDevice} puts a virtio plugin's window unless the options say `base=`.
+ *
+ * @example
+ * ```ts
+ * import { TEST_VIRTIO_BASE } from "./testing.ts";
+ * console.log(TEST_VIRTIO_BASE); // "0xd0000000"
+ * ```
+ */
+export const TEST_VIRTIO_BASE = "0xd0000000";
+/**
+ * The interrupt line {@link testDevice} gives a virtio plugin unless the options say `irq=`.
+ *
+ * @example
+ * ```ts
+ * import { TEST_VIRTIO_IRQ } from "./testing.ts";
+ * console.log(TEST_VIRTIO_IRQ); // "5"
+ * ```
+ */
+export const TEST_VIRTIO_IRQ = "5";
+
+/**
+ * Creates `plugin`'s device on a fake host and claims its ranges on real buses. A virtio plugin
+ * (made with `defineVirtioPlugin`) gets the VMM's virtio-mmio transport around it, at `base=`
+ * ({@link TEST_VIRTIO_BASE} by default) on line `irq=` ({@link TEST_VIRTIO_IRQ}).
  *
  * @example
  * ```ts
@@ -179,9 +203,12 @@ export function testDevice(plugin: Plugin, opts: TestDeviceOptions = {}): Device
   const output: number[] = [];
   let receiver: ((b: number) => void) | null = null;
   const name = opts.options?.name ?? plugin.name;
+  const options = plugin.virtio === undefined
+    ? opts.options ?? {}
+    : { base: TEST_VIRTIO_BASE, irq: TEST_VIRTIO_IRQ, ...opts.options };
   const host: DeviceHost = {
     name,
-    options: makeOptions(opts.options ?? {}, name),
+    options: makeOptions(options, name),
     memory,
     irq(line: number): IrqLine {
       const set = (level: boolean) => {
@@ -216,7 +243,10 @@ export function testDevice(plugin: Plugin, opts: TestDeviceOptions = {}): Device
       off: () => power.push("off"),
     },
   };
-  const device = plugin.create(host);
+  // A virtio plugin runs behind the VMM's own transport, as in a VM.
+  const device = (plugin.virtio !== undefined ? virtioTransportPlugin(plugin) : plugin).create(
+    host,
+  );
   const ports = new PortBus();
   const mmio = new MmioBus();
   for (const r of device.ports ?? []) ports.register(r.base, r.length, name, r);

@@ -22,6 +22,7 @@
 
 import type { Device, DeviceHost, DeviceState, IoRange, IrqLine } from "../../plugins/mod.ts";
 import { SplitQueue, VirtqueueError } from "./queue.ts";
+import { PluginError } from "../../core/errors.ts";
 
 /** "virt", little-endian. */
 export const VIRTIO_MMIO_MAGIC = 0x7472_6976;
@@ -80,6 +81,17 @@ export function bit(n: number): bigint {
 
 /** The window a virtio-mmio device claims (registers end at 0x100 + its config space). */
 export const VIRTIO_MMIO_WINDOW = 0x1000;
+
+/**
+ * A device model's own failure (a plugin's handler threw or answered nonsense): like a
+ * VirtqueueError the device asks for a reset, with this message as the reason.
+ */
+export class DeviceModelError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "DeviceModelError";
+  }
+}
 
 /** What a virtio device type implements on top of the transport. */
 export interface VirtioDeviceModel {
@@ -346,7 +358,10 @@ export class VirtioMmioTransport {
     try {
       this.model.process(index, q, this.driverFeatures);
     } catch (err) {
+      // A plugin device that is gone (a sandbox that timed out) stops the VM, saying why.
+      if (err instanceof PluginError) throw err;
       if (err instanceof VirtqueueError) this.fail(`queue ${index}: ${err.message}`);
+      else if (err instanceof DeviceModelError) this.fail(err.message);
       else {
         this.fail(`queue ${index}: internal error: ${(err as Error)?.message ?? err}`);
       }
