@@ -29,6 +29,8 @@ import { BUILTIN_DEVICES, VIRTIO_DEVICES } from "./builtin_devices.ts";
 import type { NetSpec } from "./net/spec.ts";
 import type { VsockSpec } from "./vsock/spec.ts";
 import type { Plugin } from "../plugins/mod.ts";
+import { virtioTransportPlugin } from "../devices/virtio/plugin_device.ts";
+import { VIRTIO_MMIO_WINDOW } from "../devices/virtio/mmio.ts";
 
 /** Everything `--flags` decide, as data that can cross to a Worker. */
 export interface VmConfig {
@@ -341,27 +343,75 @@ async function assemble(
   return machine;
 }
 
-/**
- * Attaches a `--device` plugin: sandboxed (a Worker with no permissions) unless its options
- * say `trusted=true`; recorded with its resolved module URL and all its options.
- */
-async function attachPlugin(
-  machine: Machine,
+/** Loads a `--device` plugin: sandboxed (a Worker with no permissions) unless `trusted=true`. */
+async function loadDevicePlugin(
   specifier: string,
   allOptions: Record<string, string>,
-): Promise<void> {
-  const { trusted, ...options } = allOptions;
-  const plugin = trusted === "true"
+): Promise<Plugin> {
+  return allOptions.trusted === "true"
     ? await loadPlugin(specifier)
     : await loadSandboxedPlugin(specifier);
+}
+
+/**
+ * Attaches a loaded `--device` plugin, recorded with its resolved module URL and all its
+ * options. A virtio plugin goes behind the VMM's virtio-mmio transport, at the window and line
+ * its options give (`base=`, `irq=`: a restore's, or the user's) or else `allocator`'s, which
+ * are then recorded too; it returns what the DSDT must describe.
+ */
+function attachLoadedPlugin(
+  machine: Machine,
+  plugin: Plugin,
+  specifier: string,
+  allOptions: Record<string, string>,
+  allocator?: ResourceAllocator,
+): AcpiVirtioMmio | null {
   let resolved = specifier;
   try {
     resolved = resolvePluginUrl(specifier).href;
   } catch {
     // The loader accepted it; keep it as given.
   }
-  const source: DeviceSource = { kind: "plugin", specifier: resolved, options: { ...allOptions } };
+  let recorded = { ...allOptions };
+  let where: AcpiVirtioMmio | null = null;
+  if (plugin.virtio !== undefined) {
+    const name = allOptions.name ?? plugin.name;
+    const given = allOptions.base !== undefined && allOptions.irq !== undefined;
+    if (!given && allocator === undefined) {
+      throw new VmmError(
+        `Virtio device "${name}" was recorded without its base= and irq=, so it cannot be ` +
+          `placed where the guest knows it`,
+      );
+    }
+    if (!given) {
+      const r = allocator!.allocate();
+      recorded = { ...recorded, base: `0x${r.base.toString(16)}`, irq: String(r.irq) };
+    }
+    // A build describes it in the DSDT; a restored guest's DSDT (in its RAM) does already.
+    if (allocator !== undefined) {
+      where = {
+        addr: Number(recorded.base),
+        size: VIRTIO_MMIO_WINDOW,
+        irq: Number(recorded.irq),
+      };
+    }
+    plugin = virtioTransportPlugin(plugin);
+  }
+  const { trusted: _trusted, ...options } = recorded;
+  const source: DeviceSource = { kind: "plugin", specifier: resolved, options: recorded };
   machine.attach(plugin, options, options.name ?? plugin.name, source);
+  return where;
+}
+
+/** Loads and attaches a `--device` plugin (see attachLoadedPlugin). */
+async function attachPlugin(
+  machine: Machine,
+  specifier: string,
+  allOptions: Record<string, string>,
+  allocator?: ResourceAllocator,
+): Promise<AcpiVirtioMmio | null> {
+  const plugin = await loadDevicePlugin(specifier, allOptions);
+  return attachLoadedPlugin(machine, plugin, specifier, allOptions, allocator);
 }
 
 /**
@@ -497,9 +547,19 @@ async function buildWith(config: VmConfig, io: VmIo, trace: TraceSink | null): P
     trace,
   );
   try {
-    for (const spec of config.devices) await attachPlugin(machine, spec.specifier, spec.options);
+    // Virtio plugins go after the built-in virtio devices, so those keep their windows and lines.
+    const virtioPlugins: { plugin: Plugin; spec: DeviceSpec }[] = [];
+    for (const spec of config.devices) {
+      const plugin = await loadDevicePlugin(spec.specifier, spec.options);
+      if (plugin.virtio !== undefined) virtioPlugins.push({ plugin, spec });
+      else attachLoadedPlugin(machine, plugin, spec.specifier, spec.options);
+    }
     const allocator = new ResourceAllocator({ reservedIrqs: pluginIrqs(config) });
     const virtioMmio = await attachVirtioDevices(machine, config, allocator);
+    for (const { plugin, spec } of virtioPlugins) {
+      const at = attachLoadedPlugin(machine, plugin, spec.specifier, spec.options, allocator);
+      if (at !== null) virtioMmio.push(at);
+    }
     const { rsdpAddr } = writeAcpiTables(machine.memory, { virtioMmio });
     const setup = loadImage(format, image, machine.memory, {
       acpiRsdpAddr: rsdpAddr,

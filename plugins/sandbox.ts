@@ -212,6 +212,34 @@ export async function loadSandboxedPlugin(
   specifier: string,
   limits: SandboxLimits = {},
 ): Promise<Plugin> {
+  const { worker, channel, ready } = await startWorker(specifier, limits);
+  return sandboxPlugin(specifier, limits, worker, channel, ready);
+}
+
+/**
+ * What a plugin module declares, read by loading it in a permission-less Worker that is then
+ * ended: its name and, for a virtio plugin, its device ID (`--exec` loads the guest driver for
+ * it). Throws PluginError as {@link loadSandboxedPlugin} does.
+ *
+ * @example
+ * ```ts ignore
+ * import { probePlugin } from "./sandbox.ts";
+ * console.log((await probePlugin("plugins/examples/virtio_rng.ts")).virtio); // { deviceId: 4 }
+ * ```
+ */
+export async function probePlugin(
+  specifier: string,
+): Promise<{ name: string; virtio?: { deviceId: number } }> {
+  const { worker, ready } = await startWorker(specifier, {});
+  worker.terminate();
+  return { name: ready.name, ...(ready.virtio === undefined ? {} : { virtio: ready.virtio }) };
+}
+
+/** Starts the Worker for `specifier` and waits until the plugin module loaded. */
+async function startWorker(
+  specifier: string,
+  limits: SandboxLimits,
+): Promise<{ worker: Worker; channel: Channel; ready: ReadyMessage & { kind: "ready" } }> {
   const url = resolvePluginUrl(specifier);
   if (url.protocol === "file:") {
     let isFile = false;
@@ -252,7 +280,6 @@ export async function loadSandboxedPlugin(
     deno: { permissions },
   } as WorkerOptions);
   const channel = new Channel();
-  const spin = limits.spin ?? DEFAULT_SPIN;
   let ready: ReadyMessage & { kind: "ready" };
   try {
     ready = await new Promise<ReadyMessage & { kind: "ready" }>((resolve, reject) => {
@@ -304,6 +331,18 @@ export async function loadSandboxedPlugin(
   } finally {
     worker.onmessage = null;
   }
+  return { worker, channel, ready };
+}
+
+/** The Plugin whose device runs in `worker` (loaded, not yet created). */
+function sandboxPlugin(
+  specifier: string,
+  limits: SandboxLimits,
+  worker: Worker,
+  channel: Channel,
+  ready: ReadyMessage & { kind: "ready" },
+): Plugin {
+  const spin = limits.spin ?? DEFAULT_SPIN;
   let created = false;
   const start = (host: DeviceHost): SandboxedDevice => {
     if (created) {

@@ -196,7 +196,7 @@ export interface PreparedModules {
 /**
  * From an unpacked kernel package (`root`, with lib/modules/<release>/), writes
  * `<dest>/<release>/modules.dep` and `modules.softdep` covering `wanted` and everything they
- * need, plus `modules.builtin`, and copies those modules there as plain `.ko` (an `.xz` one is
+ * need, plus `modules.builtin` and `modules.alias` (their virtio aliases), and copies those modules there as plain `.ko` (an `.xz` one is
  * decompressed; `.zst` and `.gz` are refused). Paths stay depmod's (`kernel/...ko`).
  */
 export async function prepareModules(
@@ -220,7 +220,10 @@ export async function prepareModules(
   const builtin = parseModulesBuiltin(builtinText);
 
   // Walk the wanted modules' dependencies (reading only the modules involved).
-  const info = new Map<string, { file: string; data: Uint8Array; deps: ModuleDeps }>();
+  const info = new Map<
+    string,
+    { file: string; data: Uint8Array; deps: ModuleDeps; modinfo: [string, string][] }
+  >();
   const visit = async (name: string, soft: boolean) => {
     if (info.has(name)) return;
     const file = byName.get(name);
@@ -233,8 +236,9 @@ export async function prepareModules(
     else if (!file.endsWith(".ko")) {
       throw new Error(`${file}: only plain and .xz-compressed modules are supported`);
     }
-    const deps = moduleDeps(readModinfo(data, file));
-    info.set(name, { file: file.replace(/\.xz$/, ""), data, deps });
+    const modinfo = readModinfo(data, file);
+    const deps = moduleDeps(modinfo);
+    info.set(name, { file: file.replace(/\.xz$/, ""), data, deps, modinfo });
     for (const d of deps.depends) await visit(d, false);
     for (const d of deps.softPre) await visit(d, true);
   };
@@ -265,8 +269,74 @@ export async function prepareModules(
   await Deno.writeTextFile(`${dir}/modules.dep`, lines.sort().join("\n") + "\n");
   await Deno.writeTextFile(`${dir}/modules.softdep`, soft.sort().join("\n") + "\n");
   await Deno.writeTextFile(`${dir}/modules.builtin`, builtinText);
+  await Deno.writeTextFile(
+    `${dir}/modules.alias`,
+    modulesAliasText(new Map([...info].map(([n, m]) => [n, m.modinfo]))),
+  );
   const softdeps = new Map([...info].map(([n, m]) => [n, m.deps.softPre]));
   return { dir, release, copied: resolveModules(dep, wanted, { builtin, softdeps }) };
+}
+
+/** The virtio device IDs a module's modinfo says it drives (`alias=virtio:d0000000XXv*`, hex). */
+export function virtioDeviceIds(info: [string, string][]): number[] {
+  const ids: number[] = [];
+  for (const [k, v] of info) {
+    const m = k === "alias" ? /^virtio:d([0-9A-Fa-f]{8})v/.exec(v) : null;
+    if (m) ids.push(parseInt(m[1]!, 16));
+  }
+  return ids;
+}
+
+/** depmod's modules.alias lines for the virtio aliases of `modules` (name → modinfo). */
+export function modulesAliasText(modules: ReadonlyMap<string, [string, string][]>): string {
+  const lines: string[] = [];
+  for (const [name, info] of modules) {
+    for (const [k, v] of info) {
+      if (k === "alias" && v.startsWith("virtio:")) lines.push(`alias ${v} ${name}`);
+    }
+  }
+  return lines.sort().join("\n") + (lines.length > 0 ? "\n" : "");
+}
+
+/**
+ * The driver module for each virtio device ID the modules of `set` drive: from its
+ * modules.alias (`alias virtio:d00000004v* virtio_rng`) when there is one, else from each
+ * module's own modinfo (a cache prepared before modules.alias was written).
+ */
+export async function virtioDrivers(set: ModuleSet): Promise<Map<number, string>> {
+  const drivers = new Map<number, string>();
+  let text: string | null = null;
+  try {
+    text = await Deno.readTextFile(`${set.dir}/modules.alias`);
+  } catch {
+    // Not there: read the modules themselves.
+  }
+  if (text !== null) {
+    for (const line of text.split("\n")) {
+      const m = /^alias\s+(\S+)\s+(\S+)/.exec(line);
+      if (!m) continue;
+      for (const id of virtioDeviceIds([["alias", m[1]!]])) {
+        if (!drivers.has(id)) drivers.set(id, m[2]!.replaceAll("-", "_"));
+      }
+    }
+    return drivers;
+  }
+  for (const [name, entry] of set.dep) {
+    let data: Uint8Array;
+    try {
+      data = await Deno.readFile(`${set.dir}/${entry.path}`);
+    } catch {
+      continue; // readInitramfsModules says so if it is wanted
+    }
+    let info: [string, string][];
+    try {
+      info = readModinfo(data, entry.path);
+    } catch {
+      continue;
+    }
+    for (const id of virtioDeviceIds(info)) if (!drivers.has(id)) drivers.set(id, name);
+  }
+  return drivers;
 }
 
 /** A module cache directory as `loadModuleSet` reads it. */

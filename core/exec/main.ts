@@ -21,7 +21,12 @@ import { probeHost, vmPermissions } from "../vm_permissions.ts";
 import { parseCli } from "../cli.ts";
 import { describeError, UsageError, VmmError } from "../errors.ts";
 import type { VmConfig } from "../vm.ts";
-import { loadModuleSet, readInitramfsModules } from "../boot/modules.ts";
+import {
+  loadModuleSet,
+  type ModuleSet,
+  readInitramfsModules,
+  virtioDrivers,
+} from "../boot/modules.ts";
 import { execInitramfs, type ExecMount } from "./initramfs.ts";
 import type { ExecStartMessage, ExecWorkerMessage } from "./worker.ts";
 
@@ -162,7 +167,8 @@ export function parseExecArgs(argv: readonly string[]): ExecArgs {
  * devices are announced in the DSDT), and each attached device kind's driver: `drives`
  * (`--drive`: virtio_blk, ext4), `rng` (`--rng`), `shares` (the current directory and
  * `--share`: 9p and 9pnet_virtio, with netfs and 9pnet from modules.dep), `--net` and
- * `--vsock` (vsock and its virtio transport).
+ * `--vsock` (vsock and its virtio transport). The drivers of virtio `--device` plugins follow
+ * their device IDs (`pluginDrivers`).
  */
 export function execModules(config: VmConfig): string[] {
   const mods = ["virtio_mmio"];
@@ -181,6 +187,37 @@ export function execModules(config: VmConfig): string[] {
     mods.push("vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport");
   }
   return mods;
+}
+
+/**
+ * The guest drivers of the `--device` plugins that are virtio devices: each plugin's device ID
+ * (read by loading it in a permission-less Worker, trusted or not) looked up in the modules'
+ * virtio aliases (`virtio:d000000XXv*`). A plugin that fails to load here is left to the VM,
+ * which reports it; an ID no cached module drives is said on stderr.
+ */
+async function pluginDrivers(config: VmConfig, set: ModuleSet): Promise<string[]> {
+  if (config.devices.length === 0) return [];
+  const { probePlugin } = await import("../../plugins/sandbox.ts");
+  let drivers: Map<number, string> | null = null;
+  const out: string[] = [];
+  for (const d of config.devices) {
+    let virtio: { deviceId: number } | undefined, name = d.specifier;
+    try {
+      ({ virtio, name } = await probePlugin(d.specifier));
+    } catch {
+      continue;
+    }
+    if (virtio === undefined) continue;
+    drivers ??= await virtioDrivers(set);
+    const driver = drivers.get(virtio.deviceId);
+    if (driver === undefined) {
+      console.error(
+        `denovisor: --exec: warning: no kernel module in the guest's cache drives virtio device ` +
+          `ID ${virtio.deviceId} (device "${name}"): the guest will not use it`,
+      );
+    } else if (!out.includes(driver)) out.push(driver);
+  }
+  return out;
 }
 
 function need(path: string): void {
@@ -262,7 +299,8 @@ export async function execMain(argv: string[], guestDir = GUEST_DIR): Promise<nu
           `${describeError(err)}): run \`deno task guests\``,
       );
     }
-    const modules = await readInitramfsModules(set, execModules(config));
+    const drivers = await pluginDrivers(config, set);
+    const modules = await readInitramfsModules(set, [...execModules(config), ...drivers]);
     const nonce = makeNonce();
     const busybox = await Deno.readFile(`${guestDir}busybox`);
     const applets = await busyboxApplets(`${guestDir}busybox`);
