@@ -5,86 +5,35 @@
  *   workload.asm), against QEMU TCG running the same guest from a disk image in the same run.
  *   QEMU cannot count instructions, so its MIPS is the interpreter's instruction count divided
  *   by QEMU's time, and its start-up cost cancels out by timing two repetition counts.
+ * - `interp mips (mixed alu/sse2)`: the same measure on the mixed guest (tests/core/interp/
+ *   guests/mixed.asm: integer ALU at every width, shifts/rotates, MUL/DIV, JCC/SETCC/CMOVCC,
+ *   SSE2 integer and double ops on xorshift operands), whose checksum QEMU must print too.
  * - `interp pio`: time for one guest `OUT` to reach a plugin device and return, on the
  *   interpreter, against the same loop without the OUT (the bare loop's cost per iteration).
  */
 
 import type { BenchRow } from "./report.ts";
 import { haveQemu } from "./boot_group.ts";
-import { runWorkload } from "./interp_bench.ts";
+import { runWorkload, type WorkloadGuest, workloadImage } from "./interp_bench.ts";
+import { runFlatOnQemu } from "./_qemu_flat.ts";
 import { MmioBus, PortBus } from "../core/bus.ts";
 import { NO_INTERRUPTS, RunControl } from "../core/backend.ts";
 import { resetCpuState } from "../core/cpu_state.ts";
 import { createInterpBackend } from "../core/interp/backend.ts";
 
-const ROOT = new URL("..", import.meta.url).pathname;
-const WORKLOAD = `${ROOT}tests/core/interp/guests/workload.bin`;
-const LOADER = `${ROOT}bench/guests/disk_loader.bin`;
-const REPS_SHORT = 5, REPS_LONG = 25;
-
-/** A raw disk: the loader sector (patched with the image size and `reps`) and the image. */
-export function diskImage(loader: Uint8Array, image: Uint8Array, reps: number): Uint8Array {
-  const sectors = Math.ceil(image.length / 512);
-  const disk = new Uint8Array(512 * (1 + sectors));
-  disk.set(loader);
-  disk.set(image, 512);
-  // The DAP: size 16, reserved 0, sector count, offset 0x7C00, segment 0, LBA 1; reps follows.
-  let dap = -1;
-  for (let i = 0; i < 500; i += 4) {
-    if (disk[i] === 16 && disk[i + 1] === 0 && disk[i + 4] === 0x00 && disk[i + 5] === 0x7c) {
-      dap = i;
-      break;
-    }
-  }
-  if (dap < 0) throw new Error("disk_loader.bin has no DAP: rebuild it from disk_loader.asm");
-  const dv = new DataView(disk.buffer);
-  dv.setUint16(dap + 2, sectors, true);
-  dv.setUint32(dap + 16, reps, true);
-  return disk;
+/** Repetitions of each workload guest: timed on the interpreter, and the two run lengths. */
+interface MipsReps {
+  timed: number;
+  short: number;
+  long: number;
 }
-
-async function qemuSeconds(disk: Uint8Array): Promise<number> {
-  const path = await Deno.makeTempFile({ suffix: ".img" });
-  try {
-    await Deno.writeFile(path, disk);
-    const t0 = performance.now();
-    const out = await new Deno.Command("qemu-system-x86_64", {
-      args: [
-        "-M",
-        "pc",
-        "-accel",
-        "tcg",
-        "-cpu",
-        "qemu64",
-        "-m",
-        "128M",
-        "-display",
-        "none",
-        "-serial",
-        "null",
-        "-monitor",
-        "none",
-        "-no-reboot",
-        "-device",
-        "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        "-drive",
-        `file=${path},format=raw,if=ide`,
-      ],
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    const seconds = (performance.now() - t0) / 1000;
-    // The workload ends with debug-exit 0: QEMU exits with (0 << 1) | 1.
-    if (out.code !== 1) {
-      throw new Error(
-        `QEMU ended with status ${out.code}: ${new TextDecoder().decode(out.stderr)}`,
-      );
-    }
-    return seconds;
-  } finally {
-    await Deno.remove(path);
-  }
-}
+const WORKLOAD_REPS: MipsReps = { timed: 25, short: 5, long: 25 };
+/**
+ * The mixed guest runs ~3.9M instructions a repetition, about 50x slower on the interpreter
+ * than under QEMU: fewer timed repetitions, and run lengths far enough apart that QEMU's time
+ * between them (~0.1 s) stands well above its start-up jitter.
+ */
+const MIXED_REPS: MipsReps = { timed: 10, short: 4, long: 30 };
 
 const EXIT_HOLDERS = new WeakMap<PortBus, { control: RunControl }>();
 
@@ -163,6 +112,48 @@ export function guestOutNs(
   return { out: withOut - bare, bare };
 }
 
+/**
+ * MIPS of the interpreter (block compiler on, best of 3 runs of `reps.timed` repetitions) and
+ * of QEMU TCG on workload guest `guest`. QEMU cannot count instructions: its MIPS is the
+ * interpreter's instruction count difference between `reps.short` and `reps.long` repetitions
+ * over QEMU's time difference (best of 3 each), which cancels QEMU's start-up. Each QEMU run
+ * must print what the interpreter printed for the same count (the guest's checksum), or this
+ * throws: the two did not do the same work.
+ */
+async function mipsAgainstQemu(
+  guest: WorkloadGuest,
+  reps: MipsReps,
+): Promise<Omit<BenchRow, "name" | "baseline">> {
+  runWorkload(1, { guest }); // warm the compiler up
+  let best = { instructions: 0, seconds: Infinity };
+  for (let i = 0; i < 3; i++) {
+    const r = runWorkload(reps.timed, { guest });
+    if (r.seconds < best.seconds) best = r;
+  }
+  const ourMips = best.instructions / best.seconds / 1e6;
+  const image = workloadImage(guest);
+  const qemuBest = async (n: number): Promise<{ seconds: number; instructions: number }> => {
+    const ours = runWorkload(n, { guest });
+    let seconds = Infinity;
+    for (let i = 0; i < 3; i++) {
+      const q = await runFlatOnQemu(image, n);
+      if (q.serial !== ours.serial) {
+        throw new Error(
+          `${guest} guest, ${n} repetitions: QEMU printed ${JSON.stringify(q.serial)} but the ` +
+            `interpreter printed ${JSON.stringify(ours.serial)}: an interpreter bug (run ` +
+            "tests/mixed_guest_test.ts and `deno task difftest` to find the instruction)",
+        );
+      }
+      seconds = Math.min(seconds, q.seconds);
+    }
+    return { seconds, instructions: ours.instructions };
+  };
+  const short = await qemuBest(reps.short), long = await qemuBest(reps.long);
+  const qemuMips = (long.instructions - short.instructions) /
+    Math.max(long.seconds - short.seconds, 1e-6) / 1e6;
+  return { unit: "MIPS", value: ourMips, baselineValue: qemuMips, ratio: ourMips / qemuMips };
+}
+
 /** Runs the group. */
 export async function runInterpGroup(): Promise<BenchRow[] | string> {
   const rows: BenchRow[] = [];
@@ -185,36 +176,22 @@ export async function runInterpGroup(): Promise<BenchRow[] | string> {
     ratio: out / bare,
   });
 
-  runWorkload(1); // warm the compiler up
-  let best = { instructions: 0, seconds: Infinity };
-  for (let i = 0; i < 3; i++) {
-    const r = runWorkload(REPS_LONG);
-    if (r.seconds < best.seconds) best = r;
-  }
-  const ourMips = best.instructions / best.seconds / 1e6;
   if (!(await haveQemu())) {
     console.error(
       "bench interp: qemu-system-x86_64 is missing; install qemu-system-x86 for the baseline",
     );
     return rows;
   }
-  const image = await Deno.readFile(WORKLOAD);
-  const loader = await Deno.readFile(LOADER);
-  const short = runWorkload(REPS_SHORT).instructions;
-  const long = runWorkload(REPS_LONG).instructions;
-  let qShort = Infinity, qLong = Infinity;
-  for (let i = 0; i < 3; i++) {
-    qShort = Math.min(qShort, await qemuSeconds(diskImage(loader, image, REPS_SHORT)));
-    qLong = Math.min(qLong, await qemuSeconds(diskImage(loader, image, REPS_LONG)));
-  }
-  const qemuMips = (long - short) / Math.max(qLong - qShort, 1e-6) / 1e6;
   rows.push({
+    ...await mipsAgainstQemu("workload", WORKLOAD_REPS),
     name: "interp mips",
-    unit: "MIPS",
-    value: ourMips,
     baseline: "QEMU TCG, same guest (start-up cancelled by two run lengths)",
-    baselineValue: qemuMips,
-    ratio: ourMips / qemuMips,
+  });
+  rows.push({
+    ...await mipsAgainstQemu("mixed", MIXED_REPS),
+    name: "interp mips (mixed alu/sse2)",
+    baseline: "QEMU TCG, same guest and checksum (start-up cancelled by two run lengths; " +
+      "instructions: the interpreter's counter)",
   });
   return rows;
 }

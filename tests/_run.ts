@@ -23,15 +23,23 @@ export interface CliRun {
   stderr: string;
 }
 
+/** Options for `runCli`. */
+export interface CliOptions {
+  /** Kill the VMM after this long (default 60 s). */
+  timeoutMs?: number;
+  /** Extra environment variables (e.g. `DENOVISOR_INTERP_JIT: "0"`). */
+  env?: Record<string, string>;
+}
+
 /** Runs `deno run -A mod.ts ...args` from the repository root, with no stdin. */
-export async function runCli(args: string[], opts: { timeoutMs?: number } = {}): Promise<CliRun> {
+export async function runCli(args: string[], opts: CliOptions = {}): Promise<CliRun> {
   const cmd = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--quiet", "mod.ts", ...args],
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...opts.env },
   });
   const child = cmd.spawn();
   const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs ?? 60_000);
