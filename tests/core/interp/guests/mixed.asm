@@ -6,13 +6,22 @@
 ; is folded into checksums printed on the serial port at the end, so two machines that print the
 ; same line did the same work. Only flags the manuals define are consumed (no OF after multi-bit
 ; shifts, nothing but CF/OF after MUL, no flags after DIV), so QEMU TCG, KVM and the interpreter
-; must agree bit for bit. The dword at 0x500 gives the repetition count (0 means 1); the PRNG
-; and checksums carry over between repetitions, so each count prints its own line.
+; must agree bit for bit, on either vendor. The dword at 0x500 gives the repetition count (0 means
+; 1); the PRNG and checksums carry over between repetitions, so each count prints its own line.
+; The work itself is `mix_run`, a plain user-mode System V function, so the host CPU can run it
+; too (tests/mixed_guest_test.ts); main64 only enables SSE, calls it and prints its results.
 ; Build: cd tests/core/interp/guests && nasm -f bin -o mixed.bin mixed.asm
 %include "lm_setup.inc"
 
 ITER   equ 5000                 ; iterations per repetition
-BUF    equ 0x100000             ; 64-byte operand buffer (16-byte aligned), above the image
+BUF    equ 0x100000             ; mix_run's work area (16-byte aligned), above the image
+; Results in the work area: integer sum, 192-bit ADC/SBB sum (low first), double-bits sum, the
+; bounded double, the vector sum (16 bytes).
+R_I    equ 64
+R_A    equ 72
+R_F    equ 96
+R_D    equ 104
+R_V    equ 112
 
 ; %1 = the next xorshift64 output (13, 7, 17); %1 is the scratch register.
 %macro RND 1
@@ -70,20 +79,71 @@ main64:
     mov rax, cr4
     or eax, 0x600               ; OSFXSR | OSXMMEXCPT
     mov cr4, rax
+    mov edi, BUF
+    mov esi, [0x500]
+    test esi, esi
+    jnz .go
+    mov esi, 1
+.go:
+    call mix_run
+    lea rsi, [rel i_msg]
+    call print64
+    mov rax, [BUF + R_I]
+    call hex64
+    lea rsi, [rel a_msg]
+    call print64
+    mov rax, [BUF + R_A + 16]
+    call hex64
+    mov rax, [BUF + R_A + 8]
+    call hex64
+    mov rax, [BUF + R_A]
+    call hex64
+    lea rsi, [rel f_msg]
+    call print64
+    mov rax, [BUF + R_F]
+    call hex64
+    lea rsi, [rel d_msg]
+    call print64
+    mov rax, [BUF + R_D]
+    call hex64
+    lea rsi, [rel v_msg]
+    call print64
+    mov rax, [BUF + R_V + 8]
+    call hex64
+    mov rax, [BUF + R_V]
+    call hex64
+    lea rsi, [rel nl]
+    call print64
+    mov al, 0
+    jmp exit64
+
+; The work, as a System V function that runs the same on the host CPU (tests/mixed_guest_test.ts
+; calls it through FFI): position-independent, user-mode only, callee-saved registers and the
+; caller's MXCSR kept. RDI = a 16-byte-aligned 128-byte work area (operands at 0..63, results at
+; R_*), ESI = repetitions. The signature lets the test find it in the image.
+align 16
+    db "MIXRUN64"
+mix_run:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rbp, rdi
+    mov r15d, esi
+    stmxcsr [rbp + 56]          ; the caller's
+    mov dword [rbp + 60], 0x1f80
+    ldmxcsr [rbp + 60]          ; defaults, no sticky flags: the same start everywhere
     mov r8, 0x9e3779b97f4a7c15  ; PRNG state
     xor r9d, r9d                ; integer checksum
     xor r10d, r10d              ; r12:r11:r10 = 192-bit ADC/SBB accumulator
     xor r11d, r11d
     xor r12d, r12d
     xor r13d, r13d              ; floating-point checksum
-    mov rbp, BUF
     pxor xmm15, xmm15           ; vector checksum
     mov rax, 0x3ff0000000000000
     movq xmm14, rax             ; bounded double accumulator (1.0)
-    mov r15d, [0x500]
-    test r15d, r15d
-    jnz .rep
-    mov r15d, 1
 .rep:
     mov r14d, ITER
 .iter:
@@ -543,38 +603,21 @@ main64:
     FOLD rsi
     dec r15d
     jnz .rep
-
-    lea rsi, [rel i_msg]
-    call print64
-    mov rax, r9
-    call hex64
-    lea rsi, [rel a_msg]
-    call print64
-    mov rax, r12
-    call hex64
-    mov rax, r11
-    call hex64
-    mov rax, r10
-    call hex64
-    lea rsi, [rel f_msg]
-    call print64
-    mov rax, r13
-    call hex64
-    lea rsi, [rel d_msg]
-    call print64
-    movq rax, xmm14
-    call hex64
-    lea rsi, [rel v_msg]
-    call print64
-    movhlps xmm0, xmm15
-    movq rax, xmm0
-    call hex64
-    movq rax, xmm15
-    call hex64
-    lea rsi, [rel nl]
-    call print64
-    mov al, 0
-    jmp exit64
+    mov [rbp + R_I], r9
+    mov [rbp + R_A], r10
+    mov [rbp + R_A + 8], r11
+    mov [rbp + R_A + 16], r12
+    mov [rbp + R_F], r13
+    movq [rbp + R_D], xmm14
+    movdqa [rbp + R_V], xmm15
+    ldmxcsr [rbp + 56]
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
 
 align 16
 absmask: dq 0x7fffffffffffffff, 0x7fffffffffffffff
