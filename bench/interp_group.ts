@@ -21,19 +21,20 @@ import { NO_INTERRUPTS, RunControl } from "../core/backend.ts";
 import { resetCpuState } from "../core/cpu_state.ts";
 import { createInterpBackend } from "../core/interp/backend.ts";
 
-/** Repetitions of each workload guest: timed on the interpreter, and the two run lengths. */
+/**
+ * Repetitions of a workload guest: timed on the interpreter, and the two run lengths QEMU is
+ * timed at. QEMU's start-up (~0.1-0.2 s here) varies by tens of ms from run to run, so the long
+ * run is long enough that QEMU spends ~0.4 s or more on the repetitions between the two.
+ */
 interface MipsReps {
   timed: number;
   short: number;
   long: number;
 }
-const WORKLOAD_REPS: MipsReps = { timed: 25, short: 5, long: 25 };
-/**
- * The mixed guest runs ~3.9M instructions a repetition, about 50x slower on the interpreter
- * than under QEMU: fewer timed repetitions, and run lengths far enough apart that QEMU's time
- * between them (~0.1 s) stands well above its start-up jitter.
- */
-const MIXED_REPS: MipsReps = { timed: 10, short: 4, long: 30 };
+/** ~4M instructions a repetition: 20 of them took QEMU ~0.1 s here, within its jitter. */
+const WORKLOAD_REPS: MipsReps = { timed: 25, short: 5, long: 100 };
+/** ~3.9M instructions a repetition, ~15 MIPS on the interpreter: fewer timed repetitions. */
+const MIXED_REPS: MipsReps = { timed: 10, short: 4, long: 50 };
 
 const EXIT_HOLDERS = new WeakMap<PortBus, { control: RunControl }>();
 
@@ -132,23 +133,24 @@ async function mipsAgainstQemu(
   }
   const ourMips = best.instructions / best.seconds / 1e6;
   const image = workloadImage(guest);
-  const qemuBest = async (n: number): Promise<{ seconds: number; instructions: number }> => {
-    const ours = runWorkload(n, { guest });
-    let seconds = Infinity;
-    for (let i = 0; i < 3; i++) {
-      const q = await runFlatOnQemu(image, n);
-      if (q.serial !== ours.serial) {
+  const count = (n: number) => {
+    const r = runWorkload(n, { guest });
+    return { n, instructions: r.instructions, serial: r.serial, seconds: Infinity };
+  };
+  const short = count(reps.short), long = count(reps.long);
+  for (let i = 0; i < 3; i++) {
+    for (const run of [short, long]) { // alternated, as drift in the host's load hits both
+      const q = await runFlatOnQemu(image, run.n);
+      if (q.serial !== run.serial) {
         throw new Error(
-          `${guest} guest, ${n} repetitions: QEMU printed ${JSON.stringify(q.serial)} but the ` +
-            `interpreter printed ${JSON.stringify(ours.serial)}: an interpreter bug (run ` +
-            "tests/mixed_guest_test.ts and `deno task difftest` to find the instruction)",
+          `${guest} guest, ${run.n} repetitions: QEMU printed ${JSON.stringify(q.serial)} but ` +
+            `the interpreter printed ${JSON.stringify(run.serial)}: an interpreter bug (for the ` +
+            "mixed guest, tests/mixed_guest_test.ts compares with the host CPU)",
         );
       }
-      seconds = Math.min(seconds, q.seconds);
+      run.seconds = Math.min(run.seconds, q.seconds);
     }
-    return { seconds, instructions: ours.instructions };
-  };
-  const short = await qemuBest(reps.short), long = await qemuBest(reps.long);
+  }
   const qemuMips = (long.instructions - short.instructions) /
     Math.max(long.seconds - short.seconds, 1e-6) / 1e6;
   return { unit: "MIPS", value: ourMips, baselineValue: qemuMips, ratio: ourMips / qemuMips };
