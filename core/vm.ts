@@ -74,6 +74,30 @@ export interface DriveSpec {
   readOnly: boolean;
   /** The device's id (GET_ID answers it; the device is named `virtio-blk-ID`). */
   id: string;
+  /**
+   * `PUT /drives` `cache_type`: "writeback" (absent; `--drive`'s) offers flush and syncs the
+   * file on it, "unsafe" (Firecracker's default) offers no flush.
+   */
+  cache?: "writeback" | "unsafe";
+  /**
+   * `PUT /drives` `is_root_device`: the guest's root filesystem. It is placed first (vda) and
+   * the boot adds `root=/dev/vda` (or `root=PARTUUID=...`) and `ro`/`rw` to the command line.
+   */
+  root?: boolean;
+  /** With `root`: the partition's UUID, for `root=PARTUUID=...`. */
+  partuuid?: string;
+}
+
+/**
+ * The command line with the root drive's `root=` and `ro`/`rw` appended, as Firecracker does
+ * for a drive with `is_root_device` (unchanged when no drive is the root).
+ */
+export function cmdlineWithRoot(config: Pick<VmConfig, "cmdline" | "drives">): string {
+  const root = (config.drives ?? []).find((d) => d.root === true);
+  if (root === undefined) return config.cmdline;
+  const dev = root.partuuid !== undefined ? `PARTUUID=${root.partuuid}` : "/dev/vda";
+  const args = `root=${dev} ${root.readOnly ? "ro" : "rw"}`;
+  return config.cmdline.trim() === "" ? args : `${config.cmdline} ${args}`;
 }
 
 /** One `--share`: a host directory served by a virtio-9p device. */
@@ -435,7 +459,12 @@ async function attachVirtioDevices(
     wanted.push({
       module: VIRTIO_DEVICES.blk,
       name: `virtio-blk-${d.id}`,
-      options: { path: d.path, ro: String(d.readOnly), id: d.id },
+      options: {
+        path: d.path,
+        ro: String(d.readOnly),
+        id: d.id,
+        ...(d.cache === undefined ? {} : { cache: d.cache }),
+      },
     });
   }
   if (config.rng) wanted.push({ module: VIRTIO_DEVICES.rng, name: "virtio-rng", options: {} });
@@ -564,7 +593,7 @@ async function buildWith(config: VmConfig, io: VmIo, trace: TraceSink | null): P
     const setup = loadImage(format, image, machine.memory, {
       acpiRsdpAddr: rsdpAddr,
       imagePath: config.kernel ?? "(default guest)",
-      cmdline: config.cmdline,
+      cmdline: cmdlineWithRoot(config),
       initrd,
       initrdPath: config.initrd ?? undefined,
     });

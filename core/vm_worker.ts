@@ -35,6 +35,7 @@ import {
 } from "./vm.ts";
 import { exitStatusOf, type Machine } from "./machine.ts";
 import { VmmError } from "./errors.ts";
+import { isBlkDevice } from "../devices/virtio/blk.ts";
 import { applyHostFacts, type HostFacts } from "./vm_permissions.ts";
 import { createSnapshot, type SnapshotType } from "./snapshot/mod.ts";
 import { type MigrationStatus, sendMigration } from "./migration/send.ts";
@@ -95,6 +96,8 @@ export type LifecycleCommand =
     | { kind: "replicate"; url: string; checkpointMs?: number; config: VmConfig }
     /** Keeps a primary's checkpoints from `url`; answers once it runs the VM or it ended. */
     | { kind: "standby"; url: string; config: VmConfig }
+    /** Backs drive `driveId` with the image at `path` from now on (PATCH /drives). */
+    | { kind: "drive-update"; driveId: string; path: string }
   );
 
 /** The VM's state as the API reports it. */
@@ -158,6 +161,25 @@ export function injectCtrlAltDel(machine: Machine): void {
     machine.ports.write(0x64, 1, 0xd2);
     machine.ports.write(0x60, 1, code);
   }
+}
+
+/**
+ * Swaps the backing file of drive `id` for `path` (the device reopens it, tells the guest the
+ * new capacity) and records the new path, so a snapshot's restore opens it. Returns why it
+ * could not (the drive as it was), or null.
+ */
+export function swapDrive(machine: Machine, id: string, path: string): string | null {
+  const attached = machine.devices.find((d) => d.name === `virtio-blk-${id}`);
+  if (attached === undefined || !isBlkDevice(attached.device)) {
+    return `drives: the VM has no drive "${id}"`;
+  }
+  try {
+    attached.device.swapBacking(path);
+  } catch (err) {
+    return `drives: ${(err as Error)?.message ?? err}; drive "${id}" is unchanged`;
+  }
+  if (attached.source !== undefined) attached.source.options.path = path;
+  return null;
 }
 
 /** The lifecycle side: one VM, driven by commands. */
@@ -271,6 +293,13 @@ async function lifecycle(init: InitMessage): Promise<void> {
         if (state !== "Paused") return refuse(cmd.id, `The VM is ${state}, not Paused`);
         state = "Running";
         return ok(cmd.id);
+      case "drive-update": {
+        if (machine === null) return refuse(cmd.id, "The VM is not started");
+        const err = swapDrive(machine, cmd.driveId, cmd.path);
+        if (err !== null) return refuse(cmd.id, err);
+        io.log?.(`drives: ${cmd.driveId} is now backed by ${cmd.path}`);
+        return ok(cmd.id);
+      }
       case "ctrl-alt-del":
         if (machine === null) return refuse(cmd.id, "The VM is not started");
         injectCtrlAltDel(machine);

@@ -5,7 +5,9 @@
  * Unknown endpoints, methods and fields are refused, not ignored.
  *
  * denovisor extensions (documented in README "API"): `backend` ("auto", "kvm" or "interp") in
- * `machine-config` and in `snapshot/load`, and `backend` (the one the VM runs on) in `GET /`.
+ * `machine-config` and in `snapshot/load`, `backend` (the one the VM runs on) in `GET /`, and
+ * `switch_path` (a learning switch's socket instead of a TAP's `host_dev_name`) in
+ * `network-interfaces`.
  */
 
 import type { VmConfig } from "../vm.ts";
@@ -20,16 +22,15 @@ import { VmmError } from "../errors.ts";
 export interface VsockHolder {
   host: VsockHost | null;
 }
+import { ApiError, bool, int, type Json, onlyFields, str } from "./fields.ts";
+import { applyDrive, applyNetworkInterface, driveJson, driveUpdate, netJson } from "./devices.ts";
+
+export { ApiError } from "./fields.ts";
+
+const BACKENDS = ["auto", "kvm", "interp"] as const;
 
 /** Firecracker's default instance id. */
 export const DEFAULT_ID = "anonymous-instance";
-
-/** A refused request: becomes 400 with `fault_message`. */
-export class ApiError extends Error {}
-
-type Json = Record<string, unknown>;
-
-const BACKENDS = ["auto", "kvm", "interp"] as const;
 
 function fault(message: string): Response {
   return Response.json({ fault_message: message }, { status: 400 });
@@ -55,47 +56,6 @@ async function body(req: Request, what: string): Promise<Json> {
     throw new ApiError(`${what}: the body must be a JSON object`);
   }
   return value as Json;
-}
-
-/** Refuses fields outside `allowed`, naming them and the accepted ones. */
-function onlyFields(obj: Json, allowed: readonly string[], what: string): void {
-  for (const key of Object.keys(obj)) {
-    if (!allowed.includes(key)) {
-      throw new ApiError(
-        `${what}: unknown field "${key}"; accepted fields: ${allowed.join(", ")}`,
-      );
-    }
-  }
-}
-
-function str(obj: Json, key: string, what: string, required: boolean): string | undefined {
-  const v = obj[key];
-  if (v === undefined || v === null) {
-    if (required) throw new ApiError(`${what}: missing field "${key}" (a string)`);
-    return undefined;
-  }
-  if (typeof v !== "string") throw new ApiError(`${what}: field "${key}" must be a string`);
-  if (required && v === "") throw new ApiError(`${what}: field "${key}" must not be empty`);
-  return v;
-}
-
-function bool(obj: Json, key: string, what: string): boolean | undefined {
-  const v = obj[key];
-  if (v === undefined) return undefined;
-  if (typeof v !== "boolean") throw new ApiError(`${what}: field "${key}" must be true or false`);
-  return v;
-}
-
-function int(obj: Json, key: string, what: string, required: boolean): number | undefined {
-  const v = obj[key];
-  if (v === undefined) {
-    if (required) throw new ApiError(`${what}: missing field "${key}" (an integer)`);
-    return undefined;
-  }
-  if (typeof v !== "number" || !Number.isInteger(v)) {
-    throw new ApiError(`${what}: field "${key}" must be an integer`);
-  }
-  return v;
 }
 
 function backendField(obj: Json, what: string): VmConfig["backend"] | undefined {
@@ -227,6 +187,32 @@ function vsockOf(config: VmConfig): Json | undefined {
   return { guest_cid: config.vsock.cid, uds_path: config.vsock.uds };
 }
 
+/** Paths with an id in them, as `routes` names them. */
+const TEMPLATES: [prefix: string, template: string][] = [
+  ["/drives/", "/drives/{drive_id}"],
+  ["/network-interfaces/", "/network-interfaces/{iface_id}"],
+];
+
+/** The route template `path` belongs to ("/drives/vda" -> "/drives/{drive_id}"), or `path`. */
+function templateOf(path: string): string {
+  for (const [prefix, template] of TEMPLATES) {
+    const rest = path.slice(prefix.length).replace(/\/+$/, "");
+    if (path.startsWith(prefix) && rest !== "" && !rest.includes("/")) return template;
+  }
+  return path;
+}
+
+/** The id in a templated path (after `prefix`), URL-decoded. */
+function param(req: Request, prefix: string): string {
+  const path = new URL(req.url).pathname;
+  const raw = path.slice(prefix.length).replace(/\/+$/, "");
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new ApiError(`${path}: the id in the path is not valid URL encoding`);
+  }
+}
+
 /** Routes and answers one API request. */
 export function apiHandler(
   vmm: Vmm,
@@ -340,6 +326,8 @@ export function apiHandler(
         if (boot !== undefined) out["boot-source"] = boot;
         const vs = vsockOf(vmm.config);
         if (vs !== undefined) out.vsock = vs;
+        out.drives = (vmm.config.drives ?? []).map(driveJson);
+        out["network-interfaces"] = (vmm.config.nets ?? []).map(netJson);
         return Promise.resolve(Response.json(out));
       },
     },
@@ -387,6 +375,47 @@ export function apiHandler(
         return noContent();
       },
     },
+    "/drives/{drive_id}": {
+      PUT: async (req) => {
+        const what = "drives";
+        preBoot(what);
+        const next = structuredClone(vmm.config);
+        applyDrive(next, await body(req, what), param(req, "/drives/"), what);
+        vmm.config = next;
+        return noContent();
+      },
+      PATCH: async (req) => {
+        const what = "drives";
+        const b = await body(req, what);
+        if (vmm.state === "Not started") {
+          throw new ApiError(
+            `${what}: PATCH changes a started microVM's drive; before InstanceStart, PUT ` +
+              `/drives/{drive_id} again`,
+          );
+        }
+        const { drive, path } = driveUpdate(vmm.config, b, param(req, "/drives/"), what);
+        if (path === null) return noContent();
+        await lifecycle(vmm.send({ kind: "drive-update", driveId: drive.id, path }));
+        // What GET /vm/config (and a snapshot's restore) now names.
+        drive.path = path;
+        return noContent();
+      },
+    },
+    "/network-interfaces/{iface_id}": {
+      PUT: async (req) => {
+        const what = "network-interfaces";
+        preBoot(what);
+        const next = structuredClone(vmm.config);
+        applyNetworkInterface(
+          next,
+          await body(req, what),
+          param(req, "/network-interfaces/"),
+          what,
+        );
+        vmm.config = next;
+        return noContent();
+      },
+    },
     "/actions": {
       PUT: async (req) => {
         const what = "actions";
@@ -405,7 +434,7 @@ export function apiHandler(
                 "InstanceStart: no boot source; PUT /boot-source with kernel_image_path first",
               );
             }
-            return lifecycle(vmm.send({ kind: "start", config: structuredClone(vmm.config) }));
+            return lifecycle(vmm.start());
           case "SendCtrlAltDel":
             if (vmm.state === "Not started") {
               throw new ApiError("SendCtrlAltDel: the microVM is not started; InstanceStart first");
@@ -571,7 +600,7 @@ export function apiHandler(
   };
 
   const answer = async (req: Request, path: string): Promise<Response> => {
-    const route = routes[path] ?? routes[path.replace(/\/+$/, "")];
+    const route = routes[path] ?? routes[path.replace(/\/+$/, "")] ?? routes[templateOf(path)];
     if (route === undefined) {
       return fault(
         `Unknown endpoint ${req.method} ${path}; endpoints: ${Object.keys(routes).join(", ")}`,

@@ -70,6 +70,8 @@ export class Vmm {
   #inFlight = 0;
   #stopStatus: number | null = null;
   #end: (end: VmEnd) => void;
+  /** Network backends `start` connected (closed with the VMM). */
+  #nets: { close(): void }[] = [];
 
   constructor(config: VmConfig) {
     this.config = config;
@@ -215,8 +217,28 @@ export class Vmm {
     this.#kicker = undefined;
   }
 
+  /**
+   * Starts the VM `config` describes (InstanceStart): first connects the network interfaces
+   * the API added (`PUT /network-interfaces`; the CLI's `--net` ones are connected already) on
+   * this thread, whose frame rings then cross to the worker in the config. A backend that
+   * cannot be reached refuses the start (LifecycleError naming it).
+   */
+  async start(): Promise<void> {
+    const unconnected = (this.config.nets ?? []).filter((n) => n.rings === undefined);
+    if (unconnected.length > 0) {
+      const { startNetBackends } = await import("../net/host.ts");
+      try {
+        this.#nets.push(await startNetBackends(unconnected));
+      } catch (err) {
+        throw new LifecycleError((err as Error).message);
+      }
+    }
+    await this.send({ kind: "start", config: structuredClone(this.config) });
+  }
+
   /** Releases the worker and the kick handler. */
   close(): void {
+    for (const n of this.#nets.splice(0)) n.close();
     this.#stopKicking();
     this.#stopSlicing();
     this.#disableKicks?.();

@@ -5,13 +5,22 @@
  * the host refuses (a failed read, write or sync) or a request outside the disk. Host I/O is
  * synchronous, done while the guest's queue notification is handled.
  *
- * Options (the VMM gives them from `--drive PATH[,ro][,id=ID]`): `path`, `ro`, `id`, and the
- * transport's `base` and `irq`.
+ * Options (the VMM gives them from `--drive PATH[,ro][,id=ID]` or `PUT /drives`): `path`, `ro`,
+ * `id`, `cache` (`writeback`, the default: `VIRTIO_BLK_F_FLUSH` offered and a flush syncs the
+ * file; `unsafe`, Firecracker's default: no flush feature, writes reach the host's page cache
+ * only), and the transport's `base` and `irq`.
+ *
+ * The backing file can be swapped while the guest runs (`PATCH /drives`, as
+ * firecracker-containerd swaps a container's rootfs): {@link BlkDevice.swapBacking} opens the
+ * new file first (a failure leaves the device as it was), then puts it in place, updates the
+ * capacity in config space and raises a configuration-change interrupt, so Linux re-reads the
+ * size. Requests run to completion while a queue notification is handled, so none is in flight
+ * at a swap: every request the guest made before it finished on the old file.
  *
  * @module
  */
 
-import { API_VERSION, definePlugin } from "../../plugins/mod.ts";
+import { API_VERSION, definePlugin, type Device } from "../../plugins/mod.ts";
 import { bit, transportOptions, type VirtioDeviceModel, VirtioMmioTransport } from "./mmio.ts";
 import { type Chain, type QueueMemory, type SplitQueue, VirtqueueError } from "./queue.ts";
 
@@ -80,18 +89,30 @@ export function openDiskFile(path: string, readOnly: boolean): Disk {
   };
 }
 
+/** A block device model whose backing store can be replaced. */
+export interface BlkModel extends VirtioDeviceModel {
+  /** Puts `next` in place of the current disk (which the caller closes) and returns that one. */
+  replaceDisk(next: Disk): Disk;
+}
+
 /** The block device model over `disk`. */
 export function blkModel(
   memory: QueueMemory,
-  disk: Disk,
-  opts: { readOnly?: boolean; id?: string } = {},
-): VirtioDeviceModel {
+  initial: Disk,
+  opts: { readOnly?: boolean; id?: string; flush?: boolean } = {},
+): BlkModel {
   const readOnly = opts.readOnly === true;
+  const flush = opts.flush !== false;
   const id = new TextEncoder().encode(opts.id ?? "").subarray(0, BLK_ID_BYTES);
-  const capacity = Math.floor(disk.size / SECTOR);
+  let disk = initial;
+  let capacity = 0;
   const config = new Uint8Array(0x3c);
   const dv = new DataView(config.buffer);
-  dv.setBigUint64(0, BigInt(capacity), true); // capacity, in 512-byte sectors
+  const setCapacity = () => {
+    capacity = Math.floor(disk.size / SECTOR);
+    dv.setBigUint64(0, BigInt(capacity), true); // capacity, in 512-byte sectors
+  };
+  setCapacity();
   dv.setUint32(12, BLK_QUEUE_SIZE - 2, true); // seg_max
   dv.setUint32(20, SECTOR, true); // blk_size
 
@@ -138,7 +159,7 @@ export function blkModel(
           return finish(BLK_S_OK);
         }
         case BLK_T_FLUSH:
-          if (!readOnly) disk.flush();
+          if (!readOnly && flush) disk.flush();
           return finish(BLK_S_OK);
         case BLK_T_GET_ID: {
           const answer = new Uint8Array(Math.min(BLK_ID_BYTES, statusAt));
@@ -157,7 +178,7 @@ export function blkModel(
 
   return {
     deviceId: VIRTIO_ID_BLOCK,
-    features: bit(BLK_F_SEG_MAX) | bit(BLK_F_BLK_SIZE) | bit(BLK_F_FLUSH) |
+    features: bit(BLK_F_SEG_MAX) | bit(BLK_F_BLK_SIZE) | (flush ? bit(BLK_F_FLUSH) : 0n) |
       (readOnly ? bit(BLK_F_RO) : 0n),
     queueSizes: [BLK_QUEUE_SIZE],
     config: () => config,
@@ -166,24 +187,69 @@ export function blkModel(
         queue.push(c.head, handle(c));
       }
     },
+    replaceDisk(next) {
+      const old = disk;
+      disk = next;
+      setCapacity();
+      return old;
+    },
   };
+}
+
+/** The `cache` option's values. */
+export const BLK_CACHE_TYPES = ["writeback", "unsafe"] as const;
+
+/** A virtio-blk device: what the machine attaches, plus the backing-file swap. */
+export interface BlkDevice extends Device {
+  /**
+   * Backs the device with the file at `path` from now on (opened with the device's read-only
+   * setting; a failure throws and changes nothing), closes the old one and tells the guest its
+   * new capacity with a configuration-change interrupt.
+   */
+  swapBacking(path: string): void;
+}
+
+/** True when `device` is a virtio-blk device that can swap its backing file. */
+export function isBlkDevice(device: Device): device is BlkDevice {
+  return typeof (device as Partial<BlkDevice>).swapBacking === "function";
 }
 
 export default definePlugin({
   name: "virtio-blk",
   apiVersion: API_VERSION,
   description: "virtio-blk over a raw image (--drive PATH[,ro][,id=ID])",
-  create(host) {
+  create(host): BlkDevice {
     const path = host.options.string("path", "");
     if (path === "") throw new TypeError(`"${host.name}" needs path=IMAGE`);
     const readOnly = host.options.boolean("ro", false);
-    const disk = openDiskFile(path, readOnly);
+    const cache = host.options.string("cache", "writeback");
+    if (!(BLK_CACHE_TYPES as readonly string[]).includes(cache)) {
+      throw new TypeError(
+        `"${host.name}": cache "${cache}" is not one of ${BLK_CACHE_TYPES.join(", ")}`,
+      );
+    }
+    let disk = openDiskFile(path, readOnly);
     const model = blkModel(host.memory, disk, {
       readOnly,
       id: host.options.string("id", ""),
+      flush: cache === "writeback",
     });
     const transport = new VirtioMmioTransport(host, model, transportOptions(host));
     const device = transport.device();
-    return { ...device, close: () => disk.close?.() };
+    return {
+      ...device,
+      close: () => disk.close?.(),
+      swapBacking(next: string) {
+        const opened = openDiskFile(next, readOnly); // throws before anything changes
+        const old = model.replaceDisk(opened);
+        disk = opened;
+        try {
+          old.close?.();
+        } catch {
+          // The old file is gone from the device either way.
+        }
+        transport.configChanged();
+      },
+    };
   },
 });

@@ -211,7 +211,8 @@ Deno.test("api: bad requests answer 400 with a fault_message naming the problem"
     await expectFault(vm, "PUT", "/actions", "{bad", "malformed JSON");
     await expectFault(vm, "PUT", "/actions", "", "body is empty");
     await expectFault(vm, "PUT", "/actions", "[1]", "JSON object");
-    await expectFault(vm, "GET", "/drives/rootfs", undefined, "Unknown endpoint");
+    await expectFault(vm, "GET", "/balloon", undefined, "Unknown endpoint");
+    await expectFault(vm, "GET", "/drives/rootfs", undefined, "does not take GET");
     await expectFault(vm, "DELETE", "/vm", undefined, "does not take DELETE");
     await expectFault(vm, "POST", "/", undefined, "does not take POST");
     await expectFault(
