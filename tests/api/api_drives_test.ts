@@ -6,7 +6,8 @@
  */
 
 import { assertEquals, assertIncludes, assertTrue } from "../_assert.ts";
-import { COUNTER, VmProcess } from "./_api.ts";
+import { COUNTER, sleep, VmProcess } from "./_api.ts";
+import { EthernetSwitch, listenSwitch } from "../../core/net/switch.ts";
 import { cmdlineWithRoot } from "../../core/vm.ts";
 
 async function expectFault(
@@ -250,4 +251,54 @@ Deno.test("a root drive adds root=/dev/vda (or its PARTUUID) and ro or rw to the
     }),
     "root=PARTUUID=0a1b2c3d-01 ro",
   );
+});
+
+Deno.test("api: PUT /network-interfaces with switch_path joins the switch at InstanceStart", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "dv-api-net-" });
+  const path = `${dir}/switch.sock`;
+  const sw = new EthernetSwitch(await listenSwitch(path));
+  const serving = sw.serve();
+  const vm = new VmProcess(`${dir}/api.sock`, ["--backend", "interp"]);
+  try {
+    await vm.ready();
+    const put = await vm.call("PUT", "/network-interfaces/eth0", {
+      iface_id: "eth0",
+      switch_path: path,
+      guest_mac: "02:00:00:00:00:07",
+      rx_rate_limiter: null,
+    });
+    assertEquals(put.status, 204, put.body);
+    const cfg = await vm.call("GET", "/vm/config");
+    assertEquals(cfg.json?.["network-interfaces"], [{
+      iface_id: "eth0",
+      switch_path: path,
+      guest_mac: "02:00:00:00:00:07",
+      rx_rate_limiter: null,
+      tx_rate_limiter: null,
+    }]);
+    assertEquals(sw.ports.size, 0, "nothing connects before InstanceStart");
+    assertEquals(
+      (await vm.call("PUT", "/boot-source", { kernel_image_path: COUNTER })).status,
+      204,
+    );
+    const start = await vm.call("PUT", "/actions", { action_type: "InstanceStart" });
+    assertEquals(start.status, 204, start.body);
+    const deadline = Date.now() + 30_000;
+    while (sw.ports.size === 0 && Date.now() < deadline) await sleep(20);
+    assertEquals(sw.ports.size, 1);
+    await expectFault(
+      vm,
+      "PUT",
+      "/network-interfaces/eth1",
+      { iface_id: "eth1", switch_path: path },
+      "after starting",
+    );
+    await vm.exited;
+  } finally {
+    vm.kill();
+    await vm.exited;
+    sw.close();
+    await serving.catch(() => {});
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
