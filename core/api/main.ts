@@ -20,6 +20,7 @@ import {
 } from "./server.ts";
 import { startVsockHost } from "../vsock/host.ts";
 import { LifecycleError, type VmEnd, Vmm } from "./vmm.ts";
+import { applyDrive, applyNetworkInterface } from "./devices.ts";
 import { parseMigrationUrl } from "../migration/url.ts";
 import { ApiLogger, ApiMetrics } from "./observe.ts";
 import {
@@ -114,7 +115,10 @@ export function splitApiArgs(argv: readonly string[]): ApiArgs {
   return out;
 }
 
-/** Applies a Firecracker config file (`boot-source`, `machine-config`) to `config`. */
+/**
+ * Applies a Firecracker config file (`boot-source`, `machine-config`, `drives`,
+ * `network-interfaces`) to `config`.
+ */
 export function applyConfigFile(config: VmConfig, path: string): void {
   let text: string;
   try {
@@ -132,14 +136,24 @@ export function applyConfigFile(config: VmConfig, path: string): void {
     throw new UsageError(`--config-file "${path}" must hold a JSON object`);
   }
   const obj = json as Record<string, unknown>;
+  const keys = ["boot-source", "machine-config", "drives", "network-interfaces"];
   for (const key of Object.keys(obj)) {
-    if (key !== "boot-source" && key !== "machine-config") {
+    if (!keys.includes(key)) {
       throw new UsageError(
-        `--config-file "${path}": "${key}" is not supported; denovisor takes "boot-source" ` +
-          `and "machine-config"`,
+        `--config-file "${path}": "${key}" is not supported; denovisor takes ` +
+          keys.map((k) => `"${k}"`).join(", "),
       );
     }
   }
+  const list = (key: string): Record<string, unknown>[] => {
+    const v = obj[key] ?? [];
+    if (
+      !Array.isArray(v) || v.some((e) => typeof e !== "object" || e === null || Array.isArray(e))
+    ) {
+      throw new UsageError(`--config-file "${path}": "${key}" must be an array of objects`);
+    }
+    return v as Record<string, unknown>[];
+  };
   const section = (key: string): Record<string, unknown> => {
     const v = obj[key];
     if (typeof v !== "object" || v === null || Array.isArray(v)) {
@@ -155,6 +169,10 @@ export function applyConfigFile(config: VmConfig, path: string): void {
     if (obj["machine-config"] !== undefined) {
       applyMachineConfig(config, section("machine-config"), false);
     }
+    list("drives").forEach((d, i) => applyDrive(config, d, undefined, `drives[${i}]`));
+    list("network-interfaces").forEach((n, i) =>
+      applyNetworkInterface(config, n, undefined, `network-interfaces[${i}]`)
+    );
   } catch (err) {
     if (err instanceof ApiError) throw new UsageError(`--config-file "${path}": ${err.message}`);
     throw err;

@@ -468,6 +468,12 @@ Deno.test("--config-file boots Firecracker's config JSON without API calls", asy
       JSON.stringify({
         "boot-source": { kernel_image_path: COUNTER, boot_args: "" },
         "machine-config": { vcpu_count: 1, mem_size_mib: 16, backend: "interp" },
+        drives: [{
+          drive_id: "data",
+          path_on_host: COUNTER,
+          is_root_device: false,
+          is_read_only: true,
+        }],
       }),
     );
     const run = await runCli(["--config-file", good]);
@@ -477,11 +483,26 @@ Deno.test("--config-file boots Firecracker's config JSON without API calls", asy
     const bad = `${dir}/bad.json`;
     Deno.writeTextFileSync(
       bad,
-      JSON.stringify({ "boot-source": { kernel_image_path: COUNTER }, drives: [] }),
+      JSON.stringify({ "boot-source": { kernel_image_path: COUNTER }, vsock: {} }),
     );
     const refused = await runCli(["--config-file", bad]);
     assertEquals(refused.status, 2);
-    assertIncludes(refused.stderr, '"drives" is not supported');
+    assertIncludes(refused.stderr, '"vsock" is not supported');
+    Deno.writeTextFileSync(
+      bad,
+      JSON.stringify({
+        "boot-source": { kernel_image_path: COUNTER },
+        drives: [{
+          drive_id: "d",
+          path_on_host: COUNTER,
+          is_root_device: false,
+          io_engine: "Async",
+        }],
+      }),
+    );
+    const badDrive = await runCli(["--config-file", bad]);
+    assertEquals(badDrive.status, 2);
+    assertIncludes(badDrive.stderr, 'drives[0]: io_engine "Async" is not supported');
     Deno.writeTextFileSync(bad, "{");
     const malformed = await runCli(["--config-file", bad]);
     assertEquals(malformed.status, 2);
