@@ -17,11 +17,14 @@ export const BUILTIN_DEVICES: readonly string[] = [
 ];
 
 /**
- * The virtio devices the configuration adds (`--drive`, `--rng`), each attached with the MMIO
- * window and interrupt line the resource allocator gives it, which the DSDT then announces.
+ * The virtio devices the configuration adds (`--drive`, `--rng`, `--share`, `--net`,
+ * `--console virtio`), each attached with the MMIO window and interrupt line the resource
+ * allocator gives it, which the DSDT then announces; a restore recreates each of them.
  */
 export const VIRTIO_DEVICES = {
   blk: "../devices/virtio/blk.ts",
   rng: "../devices/virtio/rng.ts",
   p9: "../devices/virtio/p9.ts",
+  net: "../devices/virtio/net.ts",
+  console: "../devices/virtio/console.ts",
 } as const;

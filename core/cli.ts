@@ -427,6 +427,12 @@ export async function main(argv: string[]): Promise<number> {
   }
 
   // The switch sockets live on this thread; their frames cross in rings (core/net/host.ts).
+  // A restore reconnects the cards its snapshot records.
+  if (config.restore !== undefined) {
+    const { snapshotNets } = await import("./net/restore.ts");
+    const nets = await snapshotNets(config.restore.statePath, config.restore.memPath);
+    if (nets.length > 0) config.nets = nets;
+  }
   let net: { close(): void } | null = null;
   if ((config.nets ?? []).length > 0) {
     const { startNetBackends } = await import("./net/host.ts");

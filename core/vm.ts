@@ -26,7 +26,7 @@ import { loadSandboxedPlugin } from "../plugins/sandbox.ts";
 import type { DeviceSpec } from "../plugins/options.ts";
 import { DEFAULT_GUEST } from "../guests/default.ts";
 import { BUILTIN_DEVICES, VIRTIO_DEVICES } from "./builtin_devices.ts";
-import type { NetSpec } from "./net/spec.ts";
+import { netDeviceOptions, type NetSpec, netSpecOfOptions } from "./net/spec.ts";
 import type { VsockSpec } from "./vsock/spec.ts";
 import type { Plugin } from "../plugins/mod.ts";
 import { virtioTransportPlugin } from "../devices/virtio/plugin_device.ts";
@@ -152,6 +152,12 @@ export interface VmIo {
   onVcpuReady?: (machine: Machine) => void;
   /** Puts something between the guest's console and its sink (replication's output gate). */
   wrapSerial?: (sink: ByteSink | null) => ByteSink | null;
+  /**
+   * A restored or arriving VM's network cards, by id, with the frame rings of the backends the
+   * main thread reconnected (`savedNets` of its state, then `startNetBackends`); a card not
+   * here comes back with its link down.
+   */
+  nets?: NetSpec[];
 }
 
 function readFile(path: string, what: string): Uint8Array {
@@ -487,25 +493,15 @@ async function attachVirtioDevices(
     });
   }
   if ((config.nets ?? []).length > 0) {
-    // Frames cross from the main thread in SharedArrayBuffer rings (core/net/host.ts); the
-    // vCPU loop's service tick delivers what arrived.
-    const net = await import("../devices/virtio/net.ts");
-    const ports: { poll?(): void }[] = [];
+    const plugins = await netPlugins(machine, config.nets ?? []);
     for (const n of config.nets ?? []) {
-      const port = n.rings === undefined ? net.UNCONNECTED_PORT : net.ringPort(n.rings);
-      ports.push(port);
       wanted.push({
-        module: "../devices/virtio/net.ts",
+        module: VIRTIO_DEVICES.net,
         name: `virtio-net-${n.id}`,
-        options: { mac: n.mac },
-        plugin: net.netPlugin(port),
+        options: netDeviceOptions(n),
+        plugin: plugins.get(n.id)!,
       });
     }
-    const service = machine.control.service;
-    machine.control.service = () => {
-      for (const p of ports) p.poll?.();
-      service();
-    };
   }
   if (config.vsock !== undefined) {
     // As the net devices: the host side's messages cross in rings (core/vsock/host.ts), the
@@ -536,6 +532,31 @@ async function attachVirtioDevices(
     machine.attach(plugin, options, w.name, { kind: "builtin", specifier, options });
     out.push({ addr: r.base, size: r.size, irq: r.irq });
   }
+  return out;
+}
+
+/**
+ * The virtio-net plugins of `nets`, by id, each over its frame rings (an unconnected port, its
+ * link down, for a spec without rings), with the vCPU loop's service tick delivering what
+ * arrived: frames cross from the main thread in SharedArrayBuffer rings (core/net/host.ts).
+ */
+async function netPlugins(
+  machine: Machine,
+  nets: readonly NetSpec[],
+): Promise<Map<string, Plugin>> {
+  const net = await import("../devices/virtio/net.ts");
+  const ports: { poll?(): void }[] = [];
+  const out = new Map<string, Plugin>();
+  for (const n of nets) {
+    const port = n.rings === undefined ? net.UNCONNECTED_PORT : net.ringPort(n.rings);
+    ports.push(port);
+    out.set(n.id, net.netPlugin(port));
+  }
+  const service = machine.control.service;
+  machine.control.service = () => {
+    for (const p of ports) p.poll?.();
+    service();
+  };
   return out;
 }
 
@@ -721,6 +742,21 @@ export async function machineForState(
     trace,
   );
   try {
+    // Network cards over the backends the main thread reconnected (io.nets, by id).
+    const savedNetSpecs = saved.devices.flatMap((d) => {
+      const m = d.source?.kind === "builtin" ? virtioModule(d.source.specifier) : undefined;
+      const n = m === VIRTIO_DEVICES.net ? netSpecOfOptions(d.source!.options) : null;
+      return n === null ? [] : [{ ...n, ...withRings(io.nets, n.id) }];
+    });
+    const log = io.log ?? ((m: string) => console.error(m));
+    for (const n of savedNetSpecs) {
+      if (n.rings !== undefined) continue;
+      log(
+        `denovisor: warning: virtio-net-${n.id}: its ${n.kind} ${n.path} was not reconnected; ` +
+          `its link is down`,
+      );
+    }
+    const nets = savedNetSpecs.length === 0 ? null : await netPlugins(machine, savedNetSpecs);
     for (const d of saved.devices) {
       if (d.source?.kind === "plugin") {
         await attachPlugin(machine, d.source.specifier, d.source.options);
@@ -729,7 +765,11 @@ export async function machineForState(
       if (module !== undefined) {
         // At the window and line it had: the guest's DSDT, in the restored RAM, says so.
         const specifier = builtinUrl(module);
-        machine.attach(await loadPlugin(specifier), d.source!.options, d.name, {
+        const id = d.source!.options.id ?? "";
+        const plugin = module === VIRTIO_DEVICES.net && nets?.has(id)
+          ? nets.get(id)!
+          : await loadPlugin(specifier);
+        machine.attach(plugin, d.source!.options, d.name, {
           kind: "builtin",
           specifier,
           options: d.source!.options,
@@ -743,10 +783,18 @@ export async function machineForState(
   return machine;
 }
 
+/** The rings of card `id` among `nets`, as a spread-able object (none: `{}`). */
+function withRings(nets: NetSpec[] | undefined, id: string): Pick<NetSpec, "rings"> {
+  const rings = nets?.find((n) => n.id === id)?.rings;
+  return rings === undefined ? {} : { rings };
+}
+
 /** Builds the VM `config` describes, runs it to the end and says how it ended. */
 export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome> {
   if (config.restore !== undefined) {
-    return await runRestored(config.restore, io, {
+    // The CLI reconnected the snapshot's network cards into config.nets (core/cli.ts).
+    const restoreIo = config.nets === undefined ? io : { ...io, nets: config.nets };
+    return await runRestored(config.restore, restoreIo, {
       ...(config.backend === "auto" ? {} : { backend: config.backend }),
       serial: config.serial,
       trace: config.trace,

@@ -36,6 +36,7 @@ import {
 import { exitStatusOf, type Machine } from "./machine.ts";
 import { VmmError } from "./errors.ts";
 import { isBlkDevice } from "../devices/virtio/blk.ts";
+import { type NetSpec, savedNets } from "./net/spec.ts";
 import { applyHostFacts, type HostFacts } from "./vm_permissions.ts";
 import { createSnapshot, type SnapshotType } from "./snapshot/mod.ts";
 import { type MigrationStatus, sendMigration } from "./migration/send.ts";
@@ -88,6 +89,8 @@ export type LifecycleCommand =
       memPath: string;
       resume: boolean;
       backend?: "auto" | "kvm" | "interp";
+      /** The snapshot's network cards, reconnected by the main thread (their rings). */
+      nets?: NetSpec[];
     }
     | { kind: "migrate-send"; url: string; downtimeMs?: number; maxPasses?: number }
     /** Listens on `url` for a migrating VM; `config` gives the backend, serial and trace. */
@@ -100,6 +103,14 @@ export type LifecycleCommand =
     | { kind: "drive-update"; driveId: string; path: string }
   );
 
+/** The main thread's answer to a worker's `connect-nets`: the cards' rings, or why not. */
+export interface NetsReadyMessage {
+  kind: "nets-ready";
+  request: number;
+  nets?: NetSpec[];
+  message?: string;
+}
+
 /** The VM's state as the API reports it. */
 export type LifecycleState = "Not started" | "Running" | "Paused";
 
@@ -110,6 +121,8 @@ export type WorkerMessage =
   | { kind: "log"; message: string }
   /** A migration's progress (either side). */
   | { kind: "migration"; status: MigrationStatus }
+  /** An arriving VM's network cards, for the main thread to connect (`nets-ready`). */
+  | { kind: "connect-nets"; request: number; nets: NetSpec[] }
   | {
     kind: "reply";
     id: number;
@@ -186,9 +199,33 @@ export function swapDrive(machine: Machine, id: string, path: string): string | 
 async function lifecycle(init: InitMessage): Promise<void> {
   const inbox: LifecycleCommand[] = [];
   let wake: (() => void) | null = null;
+  /** Answers to `connectNets`, by request number. */
+  const netWaiters = new Map<number, (m: NetsReadyMessage) => void>();
+  let netRequests = 0;
   scope.onmessage = (e) => {
-    inbox.push(e.data as LifecycleCommand);
+    const m = e.data as LifecycleCommand | NetsReadyMessage;
+    if (m.kind === "nets-ready") {
+      netWaiters.get(m.request)?.(m);
+      netWaiters.delete(m.request);
+      return;
+    }
+    inbox.push(m);
     wake?.();
+  };
+  /**
+   * Asks the main thread to connect an arriving VM's network cards (it owns the sockets);
+   * one that cannot be connected comes back without rings (its link down, machineForState
+   * says so), rather than failing the migration.
+   */
+  const connectNets = async (nets: NetSpec[]): Promise<NetSpec[]> => {
+    if (nets.length === 0) return nets;
+    const request = ++netRequests;
+    const reply = new Promise<NetsReadyMessage>((r) => netWaiters.set(request, r));
+    scope.postMessage({ kind: "connect-nets", request, nets });
+    const m = await reply;
+    if (m.nets !== undefined) return m.nets;
+    io.log?.(`denovisor: warning: ${m.message}`);
+    return [];
   };
   const next = async (): Promise<LifecycleCommand> => {
     while (inbox.length === 0) await new Promise<void>((r) => wake = r);
@@ -270,7 +307,7 @@ async function lifecycle(init: InitMessage): Promise<void> {
         try {
           machine = await restoreMachine(
             { statePath: cmd.statePath, memPath: cmd.memPath },
-            io,
+            cmd.nets === undefined ? io : { ...io, nets: cmd.nets },
             {
               serial: cmd.config.serial,
               trace: cmd.config.trace,
@@ -362,12 +399,14 @@ async function lifecycle(init: InitMessage): Promise<void> {
         try {
           const got = await receiveMigration(listener, {
             progress,
-            build: (saved, memSize) =>
-              machineForState(saved, memSize, "The migration source's VM", io, {
-                backend: c.backend,
-                serial: c.serial,
-                trace: c.trace,
-              }),
+            build: async (saved, memSize) =>
+              machineForState(
+                saved,
+                memSize,
+                "The migration source's VM",
+                { ...io, nets: await connectNets(savedNets(saved.devices)) },
+                { backend: c.backend, serial: c.serial, trace: c.trace },
+              ),
           });
           machine = got.machine;
           state = got.resume ? "Running" : "Paused";

@@ -382,9 +382,7 @@ export async function apiMain(argv: string[]): Promise<number> {
       })
       : restore === undefined
       ? vmm.send({ kind: "start", config: structuredClone(config) })
-      : vmm.send({
-        kind: "snapshot-load",
-        config: structuredClone(config),
+      : vmm.loadSnapshot({
         statePath: restore.statePath,
         memPath: restore.memPath,
         resume: true,

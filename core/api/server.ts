@@ -587,9 +587,7 @@ export function apiHandler(
         if (vmm.state !== "Not started") {
           throw new ApiError(`${what}: a snapshot loads only before the microVM starts`);
         }
-        return lifecycle(vmm.send({
-          kind: "snapshot-load",
-          config: structuredClone(vmm.config),
+        return lifecycle(vmm.loadSnapshot({
           statePath,
           memPath,
           resume,

@@ -23,6 +23,8 @@ import type { VmConfig, VmOutcome } from "../vm.ts";
 import type { InitMessage, LifecycleCommand, LifecycleState, WorkerMessage } from "../vm_worker.ts";
 import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "../kvm/backend.ts";
 import type { MigrationStatus } from "../migration/send.ts";
+import type { NetSpec } from "../net/spec.ts";
+import { snapshotNets } from "../net/restore.ts";
 
 /** How often the slice ticker looks at the vCPU's slice (ms). */
 const SLICE_TICK_MS = 1;
@@ -96,6 +98,16 @@ export class Vmm {
         this.#disableKicks ??= enableVcpuKicks();
       } else if (m.kind === "migration") {
         this.migration = m.status;
+      } else if (m.kind === "connect-nets") {
+        this.#connect(m.nets).then(
+          (nets) => this.#worker.postMessage({ kind: "nets-ready", request: m.request, nets }),
+          (err) =>
+            this.#worker.postMessage({
+              kind: "nets-ready",
+              request: m.request,
+              message: (err as Error).message,
+            }),
+        );
       } else if (m.kind === "log") {
         this.onLog(m.message);
       } else if (m.kind === "reply") {
@@ -224,16 +236,38 @@ export class Vmm {
    * cannot be reached refuses the start (LifecycleError naming it).
    */
   async start(): Promise<void> {
-    const unconnected = (this.config.nets ?? []).filter((n) => n.rings === undefined);
-    if (unconnected.length > 0) {
-      const { startNetBackends } = await import("../net/host.ts");
-      try {
-        this.#nets.push(await startNetBackends(unconnected));
-      } catch (err) {
-        throw new LifecycleError((err as Error).message);
-      }
-    }
+    await this.#connect((this.config.nets ?? []).filter((n) => n.rings === undefined));
     await this.send({ kind: "start", config: structuredClone(this.config) });
+  }
+
+  /**
+   * Loads a snapshot (PUT /snapshot/load, `--restore`): first reconnects the network cards its
+   * state records (a TAP by name, a switch by socket, as Firecracker reopens the TAP it
+   * stored), so the restored cards' frame rings cross to the worker with the command. A
+   * backend that cannot be reached refuses the load, naming it.
+   */
+  async loadSnapshot(
+    load: { statePath: string; memPath: string; resume: boolean; backend?: VmConfig["backend"] },
+  ): Promise<void> {
+    const nets = await this.#connect(await snapshotNets(load.statePath, load.memPath));
+    await this.send({
+      kind: "snapshot-load",
+      config: structuredClone(this.config),
+      ...load,
+      ...(nets.length === 0 ? {} : { nets }),
+    });
+  }
+
+  /** Connects `nets` to their backends (their rings set); a failure is a LifecycleError. */
+  async #connect(nets: NetSpec[]): Promise<NetSpec[]> {
+    if (nets.length === 0) return nets;
+    const { startNetBackends } = await import("../net/host.ts");
+    try {
+      this.#nets.push(await startNetBackends(nets));
+    } catch (err) {
+      throw new LifecycleError((err as Error).message);
+    }
+    return nets;
   }
 
   /** Releases the worker and the kick handler. */

@@ -86,3 +86,35 @@ export function parseNets(specs: string[]): NetSpec[] {
   if (dup !== undefined) throw new UsageError(`Two --net options have id=${dup}`);
   return nets;
 }
+
+/**
+ * The options a `--net` device is attached with beyond its MAC: its id and its backend, so a
+ * snapshot records them (as Firecracker stores the TAP name) and a restore reconnects it.
+ */
+export function netDeviceOptions(n: NetSpec): Record<string, string> {
+  return { mac: n.mac, id: n.id, backend: n.kind, endpoint: n.path };
+}
+
+/**
+ * The `NetSpec` a net device's recorded options describe (no rings yet), or null for a device
+ * attached without a backend (a `--device devices/virtio/net.ts` plugin, an older snapshot).
+ */
+export function netSpecOfOptions(options: Record<string, string>): NetSpec | null {
+  const { backend, endpoint, id, mac } = options;
+  if ((backend !== "switch" && backend !== "tap") || !endpoint || !id || !mac) return null;
+  return { kind: backend, path: endpoint, id, mac };
+}
+
+/** The network cards of a saved machine's device list, to reconnect before its restore. */
+export function savedNets(
+  devices: readonly {
+    source?: { kind: string; specifier: string; options: Record<string, string> };
+  }[],
+): NetSpec[] {
+  return devices.flatMap((d) => {
+    const src = d.source;
+    if (src?.kind !== "builtin" || !src.specifier.endsWith("/virtio/net.ts")) return [];
+    const n = netSpecOfOptions(src.options);
+    return n === null ? [] : [n];
+  });
+}
