@@ -1,13 +1,16 @@
 /**
  * `PUT /drives/{id}`, `PATCH /drives/{id}` and `PUT /network-interfaces/{id}` over a real API
- * socket: Firecracker's bodies accepted, every unsupported value refused with a 400 naming the
- * field, `GET /vm/config` listing what was configured, the root device placed first, and a
- * running VM's drive swapped (a bad path refused, the drive unchanged).
+ * socket (the TAP one needs root and iproute2, else it says why it skips): Firecracker's bodies
+ * accepted, every unsupported value refused with a 400 naming the field, `GET /vm/config`
+ * listing what was configured, the root device placed first, a running VM's drive swapped (a
+ * bad path refused, the drive unchanged), and cards joined to a switch or a TAP at start.
  */
 
 import { assertEquals, assertIncludes, assertTrue } from "../_assert.ts";
 import { COUNTER, sleep, VmProcess } from "./_api.ts";
 import { EthernetSwitch, listenSwitch } from "../../core/net/switch.ts";
+import { sh } from "../_netns.ts";
+import { ROOT } from "../_run.ts";
 import { cmdlineWithRoot } from "../../core/vm.ts";
 
 async function expectFault(
@@ -299,6 +302,58 @@ Deno.test("api: PUT /network-interfaces with switch_path joins the switch at Ins
     await vm.exited;
     sw.close();
     await serving.catch(() => {});
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+/** Why a TAP interface cannot be made here (not root, no iproute2), or null. */
+async function tapUnusable(name: string): Promise<string | null> {
+  if (Deno.uid() !== 0) return "not root";
+  try {
+    await sh("ip", "tuntap", "add", name, "mode", "tap");
+    await sh("ip", "link", "set", name, "up");
+  } catch (err) {
+    return (err as Error).message;
+  }
+  return null;
+}
+
+Deno.test("api: PUT /network-interfaces with host_dev_name attaches the TAP at InstanceStart", async () => {
+  const tap = `dvapi${Deno.pid % 100000}`;
+  const why = await tapUnusable(tap);
+  if (why !== null) {
+    console.warn(`note: TAP network-interfaces test skipped: ${why}`);
+    return;
+  }
+  const dir = Deno.makeTempDirSync({ prefix: "dv-api-tap-" });
+  const vm = new VmProcess(`${dir}/api.sock`, ["--backend", "interp"]);
+  const carrier = () => Deno.readTextFileSync(`/sys/class/net/${tap}/carrier`).trim();
+  try {
+    await vm.ready();
+    const put = await vm.call("PUT", "/network-interfaces/eth0", {
+      iface_id: "eth0",
+      host_dev_name: tap,
+      guest_mac: "02:00:00:00:00:0a",
+    });
+    assertEquals(put.status, 204, put.body);
+    assertEquals(carrier(), "0", "nothing holds the TAP before InstanceStart");
+    const cfg = await vm.call("GET", "/vm/config");
+    assertEquals((cfg.json?.["network-interfaces"] as Json[])[0]!.host_dev_name, tap);
+    const long = `${
+      COUNTER.replace("api/guests/counter.bin", "migration/guests/long_counter.bin")
+    }`;
+    assertEquals((await vm.call("PUT", "/boot-source", { kernel_image_path: long })).status, 204);
+    const start = await vm.call("PUT", "/actions", { action_type: "InstanceStart" });
+    assertEquals(start.status, 204, start.body);
+    // The VMM holds the TAP's queue: the kernel says its carrier is up.
+    const deadline = Date.now() + 30_000;
+    while (carrier() !== "1" && Date.now() < deadline) await sleep(20);
+    assertEquals(carrier(), "1");
+    assertEquals(await vm.exited, 33, vm.stderr);
+  } finally {
+    vm.kill();
+    await vm.exited;
+    await sh("ip", "tuntap", "del", tap, "mode", "tap").catch(() => {});
     Deno.removeSync(dir, { recursive: true });
   }
 });
