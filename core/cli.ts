@@ -444,7 +444,12 @@ export async function main(argv: string[]): Promise<number> {
       return err.exitCode;
     }
   }
-  // The vsock's unix sockets too (core/vsock/host.ts).
+  // The vsock's unix sockets too (core/vsock/host.ts); a restored one listens where it did.
+  if (config.restore !== undefined) {
+    const { snapshotVsock } = await import("./vsock/restore.ts");
+    const spec = await snapshotVsock(config.restore);
+    if (spec !== null) config.vsock = spec;
+  }
   let vsock: { close(): void } | null = null;
   if (config.vsock !== undefined) {
     const { startVsockHost } = await import("./vsock/host.ts");

@@ -504,24 +504,13 @@ async function attachVirtioDevices(
     }
   }
   if (config.vsock !== undefined) {
-    // As the net devices: the host side's messages cross in rings (core/vsock/host.ts), the
-    // service tick delivers them.
-    const vsock = await import("../devices/virtio/vsock.ts");
-    const rings = config.vsock.rings;
-    const port = rings === undefined ? null : vsock.vsockRingPort(rings);
     wanted.push({
-      module: "../devices/virtio/vsock.ts",
+      module: VSOCK_MODULE,
       name: "virtio-vsock",
-      options: { cid: String(config.vsock.cid) },
-      plugin: vsock.vsockPlugin(port),
+      // uds: where a restore's host side listens again (the device itself never opens it).
+      options: { cid: String(config.vsock.cid), uds: config.vsock.uds },
+      plugin: await vsockPluginFor(machine, config.vsock.rings),
     });
-    if (port !== null) {
-      const service = machine.control.service;
-      machine.control.service = () => {
-        port.poll?.();
-        service();
-      };
-    }
   }
   const out: AcpiVirtioMmio[] = [];
   for (const w of wanted) {
@@ -558,6 +547,29 @@ async function netPlugins(
     service();
   };
   return out;
+}
+
+/** The vsock device's module (attached with its host side's port, not by URL alone). */
+const VSOCK_MODULE = "../devices/virtio/vsock.ts";
+
+/**
+ * The vsock plugin over the host side's `rings` (none: guest connections are refused), its
+ * service (the host side's messages, a restore's transport reset) on the vCPU loop's tick.
+ */
+async function vsockPluginFor(
+  machine: Machine,
+  rings: { tx: SharedArrayBuffer; rx: SharedArrayBuffer } | undefined,
+): Promise<Plugin> {
+  // A literal import: the module is in the static graph (see the console's).
+  const vsock = await import("../devices/virtio/vsock.ts");
+  const port = rings === undefined ? null : vsock.vsockRingPort(rings);
+  const devices: { service(): void }[] = [];
+  const service = machine.control.service;
+  machine.control.service = () => {
+    for (const d of devices) d.service();
+    service();
+  };
+  return vsock.vsockPlugin(port, (d) => devices.push(d));
 }
 
 /** Interrupt lines `--device` plugins were given (`irq=N`), which the allocator skips. */
@@ -642,6 +654,8 @@ export interface RestoreOptions {
   serial?: VmConfig["serial"];
   /** Per-instruction trace on stderr. */
   trace?: boolean;
+  /** The rings of the host side started for the snapshot's vsock (none: it refuses). */
+  vsockRings?: { tx: SharedArrayBuffer; rx: SharedArrayBuffer };
 }
 
 /**
@@ -712,6 +726,7 @@ export async function machineForState(
   const virtio = new Map(Object.values(VIRTIO_DEVICES).map((p) => [lastTwo(p), p]));
   /** A built-in virtio device's module, or undefined. */
   const virtioModule = (specifier: string) => virtio.get(lastTwo(specifier));
+  const isVsock = (specifier: string) => lastTwo(specifier) === lastTwo(VSOCK_MODULE);
   for (const d of saved.devices) {
     if (d.source === undefined) {
       throw new VmmError(
@@ -721,7 +736,10 @@ export async function machineForState(
     }
     if (d.source.kind === "builtin") {
       const file = d.source.specifier.slice(d.source.specifier.lastIndexOf("/") + 1);
-      if (!builtins.has(file) && virtioModule(d.source.specifier) === undefined) {
+      if (
+        !builtins.has(file) && virtioModule(d.source.specifier) === undefined &&
+        !isVsock(d.source.specifier)
+      ) {
         throw new VmmError(
           `${where}: built-in device "${d.name}" (${file}) does not exist in this denovisor`,
         );
@@ -761,6 +779,16 @@ export async function machineForState(
       if (d.source?.kind === "plugin") {
         await attachPlugin(machine, d.source.specifier, d.source.options);
       }
+      if (d.source?.kind === "builtin" && isVsock(d.source.specifier)) {
+        // With the host side the caller started for it (its uds option), at its window.
+        const specifier = builtinUrl(VSOCK_MODULE);
+        machine.attach(await vsockPluginFor(machine, opts.vsockRings), d.source.options, d.name, {
+          kind: "builtin",
+          specifier,
+          options: d.source.options,
+        });
+        continue;
+      }
       const module = d.source?.kind === "builtin" ? virtioModule(d.source.specifier) : undefined;
       if (module !== undefined) {
         // At the window and line it had: the guest's DSDT, in the restored RAM, says so.
@@ -796,6 +824,7 @@ export async function runVm(config: VmConfig, io: VmIo = {}): Promise<VmOutcome>
     const restoreIo = config.nets === undefined ? io : { ...io, nets: config.nets };
     return await runRestored(config.restore, restoreIo, {
       ...(config.backend === "auto" ? {} : { backend: config.backend }),
+      ...(config.vsock?.rings === undefined ? {} : { vsockRings: config.vsock.rings }),
       serial: config.serial,
       trace: config.trace,
     });

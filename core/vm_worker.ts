@@ -312,6 +312,10 @@ async function lifecycle(init: InitMessage): Promise<void> {
               serial: cmd.config.serial,
               trace: cmd.config.trace,
               ...(cmd.backend === undefined ? {} : { backend: cmd.backend }),
+              // The host side the main thread started for the snapshot's vsock.
+              ...(cmd.config.vsock?.rings === undefined
+                ? {}
+                : { vsockRings: cmd.config.vsock.rings }),
             },
           );
         } catch (err) {

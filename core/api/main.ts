@@ -19,6 +19,7 @@ import {
   type VsockHolder,
 } from "./server.ts";
 import { startVsockHost } from "../vsock/host.ts";
+import { snapshotVsock } from "../vsock/restore.ts";
 import { LifecycleError, type VmEnd, Vmm } from "./vmm.ts";
 import { applyDrive, applyNetworkInterface } from "./devices.ts";
 import { parseMigrationUrl } from "../migration/url.ts";
@@ -279,6 +280,10 @@ export async function apiMain(argv: string[]): Promise<number> {
   // --vsock: the host side's unix sockets on this thread as well (core/vsock/host.ts); PUT
   // /vsock replaces it before the boot.
   const vsock: VsockHolder = { host: null };
+  if (restore !== undefined) {
+    const spec = await snapshotVsock(restore); // it listens where it did
+    if (spec !== null) config.vsock = spec;
+  }
   if (config.vsock !== undefined) {
     try {
       vsock.host = await startVsockHost(config.vsock);

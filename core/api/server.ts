@@ -16,6 +16,7 @@ import { LifecycleError, type Vmm } from "./vmm.ts";
 import { type ApiLogger, type ApiMetrics, LOG_LEVELS } from "./observe.ts";
 import { checkUdsPath, parseCid } from "../vsock/spec.ts";
 import { startVsockHost, type VsockHost } from "../vsock/host.ts";
+import { snapshotVsock } from "../vsock/restore.ts";
 import { VmmError } from "../errors.ts";
 
 /** The VM's vsock host side (`--vsock`, `PUT /vsock`), which the API's owner closes. */
@@ -551,6 +552,7 @@ export function apiHandler(
           "track_dirty_pages",
           "enable_diff_snapshots",
           "backend",
+          "vsock_override",
         ], what);
         const statePath = str(b, "snapshot_path", what, true)!;
         const oldMem = str(b, "mem_file_path", what, false);
@@ -584,15 +586,51 @@ export function apiHandler(
         bool(b, "track_dirty_pages", what);
         bool(b, "enable_diff_snapshots", what);
         const backend = backendField(b, what);
+        const vo = b.vsock_override;
+        let udsOverride: string | undefined;
+        if (vo !== undefined) {
+          if (typeof vo !== "object" || vo === null || Array.isArray(vo)) {
+            throw new ApiError(`${what}: vsock_override must be {"uds_path": PATH}`);
+          }
+          onlyFields(vo as Json, ["uds_path"], `${what} vsock_override`);
+          udsOverride = str(vo as Json, "uds_path", `${what} vsock_override`, true)!;
+        }
         if (vmm.state !== "Not started") {
           throw new ApiError(`${what}: a snapshot loads only before the microVM starts`);
+        }
+        // A vsock in the snapshot: its host side listens again (on its old path, or the
+        // override's) before the machine is rebuilt, as Firecracker's does.
+        let vsockSpec: VmConfig["vsock"];
+        const saved = await snapshotVsock({ statePath, memPath });
+        if (saved === null && udsOverride !== undefined) {
+          throw new ApiError(`${what}: vsock_override given, but the snapshot has no vsock`);
+        }
+        if (saved !== null) {
+          const spec = { cid: saved.cid, uds: udsOverride ?? saved.uds };
+          try {
+            checkUdsPath(spec.uds, `${what} vsock_override`);
+            vsock.host?.close();
+            vsock.host = null;
+            vsock.host = await startVsockHost(spec);
+          } catch (err) {
+            if (err instanceof VmmError) {
+              throw new ApiError(
+                `${what}: the snapshot's vsock: ${err.message.replace(/^--vsock /, "")}` +
+                  (udsOverride === undefined
+                    ? ` (vsock_override {"uds_path": PATH} moves it)`
+                    : ""),
+              );
+            }
+            throw err;
+          }
+          vsockSpec = spec;
         }
         return lifecycle(vmm.loadSnapshot({
           statePath,
           memPath,
           resume,
           ...(backend === undefined ? {} : { backend }),
-        }));
+        }, vsockSpec));
       },
     },
   };

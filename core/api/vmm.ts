@@ -248,11 +248,16 @@ export class Vmm {
    */
   async loadSnapshot(
     load: { statePath: string; memPath: string; resume: boolean; backend?: VmConfig["backend"] },
+    vsock?: VmConfig["vsock"],
   ): Promise<void> {
     const nets = await this.#connect(await snapshotNets(load.statePath, load.memPath));
+    // The snapshot's vsock host side (started by the caller, its rings set), or none.
+    const config = structuredClone(this.config);
+    delete config.vsock;
+    if (vsock !== undefined) config.vsock = vsock;
     await this.send({
       kind: "snapshot-load",
-      config: structuredClone(this.config),
+      config,
       ...load,
       ...(nets.length === 0 ? {} : { nets }),
     });

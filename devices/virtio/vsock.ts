@@ -18,6 +18,10 @@
  * The host side ({@link VsockPort}, the VMM's main thread: `core/vsock/host.ts`) owns the unix
  * sockets; the device only sees the messages of `core/vsock/wire.ts`.
  *
+ * Snapshots: the device saves its transport and CID; a restore (as Firecracker's) starts with no
+ * connections and puts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET in the guest's next event buffer, so
+ * Linux resets its sockets (ECONNRESET) and re-reads the CID.
+ *
  * Hostile input (a header cut short, a length past the buffer, a wrong CID or type, an unknown
  * op, a packet for no connection) gets a reset or is dropped; nothing the guest sends throws.
  *
@@ -35,7 +39,6 @@ import {
   VirtioMmioTransport,
 } from "./mmio.ts";
 import { type Chain, type SplitQueue, VirtqueueError } from "./queue.ts";
-import { UsageError } from "../../core/errors.ts";
 import { FrameRing } from "../../core/net/frame_ring.ts";
 import {
   decodeMessage,
@@ -214,6 +217,11 @@ export interface VsockDevice {
   readonly stats: VsockStats;
   /** Open connections (for tests). */
   connections(): number;
+  /**
+   * The vCPU loop's service tick: delivers the host side's messages and, after a restore, the
+   * transport reset the guest is owed.
+   */
+  service(): void;
 }
 
 /** The guest CIDs a device accepts: 3 up to 2^32 - 2 (0-2 are reserved, 2^32 - 1 is ANY). */
@@ -567,29 +575,68 @@ export function createVsockDevice(
         fill(queue); // the transport interrupts if the guest wants it
       }
       // The event queue's buffers stay posted until an event needs one.
+      if (index === VSOCK_EVQ) deliverReset();
     },
     reset: closeAll,
   };
   const transport = new VirtioMmioTransport(host, model, transportOptions(host));
   port?.onReceive(receive);
-  const base = transport.device();
+
+  /** A restore owes the guest a transport reset: its connections did not survive. */
+  let resetOwed = false;
+  /** Puts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET in the next event buffer, once there is one. */
+  function deliverReset(): void {
+    if (!resetOwed) return;
+    if (!live()) {
+      resetOwed = false; // no driver, no sockets to reset
+      return;
+    }
+    const q = transport.queues[VSOCK_EVQ]!;
+    try {
+      const c = q.pop();
+      if (c === null) return; // no event buffer posted yet: the next service tick tries again
+      resetOwed = false;
+      const ev = new Uint8Array(4); // struct virtio_vsock_event { le32 id; }
+      new DataView(ev.buffer).setUint32(0, EVENT_TRANSPORT_RESET, true);
+      q.push(c.head, c.write(0, ev));
+      if (q.needsInterrupt()) transport.interrupt(INT_VRING);
+    } catch (err) {
+      if (!(err instanceof VirtqueueError)) throw err;
+      transport.fail(`queue ${VSOCK_EVQ}: ${err.message}`);
+    }
+  }
+
+  const base = transport.device({
+    save: () => ({ guestCid: cid }),
+    restore(f) {
+      if (Number(f.guestCid) !== cid) {
+        throw new RangeError(
+          `virtio-vsock state is for guest CID ${f.guestCid}, the device has ${cid}`,
+        );
+      }
+      // As Firecracker: the connections are gone (their host sockets were another process's);
+      // the guest hears so through the event queue and resets its sockets.
+      closeAll();
+      resetOwed = true;
+    },
+  });
   const device: Device = {
     ...base,
-    save() {
-      // A restore would need the host side (the unix sockets) rebuilt on the main thread and
-      // a transport reset for the guest; until then, refuse rather than lose connections.
-      throw new UsageError(
-        `virtio-vsock (cid ${cid}): a VM with a vsock device cannot be snapshotted, migrated ` +
-          `or replicated yet (its connections' host sockets cannot be carried over): run it ` +
-          `without --vsock for that`,
-      );
-    },
     close() {
       closeAll();
       base.close?.();
     },
   };
-  return { transport, device, stats, connections: () => byId.size };
+  return {
+    transport,
+    device,
+    stats,
+    connections: () => byId.size,
+    service() {
+      port?.poll?.();
+      deliverReset();
+    },
+  };
 }
 
 /** The `cid` option. */
@@ -603,13 +650,20 @@ function cidOption(host: DeviceHost): number {
   }
 }
 
-/** The plugin over `port` (the VMM attaches it with the port its `--vsock` host side gives). */
-export function vsockPlugin(port: VsockPort | null) {
+/**
+ * The plugin over `port` (the VMM attaches it with the port its `--vsock` host side gives);
+ * `created` receives the device (the VMM calls its `service` from the vCPU loop).
+ */
+export function vsockPlugin(port: VsockPort | null, created?: (d: VsockDevice) => void) {
   return definePlugin({
     name: "virtio-vsock",
     apiVersion: API_VERSION,
     description: "virtio-vsock (--vsock cid=N,uds=PATH)",
-    create: (host) => createVsockDevice(host, port, cidOption(host)).device,
+    create(host) {
+      const d = createVsockDevice(host, port, cidOption(host));
+      created?.(d);
+      return d.device;
+    },
   });
 }
 

@@ -198,6 +198,28 @@ export class VsockTestDriver {
     return out;
   }
 
+  /** Event ids the device put in the event queue since the last call. */
+  events(): number[] {
+    const q = this.queues[2]!, mem = this.host.memory, out: number[] = [];
+    const idx = mem.readU16(q.device + 2);
+    while (q.usedSeen !== idx) {
+      const at = q.device + 4 + 8 * (q.usedSeen % QSIZE);
+      const head = mem.readU32(at), len = mem.readU32(at + 4);
+      q.usedSeen = (q.usedSeen + 1) & 0xffff;
+      const buf = q.bufs.get(head)!;
+      q.bufs.delete(head);
+      if (len === 4) out.push(mem.readU32(buf));
+    }
+    return out;
+  }
+
+  /** Takes over `other`'s guest: its RAM and where its queues are (a restore's driver). */
+  continueFrom(other: VsockTestDriver): void {
+    this.host.memory.write(0, other.host.memory.read(0, other.host.memory.size));
+    other.queues.forEach((q, i) => Object.assign(this.queues[i]!, q, { bufs: new Map(q.bufs) }));
+    this.#data = other.#data;
+  }
+
   /** Chains the device returned on the transmit queue. */
   txUsed(): number {
     return this.host.memory.readU16(this.queues[1]!.device + 2);

@@ -2,6 +2,7 @@ import { assertEquals, assertThrows, assertTrue as assert } from "../_assert.ts"
 import { type FakeVsockPort, GUEST_CID, RX_BUF, VsockTestDriver } from "./_vsock_driver.ts";
 import { REG, STATUS_NEEDS_RESET } from "../../devices/virtio/mmio.ts";
 import {
+  EVENT_TRANSPORT_RESET,
   OP_CREDIT_REQUEST,
   OP_CREDIT_UPDATE,
   OP_REQUEST,
@@ -17,7 +18,6 @@ import {
   VSOCK_HOST_CID,
 } from "../../devices/virtio/vsock.ts";
 import { decodeMessage, encodeMessage, HOST_ID_BASE } from "../../core/vsock/wire.ts";
-import { UsageError } from "../../core/errors.ts";
 
 const HOST_ID = HOST_ID_BASE;
 
@@ -271,10 +271,47 @@ Deno.test("virtio-vsock: a driver reset closes every connection on the host side
   assertEquals(d.port.take(), [{ kind: "close", id: HOST_ID + 5 }]);
 });
 
-Deno.test("virtio-vsock: a snapshot is refused with a message that says why", () => {
+Deno.test("virtio-vsock: a restore drops the connections and sends TRANSPORT_RESET", () => {
   const d = up();
-  const err = assertThrows(() => d.vsock.device.save(), UsageError);
-  assert(/vsock.*cannot be snapshotted/.test(err.message), err.message);
+  d.submit(2, [{ len: 4 }]); // Linux keeps event buffers posted
+  hostConnection(d);
+  guestConnection(d);
+  assertEquals(d.vsock.connections(), 2);
+  const state = d.vsock.device.save();
+  assertEquals(d.vsock.connections(), 2, "saving leaves the running VM's connections alone");
+
+  const r = new VsockTestDriver();
+  r.continueFrom(d);
+  r.vsock.device.restore(state);
+  assertEquals(r.vsock.connections(), 0);
+  const edges = r.host.risingEdges(7);
+  r.vsock.service();
+  assertEquals(r.events(), [EVENT_TRANSPORT_RESET]);
+  assertEquals(r.host.risingEdges(7), edges + 1, "the guest is interrupted");
+  r.vsock.service();
+  assertEquals(r.events(), [], "once");
+  // Old connections' packets are reset; new ones work.
+  r.send({ op: OP_RW, srcPort: 1234, dstPort: HOST_ID }, bytes(10));
+  assertEquals(r.received().map((p) => p.h.op), [OP_RST]);
+  r.port.deliver({ kind: "open", id: HOST_ID + 9, port: 1234 });
+  assertEquals(r.received().map((p) => p.h.op), [OP_REQUEST]);
+  assertEquals(r.r(REG.Status) & STATUS_NEEDS_RESET, 0);
+  // A state for another CID is refused.
+  const other = new VsockTestDriver();
+  const fields = { ...state.fields, guestCid: 99 };
+  assertThrows(() => other.vsock.device.restore({ ...state, fields }), RangeError, "guest CID 99");
+});
+
+Deno.test("virtio-vsock: a reset owed while no event buffer is posted waits for one", () => {
+  const d = up();
+  const state = d.vsock.device.save();
+  const r = new VsockTestDriver();
+  r.continueFrom(d);
+  r.vsock.device.restore(state);
+  r.vsock.service();
+  assertEquals(r.events(), []);
+  r.submit(2, [{ len: 4 }]); // the notify delivers it
+  assertEquals(r.events(), [EVENT_TRANSPORT_RESET]);
 });
 
 Deno.test("vsock wire messages round-trip", () => {

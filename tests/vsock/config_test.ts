@@ -141,3 +141,61 @@ Deno.test("PUT /vsock configures the vsock before the boot; GET /vm/config repor
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a snapshot keeps the vsock: a restore listens on its uds again (or vsock_override's)", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dnv-vsock-" });
+  const vm = new VmProcess(`${dir}/api.sock`, ["--backend", "interp"]);
+  const statePath = `${dir}/vm.state`, memPath = `${dir}/vm.mem`, uds = `${dir}/v.sock`;
+  try {
+    await vm.ready();
+    assertEquals((await vm.call("PUT", "/vsock", { guest_cid: 11, uds_path: uds })).status, 204);
+    assertEquals(
+      (await vm.call("PUT", "/boot-source", { kernel_image_path: COUNTER })).status,
+      204,
+    );
+    assertEquals((await vm.call("PUT", "/actions", { action_type: "InstanceStart" })).status, 204);
+    assertEquals((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+    const snap = await vm.call("PUT", "/snapshot/create", {
+      snapshot_path: statePath,
+      mem_file_path: memPath,
+    });
+    assertEquals(snap.status, 204, snap.body);
+    // The plain CLI's --restore, while the first VMM still listens there: refused, saying where.
+    const busy = await runCli(["--restore", statePath, "--mem-file", memPath]);
+    assertEquals(busy.status, 1, busy.stderr);
+    assertIncludes(busy.stderr, `--vsock uds=${uds}: a running process listens there`);
+    vm.kill();
+    await vm.exited;
+    // The first VMM is gone (its socket stale): the restore listens there and runs to the end.
+    const ok = await runCli(["--restore", statePath, "--mem-file", memPath]);
+    assertEquals(ok.status, 33, ok.stderr);
+    // PUT /snapshot/load: vsock_override moves the socket; errors name the fix.
+    const second = new VmProcess(`${dir}/api2.sock`, ["--backend", "interp"]);
+    try {
+      await second.ready();
+      const taken = Deno.listen({ transport: "unix", path: uds });
+      const load = (extra: Record<string, unknown>) =>
+        second.call("PUT", "/snapshot/load", {
+          snapshot_path: statePath,
+          mem_backend: { backend_type: "File", backend_path: memPath },
+          ...extra,
+        });
+      const refused = await load({});
+      taken.close();
+      assertEquals(refused.status, 400, refused.body);
+      assertIncludes(String(refused.json?.fault_message), "vsock_override");
+      const bad = await load({ vsock_override: { path: "x" } });
+      assertIncludes(String(bad.json?.fault_message), 'unknown field "path"');
+      const moved = await load({ vsock_override: { uds_path: `${dir}/moved.sock` } });
+      assertEquals(moved.status, 204, moved.body);
+      assert(Deno.lstatSync(`${dir}/moved.sock`).isSocket, "listening on the override");
+    } finally {
+      second.kill();
+      await second.exited;
+    }
+  } finally {
+    vm.kill();
+    await vm.exited;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
