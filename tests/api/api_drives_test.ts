@@ -10,7 +10,6 @@ import { assertEquals, assertIncludes, assertTrue } from "../_assert.ts";
 import { COUNTER, sleep, VmProcess } from "./_api.ts";
 import { EthernetSwitch, listenSwitch } from "../../core/net/switch.ts";
 import { sh } from "../_netns.ts";
-import { ROOT } from "../_run.ts";
 import { cmdlineWithRoot } from "../../core/vm.ts";
 
 async function expectFault(
