@@ -122,7 +122,8 @@ function daz(u: Un, mx: number): number {
   return FL_DE;
 }
 
-function rcOf(mx: number): number {
+/** MXCSR rounding control of `mx` (0 nearest-even, 1 down, 2 up, 3 toward zero). */
+export function rcOf(mx: number): number {
   return (mx >> MX_RC_SHIFT) & 3;
 }
 
@@ -436,5 +437,90 @@ export function fastLaneS(op: number, a: number, b: number): number | null {
   // A zero from nonzero operands is an underflow (product or quotient): exact path.
   if (r === 0 && (op === OP_MUL || op === OP_DIV) && a !== 0 && b !== 0) return null;
   fastFlags = exact ? 0 : FL_PE;
+  return r;
+}
+
+/**
+ * True when `v` is zero, normal or infinite (not NaN, not denormal): such operands raise no
+ * DE and are untouched by DAZ, so compares, MIN/MAX and conversions can use host arithmetic.
+ */
+export function plainD(v: number): boolean {
+  const m = Math.abs(v);
+  return m === 0 || m >= MIN_NORMAL_D;
+}
+
+/** `plainD` for a single-precision lane value. */
+export function plainS(v: number): boolean {
+  const m = Math.abs(v);
+  return m === 0 || m >= MIN_NORMAL_S;
+}
+
+/** A finite double rounded to an integer under rounding control `rc`. */
+function roundNum(a: number, rc: number): number {
+  switch (rc) {
+    case 0: {
+      // Math.round breaks ties upward; x86 breaks them to even. r - a is exact here.
+      let r = Math.round(a);
+      if (r - a === 0.5 && r % 2 !== 0) r -= 1;
+      return r;
+    }
+    case 1:
+      return Math.floor(a);
+    case 2:
+      return Math.ceil(a);
+    default:
+      return Math.trunc(a);
+  }
+}
+
+/**
+ * CVT(T)SD2SI-style conversion of a plain lane value `a` (see `plainD`/`plainS`) to a signed
+ * integer of `bits` bits under rounding control `rc`: the integer as a double with `fastFlags`
+ * (PE when inexact), or null for infinities and results out of range (the exact path raises IE).
+ */
+export function fastToInt(a: number, rc: number, bits: number): number | null {
+  if (!(Math.abs(a) < Infinity)) return null;
+  const q = roundNum(a, rc);
+  const lim = bits === 32 ? 2147483648 : 9223372036854775808;
+  if (q >= lim || q < -lim) return null;
+  fastFlags = q === a ? 0 : FL_PE;
+  return q;
+}
+
+/**
+ * CVTSI2SD/CVTSI2SS of the integer in (`hi`:)`lo` (`wide`: 64-bit) under round-to-nearest:
+ * the lane value with `fastFlags`, or null when the exact path must round (64-bit to single
+ * beyond 2^53, where rounding through a double could round twice).
+ */
+export function fastFromInt(lo: number, hi: number, wide: boolean, single: boolean): number | null {
+  if (!wide) {
+    const v = lo | 0;
+    const r = single ? Math.fround(v) : v;
+    fastFlags = r === v ? 0 : FL_PE;
+    return r;
+  }
+  const h = (hi | 0) * 4294967296, l = lo >>> 0;
+  const r = h + l; // one rounding, to nearest even: the correctly rounded double
+  if (single) {
+    if (!(Math.abs(r) < 9007199254740992)) return null;
+    const f = Math.fround(r);
+    fastFlags = f === r ? 0 : FL_PE;
+    return f;
+  }
+  // |hi| >= 1 (other than -1) puts r within a factor of two of h: r - h is exact (Sterbenz).
+  fastFlags = hi === 0 || hi === -1 || r - h === l ? 0 : FL_PE;
+  return r;
+}
+
+/**
+ * CVTSD2SS of a plain double under round-to-nearest: the single with `fastFlags`, or null
+ * when the result overflows or may be tiny (the exact path applies OE/UE and FTZ).
+ */
+export function fastNarrow(a: number): number | null {
+  const m = Math.abs(a);
+  if (m !== 0 && !(m >= MIN_NORMAL_S && m < Infinity)) return null;
+  const r = Math.fround(a);
+  if (!(Math.abs(r) < Infinity)) return null;
+  fastFlags = r === a ? 0 : FL_PE;
   return r;
 }

@@ -15,9 +15,15 @@ import {
   convertLane,
   DF,
   fastFlags,
+  fastFromInt,
   fastLaneD,
   fastLaneS,
+  fastNarrow,
+  fastToInt,
   fromIntLane,
+  plainD,
+  plainS,
+  rcOf,
   SF,
   toIntLane,
 } from "./_sse_fp.ts";
@@ -229,6 +235,17 @@ export function execSse(
       } else storeMem(c, reg, ea, 16, true);
       return true;
     case 0x2a: { // CVTSI2SS/SD
+      if ((c.fpu.mxcsr & MXCSR_RC) === 0) {
+        const lo = rm >= 0 ? c.lo[rm]! : c.rd32(ea);
+        const hi = osz !== 8 ? 0 : rm >= 0 ? c.hi[rm]! : c.rd32(c.wrapLin(ea + 4));
+        const r = fastFromInt(lo, hi, osz === 8, !sd);
+        if (r !== null) {
+          if (sd) x.f64[reg * 2] = r;
+          else x.f32[d] = r;
+          c.fpu.mxcsr |= fastFlags;
+          return true;
+        }
+      }
       const v = readGprBig(c, rm, ea, osz === 8 ? 8 : 4);
       const [r, fl] = fromIntLane(v, sd ? DF : SF, c.fpu.mxcsr);
       c.fpu.mxcsr |= fl;
@@ -240,6 +257,15 @@ export function execSse(
     case 0x2d: { // CVT(T)SS2SI / CVT(T)SD2SI
       loadSrc(c, rm, ea, sd ? 8 : 4, false);
       const bits = osz === 8 ? 64 : 32;
+      const a = sd ? SF64[0]! : SF32[0]!;
+      if (sd ? plainD(a) : plainS(a)) {
+        const q = fastToInt(a, op === 0x2c ? 3 : rcOf(c.fpu.mxcsr), bits);
+        if (q !== null) {
+          setGprNum(c, reg, bits, q);
+          c.fpu.mxcsr |= fastFlags;
+          return true;
+        }
+      }
       const [v, fl] = toIntLane(
         sd ? srcD(0) : srcS(0),
         sd ? DF : SF,
@@ -254,6 +280,11 @@ export function execSse(
     case 0x2e:
     case 0x2f: { // (U)COMISS/SD
       loadSrc(c, rm, ea, pd ? 8 : 4, false);
+      const fa = pd ? x.f64[reg * 2]! : x.f32[d]!, fb = pd ? SF64[0]! : SF32[0]!;
+      if (pd ? plainD(fa) && plainD(fb) : plainS(fa) && plainS(fb)) {
+        c.setArith(fa > fb ? 0 : fa < fb ? F_CF : F_ZF);
+        return true;
+      }
       const a = pd ? laneD(x, reg * 2) : BigInt(x.u32[d]!);
       const b = pd ? srcD(0) : srcS(0);
       const [rel, fl] = comiLane(a, b, pd ? DF : SF, c.fpu.mxcsr, op === 0x2e);
@@ -295,30 +326,18 @@ export function execSse(
       let fl = 0;
       if (ss) {
         loadSrc(c, rm, ea, 4, false);
-        const [r, f] = convertLane(srcS(0), SF, DF, mx);
-        setLaneD(x, reg * 2, r);
-        fl = f;
+        fl = widenLane(x, reg * 2, 0, mx);
       } else if (sd) {
         loadSrc(c, rm, ea, 8, false);
-        const [r, f] = convertLane(srcD(0), DF, SF, mx);
-        x.u32[d] = Number(r);
-        fl = f;
+        fl = narrowLane(x, d, 0, mx);
       } else if (pd) {
         loadSrc(c, rm, ea, 16, true);
-        const [r0, f0] = convertLane(srcD(0), DF, SF, mx);
-        const [r1, f1] = convertLane(srcD(1), DF, SF, mx);
-        x.u32[d] = Number(r0);
-        x.u32[d + 1] = Number(r1);
+        fl = narrowLane(x, d, 0, mx) | narrowLane(x, d + 1, 1, mx);
         x.i32[d + 2] = 0;
         x.i32[d + 3] = 0;
-        fl = f0 | f1;
       } else {
         loadSrc(c, rm, ea, 8, false);
-        const [r0, f0] = convertLane(srcS(0), SF, DF, mx);
-        const [r1, f1] = convertLane(srcS(1), SF, DF, mx);
-        setLaneD(x, reg * 2, r0);
-        setLaneD(x, reg * 2 + 1, r1);
-        fl = f0 | f1;
+        fl = widenLane(x, reg * 2, 0, mx) | widenLane(x, reg * 2 + 1, 1, mx);
       }
       c.fpu.mxcsr |= fl;
       return true;
@@ -328,6 +347,13 @@ export function execSse(
       let fl = 0;
       for (let i = 0; i < 4; i++) {
         if (pd || ss) {
+          const a = SF32[i]!;
+          const q = plainS(a) ? fastToInt(a, ss ? 3 : rcOf(c.fpu.mxcsr), 32) : null;
+          if (q !== null) {
+            x.i32[d + i] = q;
+            fl |= fastFlags;
+            continue;
+          }
           const [v, f] = toIntLane(srcS(i), SF, c.fpu.mxcsr, ss, 32);
           x.i32[d + i] = v === null ? 0x8000_0000 | 0 : Number(v);
           fl |= f;
@@ -350,6 +376,13 @@ export function execSse(
         loadSrc(c, rm, ea, 16, true);
         let fl = 0;
         for (let i = 0; i < 2; i++) {
+          const a = SF64[i]!;
+          const q = plainD(a) ? fastToInt(a, pd ? 3 : rcOf(c.fpu.mxcsr), 32) : null;
+          if (q !== null) {
+            x.i32[d + i] = q;
+            fl |= fastFlags;
+            continue;
+          }
           const [v, f] = toIntLane(srcD(i), DF, c.fpu.mxcsr, pd, 32);
           x.i32[d + i] = v === null ? 0x8000_0000 | 0 : Number(v);
           fl |= f;
@@ -433,6 +466,30 @@ export function execSse(
       loadSrc(c, rm, ea, ss ? 4 : sd ? 8 : 16, !(ss || sd));
       let fl = 0;
       for (let i = 0; i < n; i++) {
+        const fa = dbl ? x.f64[reg * 2 + i]! : x.f32[d + i]!, fb = dbl ? SF64[i]! : SF32[i]!;
+        if (dbl ? plainD(fa) && plainD(fb) : plainS(fa) && plainS(fb)) {
+          const p = imm & 7;
+          const t = p === 0
+            ? fa === fb
+            : p === 1
+            ? fa < fb
+            : p === 2
+            ? fa <= fb
+            : p === 3
+            ? false
+            : p === 4
+            ? fa !== fb
+            : p === 5
+            ? !(fa < fb)
+            : p === 6
+            ? !(fa <= fb)
+            : true;
+          if (dbl) {
+            x.i32[d + 2 * i] = t ? -1 : 0;
+            x.i32[d + 2 * i + 1] = t ? -1 : 0;
+          } else x.i32[d + i] = t ? -1 : 0;
+          continue;
+        }
         if (dbl) {
           const [t, f] = cmpLane(imm, laneD(x, reg * 2 + i), srcD(i), DF, c.fpu.mxcsr);
           x.i32[d + 2 * i] = t ? -1 : 0;
@@ -586,9 +643,19 @@ function fpArith(
   const dbl = pfx === 0x66 || pfx === 0xf2;
   const n = pfx === 0xf3 || pfx === 0xf2 ? 1 : dbl ? 2 : 4;
   loadSrc(c, rm, ea, n === 1 ? (dbl ? 8 : 4) : 16, n !== 1);
-  const fast = (mx & MXCSR_RC) === 0 && op !== 0x5d && op !== 0x5f;
+  const minMax = op === 0x5d || op === 0x5f;
+  const fast = (mx & MXCSR_RC) === 0 && !minMax;
   for (let i = 0; i < n; i++) {
-    if (fast) {
+    if (minMax) {
+      // Plain operands: the source unless the destination is strictly smaller (larger).
+      const a = dbl ? x.f64[reg * 2 + i]! : x.f32[d + i]!, b = dbl ? SF64[i]! : SF32[i]!;
+      if (dbl ? plainD(a) && plainD(b) : plainS(a) && plainS(b)) {
+        const r = op === 0x5d ? (a < b ? a : b) : (a > b ? a : b);
+        if (dbl) x.f64[reg * 2 + i] = r;
+        else x.f32[d + i] = r;
+        continue;
+      }
+    } else if (fast) {
       if (dbl) {
         const r = fastLaneD(op, x.f64[reg * 2 + i]!, SF64[i]!);
         if (r !== null) {
@@ -651,6 +718,45 @@ function readGprBig(c: Cpu, rm: number, ea: number, sz: number): bigint {
   }
   if (sz === 4) return BigInt(lo | 0);
   return (BigInt(hi | 0) << 32n) | BigInt(lo >>> 0);
+}
+
+/** Writes an integer `q` (a double within range) to GPR `r` as a `bits`-bit result. */
+function setGprNum(c: Cpu, r: number, bits: number, q: number): void {
+  if (bits === 32) {
+    c.lo[r] = q | 0;
+    c.hi[r] = 0;
+    return;
+  }
+  const hi = Math.floor(q / TWO32);
+  c.lo[r] = (q - hi * TWO32) | 0;
+  c.hi[r] = hi | 0;
+}
+
+/** CVTSS2SD of single source lane `i` into double lane `q`: the flags raised. */
+function widenLane(x: XmmViews, q: number, i: number, mx: number): number {
+  const a = SF32[i]!;
+  if (plainS(a)) {
+    x.f64[q] = a; // exact
+    return 0;
+  }
+  const [r, f] = convertLane(srcS(i), SF, DF, mx);
+  setLaneD(x, q, r);
+  return f;
+}
+
+/** CVTSD2SS of double source lane `i` into single lane (dword index) `k`: the flags raised. */
+function narrowLane(x: XmmViews, k: number, i: number, mx: number): number {
+  const a = SF64[i]!;
+  if ((mx & MXCSR_RC) === 0 && plainD(a)) {
+    const r = fastNarrow(a);
+    if (r !== null) {
+      x.f32[k] = r;
+      return fastFlags;
+    }
+  }
+  const [r, f] = convertLane(srcD(i), DF, SF, mx);
+  x.u32[k] = Number(r);
+  return f;
 }
 
 /** Writes a conversion result (null: the integer indefinite 80000000h / 8000000000000000h). */
