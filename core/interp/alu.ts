@@ -291,6 +291,28 @@ export function divs(
   qbits: number,
 ): void {
   if (dl === 0 && dh === 0) c.raise(DE);
+  const dls = dl | 0, dhs = dh | 0, n1s = n1 | 0, n1Sign = n1s >> 31;
+  const wideD = qbits === 64 && !(dhs === 0 && dls >= 0) && !(dhs === -1 && dls < 0);
+  if (
+    !wideD && (n1s + 0x200000) >>> 0 < 0x400000 &&
+    (qbits === 32 || ((n2 | 0) === n1Sign && (n3 | 0) === n1Sign))
+  ) {
+    // Dividend and divisor within +-2^53: exact in doubles (a rounded quotient cannot reach the
+    // next integer: its error is below 1/|divisor|).
+    const n = n1s * TWO32 + (n0 >>> 0);
+    const d = dls;
+    const q = Math.trunc(n / d);
+    const r = n - q * d;
+    const lim = qbits === 32 ? 2147483648 : 9223372036854775808;
+    if (q >= lim || q < -lim) c.raise(DE);
+    const qh = Math.floor(q / TWO32);
+    divr[0] = (q - qh * TWO32) | 0;
+    divr[1] = qh | 0;
+    const rh = Math.floor(r / TWO32);
+    divr[2] = (r - rh * TWO32) | 0;
+    divr[3] = rh | 0;
+    return;
+  }
   const u = (x: number) => BigInt(x >>> 0);
   let big: bigint, bd: bigint;
   if (qbits === 32) {
