@@ -77,25 +77,6 @@ const X = {
     const carry = Math.floor(l / 4294967296);
     return ((h + carry) | 0) * 4294967296 + (l - carry * 4294967296);
   },
-  /** Exact 64-bit LEA from halves (no BigInt): returns low half, high half in `c.rh`. */
-  lea64(c: Cpu, b: number, i: number, s: number, disp: number, next: number): number {
-    let l = disp, h = 0;
-    if (next !== 0) {
-      l += next >>> 0;
-      h = Math.floor(next / 4294967296);
-    }
-    if (b >= 0) {
-      l += c.lo[b]! >>> 0;
-      h += c.hi[b]!;
-    }
-    if (i >= 0) {
-      l += (c.lo[i]! >>> 0) * s;
-      h += c.hi[i]! * s;
-    }
-    const carry = Math.floor(l / 4294967296);
-    c.rh = (h + carry) | 0;
-    return (l - carry * 4294967296) | 0;
-  },
 };
 
 /** A compiled block pushed out of its table slot by another block (kept to avoid recompiling). */
@@ -233,6 +214,13 @@ export function runSliceJit(cpu: Cpu, n: number): void {
         bc.fn[s] = compiled.fn;
         bc.len[s] = compiled.len;
         if (compiled.fn === null) bc.hot[s] = -1_000_000; // not worth compiling: stay cold
+        else {
+          // Run it now: stepping on would reach the next instruction, as hot as this one in a
+          // loop, and compile a block there too (one per instruction of a long loop body).
+          compiled.fn(cpu, X);
+          if (cpu.breakLoop) return;
+          continue;
+        }
       }
     } else {
       bc.claim(s, off, ip, mode);
@@ -381,6 +369,44 @@ function aluCode(
       `c.la = fa; c.lb = fb;`,
     prod: { kind, w: 4 },
   };
+}
+
+/**
+ * Inline 64-bit-address LEA into `reg` (`w`: 64-bit destination): base + index * scale + disp
+ * (or RIP-relative: `next` + disp when scale has bit 2), exactly modulo 2^64 on the halves.
+ */
+function leaCode(
+  reg: number,
+  w: boolean,
+  base: number,
+  index: number,
+  scale: number,
+  disp: number,
+  next: number,
+): string {
+  const s = 1 << (scale & 3);
+  if (!w) {
+    // Only the low 32 bits are kept: int32 sums wrap the same way.
+    const t = [String((scale & 4 ? next + disp : disp) | 0)];
+    if (base >= 0) t.push(`L[${base}]`);
+    if (index >= 0) t.push(s === 1 ? `L[${index}]` : `(L[${index}] << ${scale & 3})`);
+    return `L[${reg}] = (${t.join(" + ")}) | 0; H[${reg}] = 0;`;
+  }
+  // The constant part as an unsigned low half and a signed high half.
+  const k = scale & 4 ? next + disp : disp;
+  const kh = Math.floor(k / 4294967296), kl = k - kh * 4294967296;
+  const lt = [String(kl)], ht = [String(kh)];
+  if (base >= 0) {
+    lt.push(`(L[${base}] >>> 0)`);
+    ht.push(`H[${base}]`);
+  }
+  if (index >= 0) {
+    lt.push(s === 1 ? `(L[${index}] >>> 0)` : `(L[${index}] >>> 0) * ${s}`);
+    ht.push(s === 1 ? `H[${index}]` : `H[${index}] * ${s}`);
+  }
+  return `{ const l = ${lt.join(" + ")}, h = ${ht.join(" + ")}; ` +
+    `const cy = Math.floor(l / 4294967296); L[${reg}] = (l - cy * 4294967296) | 0; ` +
+    `H[${reg}] = (h + cy) | 0; }`;
 }
 
 const SUB32: Record<number, string> = {
@@ -610,11 +636,15 @@ function compileBlock(
           ? `L[${rm}] = ${imm}; H[${rm}] = ${w ? imm >> 31 : 0};`
           : (w ? `c.wr64(${mem}, ${imm}, ${imm >> 31});` : `c.wr32(${mem}, ${imm});`);
       } else if (op === 0x8d && rm < 0 && mem !== null && c.long64 && asz === 8) { // LEA
-        const bs = e[b0 + F_BASE]!, ix = e[b0 + F_INDEX]!, sc = e[b0 + F_SCALE]!;
-        const dsp = e[b0 + F_DISP]!;
-        code = `{ const l = X.lea64(c, ${bs}, ${ix}, ${1 << (sc & 3)}, ${dsp}, ${
-          sc & 4 ? next : 0
-        }); L[${reg}] = l; H[${reg}] = ${w ? "c.rh" : "0"}; }`;
+        code = leaCode(
+          reg,
+          w,
+          e[b0 + F_BASE]!,
+          e[b0 + F_INDEX]!,
+          e[b0 + F_SCALE]!,
+          e[b0 + F_DISP]!,
+          next,
+        );
       } else if (op === 0xff && rm >= 0 && ((modrm >> 3) & 7) < 2) { // INC/DEC r
         const dec = ((modrm >> 3) & 7) === 1;
         if (w) {
