@@ -154,11 +154,11 @@ export function incdec64(c: Cpu, dec: boolean, al: number, ah: number): number {
 export function mulu32(c: Cpu, a: number, b: number): number {
   a >>>= 0;
   b >>>= 0;
-  const al = a & 0xffff, ah = a >>> 16, bl = b & 0xffff, bh = b >>> 16;
-  const ll = al * bl, lh = al * bh, hl = ah * bl, hh = ah * bh;
-  const mid = (ll >>> 16) + (lh & 0xffff) + (hl & 0xffff);
-  c.rh = (hh + (lh >>> 16) + (hl >>> 16) + Math.floor(mid / 65536)) | 0;
-  return ((ll & 0xffff) | (mid << 16)) | 0;
+  // a * (16-bit half of b) stays below 2^48, exact in doubles; the low half is Math.imul's.
+  const t = a * (b & 0xffff);
+  const u = a * (b >>> 16) + ((t / 65536) >>> 0); // at most (2^32 - 1) * 2^16
+  c.rh = (u / 65536) | 0;
+  return Math.imul(a, b);
 }
 
 /** Signed 32×32 → 64 multiply; returns low half, high half in `c.rh`. */
@@ -215,6 +215,14 @@ export function imul32(c: Cpu, a: number, b: number): number {
  * flags as `mulFlags` (Intel model: SF from bit 63, PF from the low byte, ZF clear).
  */
 export function imul64(c: Cpu, al: number, ah: number, bl: number, bh: number): number {
+  if (ah === al >> 31 && bh === bl >> 31) {
+    // Both operands are sign-extended dwords (an immediate, a small value): the product fits
+    // in 64 bits, so it never overflows.
+    const l = muls32(c, al, bl), h = c.rh;
+    mulFlags(c, false, (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
+    c.rh = h;
+    return l;
+  }
   muls64(c, al, ah, bl, bh);
   const l = prod[0]!, h = prod[1]!;
   const of = prod[2] !== (h >> 31) || prod[3] !== (h >> 31);

@@ -54,8 +54,17 @@ const LOOP_BUDGET = 2048;
 
 type BlockFn = (c: Cpu, x: typeof X) => void;
 
+/** PF (0x4) of each low byte: the parity table the inline shifts read. */
+const PARITY_PF = new Uint8Array(256);
+for (let i = 0; i < 256; i++) {
+  let p = 1;
+  for (let b = i; b !== 0; b >>= 1) p ^= b & 1;
+  PARITY_PF[i] = p << 2;
+}
+
 /** Helpers the generated code calls. */
 const X = {
+  par: PARITY_PF,
   alu,
   alu64,
   imul32,
@@ -409,6 +418,61 @@ function leaCode(
     `H[${reg}] = (h + cy) | 0; }`;
 }
 
+/**
+ * Inline SHL/SAL/SHR/SAR of register `r` by a constant `n` (1..31, or 1..63 when `w`), with
+ * the flags `shift`/`shift64` compute (eager in `c.flags`, lazy state cleared), or null for
+ * rotates. CF, SF, ZF, PF as defined; OF and AF follow the CPU model's vendor as in alu.ts.
+ */
+function shiftImmCode(sop: number, w: boolean, r: number, n: number): string | null {
+  if (sop < 4) return null;
+  let body: string;
+  if (!w) {
+    switch (sop) {
+      case 5:
+        body = `cf = (a >>> ${n - 1}) & 1; rl = a >>> ${n}; of = c.intel ? a >>> 31 : ` +
+          `(rl >>> 30) & 1;`;
+        break;
+      case 7:
+        body = `cf = (a >> ${n - 1}) & 1; rl = a >> ${n}; of = 0;`;
+        break;
+      default:
+        body = `cf = (a >>> ${32 - n}) & 1; rl = a << ${n}; of = c.intel && ${n > 1} ? ` +
+          `((a >>> 31) ^ (a >>> 30)) & 1 : ((rl >>> 31) & 1) ^ cf;`;
+    }
+    return `{ const a = L[${r}]; let cf = 0, of = 0, rl = 0; ${body} L[${r}] = rl; H[${r}] = 0; ` +
+      `c.lop = 0; c.flags = (c.flags & ~0x8d5) | cf | (of << 11) | (rl === 0 ? 0x40 : 0) | ` +
+      `((rl >>> 31) << 7) | X.par[rl & 0xff] | (c.intel ? 0 : 0x10); }`;
+  }
+  switch (sop) {
+    case 5:
+    case 7: {
+      const sar = sop === 7;
+      const cf = n <= 32 ? `(l >>> ${n - 1}) & 1` : `(h ${sar ? ">>" : ">>>"} ${n - 33}) & 1`;
+      const res = n < 32
+        ? `rl = (l >>> ${n}) | (h << ${32 - n}); rh = h ${sar ? ">>" : ">>>"} ${n};`
+        : n === 32
+        ? `rl = h; rh = ${sar ? "h >> 31" : "0"};`
+        : `rl = h ${sar ? ">>" : ">>>"} ${n - 32}; rh = ${sar ? "h >> 31" : "0"};`;
+      body = `cf = ${cf}; ${res} of = ${sar ? "0" : "c.intel ? h >>> 31 : (rh >>> 30) & 1"};`;
+      break;
+    }
+    default: {
+      const cf = n <= 32 ? `(h >>> ${32 - n}) & 1` : `(l >>> ${64 - n}) & 1`;
+      const res = n < 32
+        ? `rl = l << ${n}; rh = (h << ${n}) | (l >>> ${32 - n});`
+        : n === 32
+        ? "rl = 0; rh = l;"
+        : `rl = 0; rh = l << ${n - 32};`;
+      body = `cf = ${cf}; ${res} of = c.intel && ${n > 1} ? ((h >>> 31) ^ (h >>> 30)) & 1 : ` +
+        "((rh >>> 31) & 1) ^ cf;";
+    }
+  }
+  return `{ const l = L[${r}], h = H[${r}]; let cf = 0, of = 0, rl = 0, rh = 0; ${body} ` +
+    `L[${r}] = rl; H[${r}] = rh; c.lop = 0; c.flags = (c.flags & ~0x8d5) | cf | (of << 11) | ` +
+    `((rl | rh) === 0 ? 0x40 : 0) | ((rh >>> 31) << 7) | X.par[rl & 0xff] | ` +
+    `(c.intel ? 0 : 0x10); }`;
+}
+
 const SUB32: Record<number, string> = {
   2: "(fa >>> 0) < (fb >>> 0)",
   3: "(fa >>> 0) >= (fb >>> 0)",
@@ -607,7 +671,10 @@ function compileBlock(
       } else if ((op === 0xd1 || op === 0xd3) && rm >= 0) { // shift/rotate r, 1 / CL
         const sop = (modrm >> 3) & 7;
         const cnt = op === 0xd1 ? "1" : `(L[1] & ${w ? 0x3f : 0x1f})`;
-        code = w
+        const inline = op === 0xd1 ? shiftImmCode(sop, w, rm, 1) : null;
+        code = inline !== null
+          ? inline
+          : w
           ? `{ const r = X.shift64(c, ${sop}, L[${rm}], H[${rm}], ${cnt}); L[${rm}] = r; ` +
             `H[${rm}] = c.rh; }`
           : `{ L[${rm}] = X.shift(c, ${sop}, L[${rm}], ${cnt}, 4); H[${rm}] = 0; }`;
@@ -659,7 +726,11 @@ function compileBlock(
         }
       } else if (op === 0xc1 && rm >= 0) { // shift/rotate r, imm8
         const sop = (modrm >> 3) & 7;
-        code = w
+        const n = imm & (w ? 0x3f : 0x1f);
+        const inline = n !== 0 ? shiftImmCode(sop, w, rm, n) : null;
+        code = inline !== null
+          ? inline
+          : w
           ? `{ const r = X.shift64(c, ${sop}, L[${rm}], H[${rm}], ${imm & 0x3f}); L[${rm}] = r; ` +
             `H[${rm}] = c.rh; }`
           : `{ L[${rm}] = X.shift(c, ${sop}, L[${rm}], ${imm & 0x1f}, 4); H[${rm}] = 0; }`;

@@ -187,3 +187,38 @@ Deno.test("CPUID presents the model's vendor and signature; Intel announces ARCH
   modelCpuid(AMD_MODEL, null, 7, 0, 0, cpuidOut);
   assertEquals([...cpuidOut], [0, 0, 0, 0]);
 });
+
+Deno.test("inline SHL/SAL/SHR/SAR by a constant give each vendor's flags as the interpreter does", () => {
+  // Operands with both top bits patterns and carries out of each half; counts at each edge of
+  // a half, by imm8 (C1) and by one (D1). The compiled template must match the plain step.
+  const values = [
+    0x8000_0000_0000_0001n,
+    0x4000_0000_8000_0000n,
+    0xc000_0000_7fff_ffffn,
+    0x1234_5678_9abc_def0n,
+    0n,
+  ];
+  const counts = { 32: [1, 2, 3, 16, 30, 31], 64: [1, 2, 31, 32, 33, 34, 62, 63] };
+  let cases = 0;
+  for (const model of [AMD_MODEL, INTEL_MODEL]) {
+    for (const value of values) {
+      for (const [rex, bits] of [["48", 64], ["", 32]] as const) {
+        for (const sub of ["e0", "f0", "e8", "f8"]) { // /4 SHL, /6 SAL, /5 SHR, /7 SAR
+          const forms = [`${rex}d1${sub}`];
+          for (const n of counts[bits]) {
+            forms.push(`${rex}c1${sub}${n.toString(16).padStart(2, "0")}`);
+          }
+          for (const hex of forms) {
+            for (const rflags of [0, ARITH]) {
+              const plain = run(model, hex, { [RAX]: value }, rflags, false);
+              const compiled = run(model, hex, { [RAX]: value }, rflags, true);
+              assertEquals(compiled, plain, `${model.vendor} ${hex} on ${value.toString(16)}`);
+              cases++;
+            }
+          }
+        }
+      }
+    }
+  }
+  assertEquals(cases, 2 * values.length * 4 * 2 * (counts[32].length + counts[64].length + 2));
+});
