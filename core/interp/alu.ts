@@ -12,6 +12,7 @@ import {
   Cpu,
   DE,
   F_AF,
+  F_ARITH,
   F_CF,
   F_OF,
   LF_ADC,
@@ -24,6 +25,7 @@ import {
 } from "./cpu.ts";
 
 const TWO32 = 4294967296;
+const TWO64 = TWO32 * TWO32;
 
 /** Masks `v` to operand size `sz` (1, 2, 4 bytes); 4 gives an int32. */
 export function mask(v: number, sz: number): number {
@@ -247,6 +249,76 @@ function sub64hi(l: number, h: number): void {
 /** Scratch results of a division: quotient and remainder as 64-bit halves. */
 export const divr = new Int32Array(4); // qlo, qhi, rlo, rhi
 
+/** Remainder limbs left by `div96`. */
+let remLo = 0, remHi = 0;
+
+/**
+ * (n2:n1:n0) / (vh:vl) on unsigned 32-bit limbs, for (n2:n1) < (vh:vl) so that the quotient fits
+ * in 32 bits; the remainder is left in `remLo`/`remHi`. A double estimate of the quotient is
+ * within one of the truth (relative error about 2^-51 on a quotient below 2^32); the exact
+ * remainder, computed on limbs, corrects it.
+ */
+function div96(c: Cpu, n2: number, n1: number, n0: number, vh: number, vl: number): number {
+  let q = Math.floor((n2 * TWO64 + n1 * TWO32 + n0) / (vh * TWO32 + vl));
+  if (q > 0xffffffff) q = 0xffffffff;
+  const a0 = mulu32(c, q, vl) >>> 0, a1 = c.rh >>> 0;
+  const b0 = mulu32(c, q, vh) >>> 0, b1 = c.rh >>> 0;
+  // r = n - q * v, limbs normalised to [0, 2^32) with the sign in r2.
+  let r0 = n0 - a0, r1 = n1 - a1 - b0, r2 = n2 - b1;
+  let k = Math.floor(r0 / TWO32);
+  r0 -= k * TWO32;
+  r1 += k;
+  k = Math.floor(r1 / TWO32);
+  r1 -= k * TWO32;
+  r2 += k;
+  while (r2 < 0) { // the estimate was too large: add the divisor back
+    q--;
+    r0 += vl;
+    if (r0 >= TWO32) r0 -= TWO32, r1++;
+    r1 += vh;
+    if (r1 >= TWO32) r1 -= TWO32, r2++;
+  }
+  while (r2 > 0 || r1 > vh || (r1 === vh && r0 >= vl)) { // too small: take one more divisor
+    q++;
+    r0 -= vl;
+    if (r0 < 0) r0 += TWO32, r1--;
+    r1 -= vh;
+    if (r1 < 0) r1 += TWO32, r2--;
+  }
+  remLo = r0;
+  remHi = r1;
+  return q;
+}
+
+/**
+ * Unsigned (n3:n2:n1:n0) / (dh:dl), all limbs unsigned, divisor not zero, into `divr`. Returns
+ * false when the quotient does not fit in 64 bits.
+ */
+function divuLimbs(
+  c: Cpu,
+  n0: number,
+  n1: number,
+  n2: number,
+  n3: number,
+  dl: number,
+  dh: number,
+): boolean {
+  if (n3 > dh || (n3 === dh && n2 >= dl)) return false;
+  let qh = 0;
+  if (n3 !== 0 || n2 !== 0 || n1 >= (dh === 0 ? dl : TWO32)) {
+    qh = div96(c, n3, n2, n1, dh, dl);
+    n1 = remLo;
+    n2 = remHi;
+  } else n2 = 0;
+  // (n2:n1) < divisor now, so the low quotient word fits in 32 bits.
+  const ql = div96(c, n2, n1, n0, dh, dl);
+  divr[0] = ql | 0;
+  divr[1] = qh | 0;
+  divr[2] = remLo | 0;
+  divr[3] = remHi | 0;
+  return true;
+}
+
 /**
  * Unsigned division of the 128-bit (n3:n2:n1:n0) by (dh:dl). #DE on zero or quotient overflow
  * past `qbits` bits. Results in `divr`.
@@ -275,16 +347,18 @@ export function divu(
     divr[3] = 0;
     return;
   }
-  const big = (BigInt(n3 >>> 0) << 96n) | (BigInt(n2 >>> 0) << 64n) | (BigInt(n1 >>> 0) << 32n) |
-    BigInt(n0 >>> 0);
-  const bd = (BigInt(dh >>> 0) << 32n) | BigInt(dl >>> 0);
-  const q = big / bd;
-  const r = big % bd;
-  if (q >> BigInt(qbits) !== 0n) c.raise(DE);
-  divr[0] = Number(q & 0xffff_ffffn) | 0;
-  divr[1] = Number((q >> 32n) & 0xffff_ffffn) | 0;
-  divr[2] = Number(r & 0xffff_ffffn) | 0;
-  divr[3] = Number((r >> 32n) & 0xffff_ffffn) | 0;
+  if (!divuLimbs(c, n0 >>> 0, n1 >>> 0, n2 >>> 0, n3 >>> 0, dl >>> 0, dh >>> 0)) c.raise(DE);
+  if (qbits === 32 && divr[1] !== 0) c.raise(DE);
+}
+
+/** Two's-complement negation of limbs `x` (least first, unsigned) in place. */
+function negLimbs(x: number[]): void {
+  let carry = 1;
+  for (let i = 0; i < x.length; i++) {
+    const v = (~x[i]! >>> 0) + carry;
+    carry = v >= TWO32 ? 1 : 0;
+    x[i] = v >>> 0;
+  }
 }
 
 /** Signed division as `divu`, for 64/32 (qbits 32) or 128/64 (qbits 64). */
@@ -321,23 +395,37 @@ export function divs(
     divr[3] = rh | 0;
     return;
   }
-  const u = (x: number) => BigInt(x >>> 0);
-  let big: bigint, bd: bigint;
-  if (qbits === 32) {
-    big = BigInt.asIntN(64, (u(n1) << 32n) | u(n0));
-    bd = BigInt(dl | 0);
-  } else {
-    big = BigInt.asIntN(128, (u(n3) << 96n) | (u(n2) << 64n) | (u(n1) << 32n) | u(n0));
-    bd = BigInt.asIntN(64, (u(dh) << 32n) | u(dl));
+  // Divide the magnitudes, then give the quotient and remainder their signs.
+  const n = qbits === 32
+    ? [n0 >>> 0, n1 >>> 0, n1Sign >>> 0, n1Sign >>> 0]
+    : [n0 >>> 0, n1 >>> 0, n2 >>> 0, n3 >>> 0];
+  const d = qbits === 32 ? [dl >>> 0, (dls >> 31) >>> 0] : [dl >>> 0, dh >>> 0];
+  const nNeg = (n[3]! | 0) < 0, dNeg = (d[1]! | 0) < 0;
+  if (nNeg) negLimbs(n);
+  if (dNeg) negLimbs(d);
+  if (!divuLimbs(c, n[0]!, n[1]!, n[2]!, n[3]!, d[0]!, d[1]!)) c.raise(DE);
+  // |quotient| at most 2^(qbits-1), and exactly that only when it is negative.
+  const qNeg = nNeg !== dNeg;
+  const ql = divr[0]! >>> 0, qh = divr[1]! >>> 0;
+  const top = qbits === 32 ? (qh !== 0 ? TWO32 : ql) : qh; // the word holding bit qbits-1
+  const over = top > 0x80000000 || (top === 0x80000000 && (!qNeg || (qbits === 64 && ql !== 0)));
+  if (over) c.raise(DE);
+  if (qNeg) {
+    const q = [ql, qh];
+    negLimbs(q);
+    divr[0] = q[0]! | 0;
+    divr[1] = q[1]! | 0;
   }
-  const q = big / bd;
-  const r = big % bd;
-  const lim = 1n << BigInt(qbits - 1);
-  if (q >= lim || q < -lim) c.raise(DE);
-  divr[0] = Number(BigInt.asUintN(32, q)) | 0;
-  divr[1] = Number(BigInt.asUintN(32, q >> 32n)) | 0;
-  divr[2] = Number(BigInt.asUintN(32, r)) | 0;
-  divr[3] = Number(BigInt.asUintN(32, r >> 32n)) | 0;
+  if (nNeg) {
+    const r = [divr[2]! >>> 0, divr[3]! >>> 0];
+    negLimbs(r);
+    divr[2] = r[0]! | 0;
+    divr[3] = r[1]! | 0;
+  }
+  if (qbits === 32) { // 32-bit results: the high words are not part of them
+    divr[1] = 0;
+    divr[3] = 0;
+  }
 }
 
 /**
@@ -568,4 +656,58 @@ export function shr64x(c: Cpu, l: number, h: number, n: number): number {
   const r = shr64(l, h, n);
   c.rh = sh;
   return r;
+}
+
+/**
+ * One-operand MUL, IMUL, DIV, IDIV (group 3 /4../7) of rDX:rAX by a 32- or 64-bit operand
+ * `v` (high half `vh`): results and flags as the instruction defines them; #DE leaves the
+ * registers unchanged.
+ */
+export function mulDivAx(c: Cpu, sub: number, sz: 4 | 8, v: number, vh: number): void {
+  const lo = c.lo, hi = c.hi;
+  if (sub < 6) {
+    const s = sub === 5;
+    if (sz === 4) {
+      const l = s ? muls32(c, lo[0]!, v) : mulu32(c, lo[0]!, v);
+      const h = c.rh;
+      lo[0] = l;
+      hi[0] = 0;
+      lo[2] = h;
+      hi[2] = 0;
+      mulFlags(c, s ? h !== (l >> 31) : h !== 0, Cpu.szp(l, 4));
+      return;
+    }
+    if (s) muls64(c, lo[0]!, hi[0]!, v, vh);
+    else mulu64(c, lo[0]!, hi[0]!, v, vh);
+    lo[0] = prod[0]!;
+    hi[0] = prod[1]!;
+    lo[2] = prod[2]!;
+    hi[2] = prod[3]!;
+    const sign = prod[1]! >> 31;
+    const of = s ? prod[2] !== sign || prod[3] !== sign : (prod[2]! | prod[3]!) !== 0;
+    mulFlags(c, of, Cpu.szp(prod[0]!, 1) & 4);
+    return;
+  }
+  const s = sub === 7;
+  if (sz === 4) {
+    if (s) divs(c, lo[0]!, lo[2]!, 0, 0, v, 0, 32);
+    else divu(c, lo[0]!, lo[2]!, 0, 0, v, 0, 32);
+    lo[0] = divr[0]!;
+    hi[0] = 0;
+    lo[2] = divr[2]!;
+    hi[2] = 0;
+  } else {
+    if (s) divs(c, lo[0]!, hi[0]!, lo[2]!, hi[2]!, v, vh, 64);
+    else divu(c, lo[0]!, hi[0]!, lo[2]!, hi[2]!, v, vh, 64);
+    lo[0] = divr[0]!;
+    hi[0] = divr[1]!;
+    lo[2] = divr[2]!;
+    hi[2] = divr[3]!;
+  }
+  // Every status flag is undefined after a division. AMD keeps CF and OF, clears SF, ZF
+  // and PF and sets AF (measured); the Intel model leaves them all (unverified on silicon).
+  if (!c.intel) {
+    c.materialize();
+    c.flags = (c.flags & ~(F_ARITH & ~(F_CF | F_OF))) | F_AF;
+  }
 }

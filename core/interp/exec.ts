@@ -45,20 +45,13 @@ import {
 import {
   alu,
   alu64,
-  divr,
-  divs,
-  divu,
   imul32,
   imul64,
   incdec,
   incdec64,
   mask,
+  mulDivAx,
   mulFlags,
-  muls32,
-  muls64,
-  mulu32,
-  mulu64,
-  prod,
   sext,
   shift,
   shift64,
@@ -1152,24 +1145,7 @@ function grp3(sz: number): void {
         setReg(2, 2, (p >> 16) & 0xffff, 0);
         of = s ? (sext(p & 0xffff, 2) !== p ? 1 : 0) : ((p >>> 16) & 0xffff ? 1 : 0);
         mulFlags(c, of !== 0, Cpu.szp(p & 0xffff, 2));
-      } else if (sz === 4) {
-        const l = s ? muls32(c, c.lo[0]!, v) : mulu32(c, c.lo[0]!, v);
-        const h = c.rh;
-        setReg(0, 4, l, 0);
-        setReg(2, 4, h, 0);
-        of = s ? (h !== (l >> 31) ? 1 : 0) : (h !== 0 ? 1 : 0);
-        mulFlags(c, of !== 0, Cpu.szp(l, 4));
-      } else {
-        if (s) muls64(c, c.lo[0]!, c.hi[0]!, v, vh);
-        else mulu64(c, c.lo[0]!, c.hi[0]!, v, vh);
-        setReg(0, 8, prod[0]!, prod[1]!);
-        setReg(2, 8, prod[2]!, prod[3]!);
-        const sign = prod[1]! >> 31;
-        of = s
-          ? (prod[2] !== sign || prod[3] !== sign ? 1 : 0)
-          : ((prod[2]! | prod[3]!) !== 0 ? 1 : 0);
-        mulFlags(c, of !== 0, Cpu.szp(prod[0]!, 1) & 4);
-      }
+      } else mulDivAx(c, op, sz as 4 | 8, v, vh);
       return;
     }
     default: { // DIV / IDIV
@@ -1206,16 +1182,9 @@ function grp3(sz: number): void {
         }
         setReg(0, 2, q, 0);
         setReg(2, 2, r, 0);
-      } else if (sz === 4) {
-        if (s) divs(c, c.lo[0]!, c.lo[2]!, 0, 0, v, 0, 32);
-        else divu(c, c.lo[0]!, c.lo[2]!, 0, 0, v, 0, 32);
-        setReg(0, 4, divr[0]!, 0);
-        setReg(2, 4, divr[2]!, 0);
       } else {
-        if (s) divs(c, c.lo[0]!, c.hi[0]!, c.lo[2]!, c.hi[2]!, v, vh, 64);
-        else divu(c, c.lo[0]!, c.hi[0]!, c.lo[2]!, c.hi[2]!, v, vh, 64);
-        setReg(0, 8, divr[0]!, divr[1]!);
-        setReg(2, 8, divr[2]!, divr[3]!);
+        mulDivAx(c, op, sz as 4 | 8, v, vh);
+        return;
       }
       // Every status flag is undefined after a division. AMD keeps CF and OF, clears SF, ZF
       // and PF and sets AF (measured); the Intel model leaves them all (unverified on silicon).

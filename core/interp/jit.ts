@@ -16,7 +16,7 @@
  */
 
 import { type Cpu, FS } from "./cpu.ts";
-import { alu, alu64, imul32, imul64, incdec, incdec64, shift, shift64 } from "./alu.ts";
+import { alu, alu64, imul32, imul64, incdec, incdec64, mulDivAx, shift, shift64 } from "./alu.ts";
 import {
   DC_SCRATCH,
   DC_STRIDE,
@@ -69,6 +69,7 @@ const X = {
   alu64,
   imul32,
   imul64,
+  mulDivAx,
   incdec,
   incdec64,
   shift,
@@ -284,7 +285,7 @@ function eaExpr(c: Cpu, e: Int32Array, b0: number, asz: number, next: number): s
 }
 
 /** Calls in template code that can raise a guest exception. */
-const CAN_FAULT = /c\.(rd|wr|push|pop|peek|adjSp|gp)|X\.(rmw|step)/;
+const CAN_FAULT = /c\.(rd|wr|push|pop|peek|adjSp|gp)|X\.(rmw|step|mulDivAx)/;
 /** Templates whose data access may reach MMIO (stack accesses are taken to be RAM). */
 const MAY_MMIO = /c\.(rd|wr)|X\.rmw/;
 
@@ -778,6 +779,14 @@ function compileBlock(
           code = `{ ${g.code} L[${rm}] = fr; H[${rm}] = ${w ? "frh" : "0"}; }`;
           newProd = g.prod;
         }
+      } else if (op === 0xf7 && ((modrm >> 3) & 7) >= 4 && (rm >= 0 || canMem)) {
+        // MUL, IMUL, DIV, IDIV rDX:rAX by r/m (DIV may raise #DE: the helper can fault)
+        const load = rm >= 0
+          ? `const v = L[${rm}], vh = H[${rm}];`
+          : w
+          ? `const v = c.rd64(${mem}), vh = c.rh;`
+          : `const v = c.rd32(${mem}), vh = 0;`;
+        code = `{ ${load} X.mulDivAx(c, ${(modrm >> 3) & 7}, ${osz}, v, vh); }`;
       } else if (op === 0xf7 && ((modrm >> 3) & 7) === 0 && (rm >= 0 || canMem)) { // TEST imm
         const src = rm >= 0 ? null : w ? `c.rd64(${mem})` : `c.rd32(${mem})`;
         const g = src === null
