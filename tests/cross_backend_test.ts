@@ -20,6 +20,7 @@ const GUESTS = [
   "user",
   "pm_user",
   "tlb_alias",
+  "itlb",
   "real_misc",
   "cpuid",
 ];

@@ -223,6 +223,14 @@ export class Cpu {
   /** RAM offset of each entry's page, one array per privilege set (they fill independently). */
   readonly tlbOffS = new Float64Array(TLB_SIZE);
   readonly tlbOffU = new Float64Array(TLB_SIZE);
+  /**
+   * Instruction TLB, per privilege set: page-aligned linear tag and RAM offset of the page.
+   * Entering a new code page (every call or return across pages) then skips the page walk.
+   */
+  readonly itlbTagS = new Float64Array(TLB_SIZE).fill(TLB_INVALID);
+  readonly itlbTagU = new Float64Array(TLB_SIZE).fill(TLB_INVALID);
+  readonly itlbOffS = new Float64Array(TLB_SIZE);
+  readonly itlbOffU = new Float64Array(TLB_SIZE);
   /** The offset array for the current CPL (pairs with tlbRead/tlbWrite). */
   tlbOff: Float64Array;
   /** The tag arrays for the current CPL. */
@@ -558,6 +566,8 @@ export class Cpu {
     this.tlbWriteS.fill(TLB_INVALID);
     this.tlbReadU.fill(TLB_INVALID);
     this.tlbWriteU.fill(TLB_INVALID);
+    this.itlbTagS.fill(TLB_INVALID);
+    this.itlbTagU.fill(TLB_INVALID);
     this.fetchIpBase = NaN;
   }
 
@@ -567,6 +577,8 @@ export class Cpu {
     this.tlbWriteS[i] = TLB_INVALID;
     this.tlbReadU[i] = TLB_INVALID;
     this.tlbWriteU[i] = TLB_INVALID;
+    this.itlbTagS[i] = TLB_INVALID;
+    this.itlbTagU[i] = TLB_INVALID;
     this.fetchIpBase = NaN;
   }
 
@@ -1063,12 +1075,21 @@ export class Cpu {
   /** Points the fetch window at the page holding `ip`. */
   fetchRefill(): void {
     const lin = this.ipLin(this.ip);
-    const pa = this.translate(lin, ACC_FETCH, this.cpl === 3);
-    const off = this.mem.offsetOf(pa - (pa % 4096), 4096);
-    if (off < 0) {
-      throw new ExecOutsideRamError(pa, lin);
-    }
+    const user = this.cpl === 3;
     const pageOffset = lin & 0xfff;
+    const i = (lin >>> 12) & TLB_MASK, tag = lin - pageOffset;
+    const tags = user ? this.itlbTagU : this.itlbTagS, offs = user ? this.itlbOffU : this.itlbOffS;
+    let off: number;
+    if (tags[i] === tag) off = offs[i]!;
+    else {
+      const pa = this.translate(lin, ACC_FETCH, user);
+      off = this.mem.offsetOf(pa - (pa % 4096), 4096);
+      if (off < 0) {
+        throw new ExecOutsideRamError(pa, lin);
+      }
+      tags[i] = tag;
+      offs[i] = off;
+    }
     this.fetchIpBase = this.ip - pageOffset;
     this.fetchOff = off;
   }

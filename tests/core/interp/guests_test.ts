@@ -157,6 +157,14 @@ Deno.test("the block compiler ends every guest in the same state as the plain in
   }
 });
 
+Deno.test("code remapped by INVLPG or a CR3 reload runs from its new page (instruction TLB)", () => {
+  for (const jit of [false, true]) {
+    const r = runGuest(guest("itlb"), { jit });
+    assertEquals(r.out, "ITLB OK\n", `jit=${jit}`);
+    assertEquals(r.stop, { kind: "exit", status: 0 });
+  }
+});
+
 Deno.test("user and kernel pages sharing a software-TLB slot stay apart", () => {
   for (const jit of [false, true]) {
     const r = runGuest(guest("tlb_alias"), { memSize: 32 << 20, jit });
