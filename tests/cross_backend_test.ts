@@ -21,6 +21,7 @@ const GUESTS = [
   "pm_user",
   "tlb_alias",
   "itlb",
+  "flags_defer",
   "real_misc",
   "cpuid",
 ];

@@ -289,6 +289,22 @@ const CAN_FAULT = /c\.(rd|wr|push|pop|peek|adjSp|gp)|X\.(rmw|step|mulDivAx)/;
 /** Templates whose data access may reach MMIO (stack accesses are taken to be RAM). */
 const MAY_MMIO = /c\.(rd|wr)|X\.rmw/;
 
+/**
+ * Deferred lazy flags. A template that sets all of `c`'s lazy-flag fields from its `fa`/`fb`/`fr`
+ * locals marks that store (`flagStore`); the compiler holds it back and emits it only where
+ * something may look at the flags: before code that reads them or can fault (exception
+ * delivery pushes RFLAGS), on every exit, and at a loop back. A later template that sets them
+ * all again drops it. `cf` is CF as a JS expression on the same locals ("" when not known), so
+ * that an inline INC/DEC can take CF without the store.
+ */
+const STORE_MARK = "\u0001", CF_MARK = "\u0002";
+function flagStore(store: string, cf: string): string {
+  return STORE_MARK + store + CF_MARK + cf + STORE_MARK;
+}
+/** Template code that reads `c`'s flags (or calls a helper that may). */
+const READS_FLAGS =
+  /c\.(cf|cond|flags|materialize|lop|lsz|lres|la|lb|lcf|setArith|getFlags|setFlags)\b|X\.(?!par\b|ea64\b)/;
+
 /** Kind of the last flag-producing template in a block, for fusing it with a following Jcc. */
 type Producer = { kind: "sub" | "logic" | "add" | "eager"; w: 4 | 8 } | null;
 
@@ -340,9 +356,17 @@ function aluCode(
         lop = 3;
         kind = "sub";
     }
+    const cf = kind === "logic"
+      ? "0"
+      : kind === "sub"
+      ? `(${B64} ? 1 : 0)`
+      : "(((frh >>> 0) < (fah >>> 0) || (frh === fah && (fr >>> 0) < (fa >>> 0))) ? 1 : 0)";
     return {
-      code: ops + body + ` c.lop = ${lop}; c.lsz = 8; c.lres = fr; c.lresH = frh; c.la = fa; ` +
-        "c.laH = fah; c.lb = fb; c.lbH = fbh; c.lcf = 0;",
+      code: ops + body + " " + flagStore(
+        `c.lop = ${lop}; c.lsz = 8; c.lres = fr; c.lresH = frh; c.la = fa; c.laH = fah; ` +
+          "c.lb = fb; c.lbH = fbh; c.lcf = 0;",
+        cf,
+      ),
       prod: { kind, w: 8 },
     };
   }
@@ -374,9 +398,14 @@ function aluCode(
       lop = 3;
       kind = "sub";
   }
+  const cf = kind === "logic"
+    ? "0"
+    : kind === "sub"
+    ? "((fa >>> 0) < (fb >>> 0) ? 1 : 0)"
+    : "((fr >>> 0) < (fa >>> 0) ? 1 : 0)";
   return {
-    code: `fa = ${a} | 0; fb = ${b} | 0; fr = ${expr}; c.lop = ${lop}; c.lsz = 4; c.lres = fr; ` +
-      `c.la = fa; c.lb = fb;`,
+    code: `fa = ${a} | 0; fb = ${b} | 0; fr = ${expr}; ` +
+      flagStore(`c.lop = ${lop}; c.lsz = 4; c.lres = fr; c.la = fa; c.lb = fb;`, cf),
     prod: { kind, w: 4 },
   };
 }
@@ -579,7 +608,7 @@ function compileBlock(
   // the dispatcher (n counts the instructions of completed iterations).
   const lines: string[] = [
     "const L = c.lo, H = c.hi, G = c.pageGen, gs = c.pageGenSeen;",
-    "let n = 0, fa = 0, fb = 0, fr = 0, fah = 0, fbh = 0, frh = 0;",
+    "let n = 0, fa = 0, fb = 0, fr = 0, fah = 0, fbh = 0, frh = 0, fc = 0;",
     "for (;;) {",
   ];
   let prod: Producer = null;
@@ -587,10 +616,16 @@ function compileBlock(
   let templated = 0;
   let pos = 0; // byte offset from the block start
   let done = false;
-  const exit = (k: number) => `c.icount += n + ${k}; return;`;
+  // The held-back flag store (see `flagStore`) and its CF expression.
+  let pending: string | null = null, pendingCf = "";
+  const flush = () => {
+    if (pending !== null) lines.push(pending);
+    pending = null;
+  };
+  const exit = (k: number) => `${pending ?? ""} c.icount += n + ${k}; return;`;
   // A loop back to the start is a block boundary too: it leaves when a device wrote code.
   const again = (k: number) =>
-    `n += ${k}; if (n < ${LOOP_BUDGET} && !c.breakLoop && G[${H_GEN}] === gs) ` +
+    `${pending ?? ""} n += ${k}; if (n < ${LOOP_BUDGET} && !c.breakLoop && G[${H_GEN}] === gs) ` +
     `continue; c.ip = ${ip}; c.icount += n; return;`;
   // Before decoding: a writer on another thread then either sees CODE or is seen (cpu.ts).
   const page = Math.floor(off / 4096);
@@ -720,9 +755,11 @@ function compileBlock(
             `H[${rm}] = c.rh; }`;
         } else {
           // Inline INC/DEC (CF preserved through lcf); ZF/SF fuse with a following Jcc.
-          code = `{ const cf = c.cf(); fa = L[${rm}]; fr = (fa ${dec ? "-" : "+"} 1) | 0; ` +
-            `c.lop = ${dec ? 7 : 6}; c.lsz = 4; c.lres = fr; c.la = fa; c.lb = 1; c.lcf = cf; ` +
-            `L[${rm}] = fr; H[${rm}] = 0; }`;
+          code = `{ fc = c.cf(); fa = L[${rm}]; fr = (fa ${dec ? "-" : "+"} 1) | 0; ` +
+            flagStore(
+              `c.lop = ${dec ? 7 : 6}; c.lsz = 4; c.lres = fr; c.la = fa; c.lb = 1; c.lcf = fc;`,
+              "fc",
+            ) + ` L[${rm}] = fr; H[${rm}] = 0; }`;
           newProd = { kind: "add", w: 4 };
         }
       } else if (op === 0xc1 && rm >= 0) { // shift/rotate r, imm8
@@ -840,6 +877,7 @@ function compileBlock(
       }
     }
     if (code === null && c.long64 && repPfx === 0 && op === 0xe2 && asz === 8) { // LOOP
+      flush();
       lines.push(`c.startIp = ${cur};`);
       lines.push(
         `{ const l = (L[1] >>> 0) - 1; L[1] = l | 0; if (l < 0) H[1] = (H[1] - 1) | 0; ` +
@@ -861,6 +899,7 @@ function compileBlock(
         if (op < 0x100 || osz !== 2) {
           // Taken: leave the block; not taken: keep going (a superblock through the fall-through).
           const cond = fusedCond(prod, op & 15) ?? `c.cond(${op & 15})`;
+          if (cond.includes("c.")) flush();
           lines.push(
             `if (${cond}) { ${
               next + rel === ip ? again(templ + 1) : `c.ip = ${next + rel}; ${exit(templ + 1)}`
@@ -881,6 +920,7 @@ function compileBlock(
         done = true;
         continue;
       } else if (op === 0xe8 && osz !== 2) {
+        flush();
         lines.push(`c.startIp = ${cur};`);
         lines.push(`c.pushNum64(${next}); c.ip = ${next + imm}; ${exit(templ + 1)}`);
         templated++;
@@ -888,6 +928,7 @@ function compileBlock(
         done = true;
         continue;
       } else if (op === 0xc3 && osz !== 2) {
+        flush();
         lines.push(`c.startIp = ${cur};`);
         lines.push(
           `{ const v = c.peek(0, 8), vh = c.rh; if (((vh << 16) >> 16) !== vh) c.gp(0); ` +
@@ -911,6 +952,7 @@ function compileBlock(
         const load = rm >= 0
           ? `const v = L[${rm}], vh = H[${rm}];`
           : `const v = c.rd64(${mem}), vh = c.rh;`;
+        flush();
         lines.push(`c.startIp = ${cur};`);
         lines.push(
           `{ ${load} if (((vh << 16) >> 16) !== vh) c.gp(0); ` +
@@ -927,8 +969,26 @@ function compileBlock(
       }
     }
     if (code !== null) {
+      // Take out this template's own flag store, to hold back after it.
+      let store: string | null = null, storeCf = "";
+      const m = code.indexOf(STORE_MARK);
+      if (m >= 0) {
+        const e2 = code.indexOf(STORE_MARK, m + 1), cm = code.indexOf(CF_MARK, m);
+        store = code.slice(m + 1, cm);
+        storeCf = code.slice(cm + 1, e2);
+        code = code.slice(0, m) + code.slice(e2 + 1);
+      }
+      if (pending !== null) {
+        // An inline INC/DEC takes CF from the held-back producer's locals.
+        if (pendingCf !== "") code = code.replace("c.cf()", pendingCf);
+        if (CAN_FAULT.test(code) || READS_FLAGS.test(code)) flush();
+      }
       // Only templates that touch memory or the stack can fault and need `startIp`.
       lines.push(CAN_FAULT.test(code) ? `c.startIp = ${cur}; ${code}` : code);
+      if (store !== null) {
+        pending = store; // drops the one before: every lazy-flag field is written again
+        pendingCf = storeCf;
+      }
       // A data access may be MMIO, whose device may stop the VM or write this very block by
       // DMA (then `breakLoop` is set): leave before the next instruction.
       if (MAY_MMIO.test(code)) {
@@ -938,6 +998,7 @@ function compileBlock(
       prod = newProd ?? (keepProd || preservesFlags(op) ? prod : null);
     } else {
       prod = null;
+      flush();
       // Through the interpreter; leave the block if it did not fall through.
       lines.push(
         `c.ip = ${cur}; X.step(c); if (c.ip !== ${next} || c.breakLoop) { ${exit(templ)} }`,

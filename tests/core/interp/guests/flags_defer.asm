@@ -1,0 +1,92 @@
+; Held-back flag stores in the block compiler: an ALU producer (32 and 64 bits), then an inline
+; INC/DEC that must take CF from it, then readers of every flag (PUSHFQ, ADC, SETC, JC) and a
+; memory access between producer and reader. Operands come from xorshift64 so that carries,
+; borrows, zeros and signs all occur; each reading folds into R15. The test compares the block
+; compiler with the plain interpreter (which is checked against silicon by the difftest).
+%include "lm_setup.inc"
+
+%macro MIX 0                        ; r15 = r15 * 31 + (RFLAGS & arithmetic flags)
+    pushfq
+    pop rax
+    and eax, 0x8d5
+    imul r15, r15, 31
+    add r15, rax
+%endmacro
+
+%macro CASE 3                       ; producer op, operand width register pair, INC or DEC
+    mov rax, r8
+    %1 %2, %3
+    dec ecx
+    MIX
+    mov rax, r8
+    %1 %2, %3
+    inc ecx
+    adc r15, 0
+    mov rax, r8
+    %1 %2, %3
+    dec ecx
+    inc edx
+    setc al
+    movzx eax, al
+    add r15, rax
+    mov rax, r8
+    %1 %2, %3
+    mov r10, [rel scratch]          ; a load between producer and reader
+    dec ecx
+    jc %%c
+    add r15, 7
+%%c:
+%endmacro
+
+main64:
+    xor r15d, r15d
+    mov r8, 0x9e3779b97f4a7c15
+    mov r9, 0x0123456789abcdef
+    mov r12d, 3000
+.loop:
+    ; xorshift64 on r8 and r9; every 8th round equal operands
+    mov rax, r8
+    shl rax, 13
+    xor r8, rax
+    mov rax, r8
+    shr rax, 7
+    xor r8, rax
+    mov rax, r8
+    shl rax, 17
+    xor r8, rax
+    mov r9, r8
+    ror r9, 29
+    test r12d, 7
+    jnz .go
+    mov r9, r8
+    test r12d, 8
+    jnz .go
+    xor r9d, r9d                    ; and every 16th a zero operand
+.go:
+    mov ecx, r12d
+    and ecx, 3                      ; ECX near zero so that INC/DEC results hit 0 and -1
+    mov edx, ecx
+    CASE add, eax, r9d
+    CASE sub, eax, r9d
+    CASE cmp, eax, r9d
+    CASE and, eax, r9d
+    CASE or, eax, r9d
+    CASE xor, eax, r9d
+    CASE test, eax, r9d
+    CASE add, rax, r9
+    CASE sub, rax, r9
+    CASE cmp, rax, r9
+    CASE and, rax, r9
+    CASE xor, rax, r9
+    dec r12d
+    jnz .loop
+
+    mov rax, r15
+    call hex64
+    lea rsi, [rel ok_msg]
+    call print64
+    mov al, 0
+    jmp exit64
+
+scratch: dq 0
+ok_msg: db " FLAGS OK", 10, 0
