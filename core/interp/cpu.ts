@@ -10,7 +10,7 @@
  */
 
 import type { MmioBus, PortBus } from "../bus.ts";
-import type { RunControl, VcpuPlatform } from "../backend.ts";
+import type { InterruptController, RunControl, VcpuPlatform } from "../backend.ts";
 import {
   type CpuState,
   CR0_PE,
@@ -85,6 +85,8 @@ export interface CpuIo {
   control: RunControl;
   /** The machine's MSRs (APIC base, kvm-clock); absent on a bare CPU. */
   readonly platform?: VcpuPlatform;
+  /** The INTR pin; absent on a bare CPU (then enabling IF always ends the slice). */
+  readonly interrupts?: InterruptController;
 }
 
 const PARITY = new Uint8Array(256);
@@ -450,7 +452,18 @@ export class Cpu {
     this.materialize();
     const old = this.flags;
     this.flags = ((old & ~mask) | (v & mask) | 2) & ~(0x8 | 0x20 | 0x8000);
-    if ((this.flags & F_IF) && !(old & F_IF)) this.breakLoop = true;
+    if ((this.flags & F_IF) && !(old & F_IF) && this.interruptWaits()) this.breakLoop = true;
+  }
+
+  /**
+   * True when enabling IF must end the slice: an interrupt waits (or there is no controller to
+   * ask). With none waiting, the next slice boundary is soon enough for one that comes later,
+   * as when IF was already set; ending the slice at every STI and POPF of a spin_unlock cost
+   * Linux a slice per lock.
+   */
+  interruptWaits(): boolean {
+    const ic = this.io.interrupts;
+    return ic === undefined || ic.hasInterrupt();
   }
 
   /** Jcc/SETcc/CMOVcc condition `cc` (0..15). */

@@ -1019,7 +1019,7 @@ function exec1(b: number): void {
       if (!(c.flags & F_IF)) {
         c.flags |= F_IF;
         c.shadow = true;
-        c.breakLoop = true;
+        if (c.interruptWaits()) c.breakLoop = true;
       }
       return;
     case 0xfc:
