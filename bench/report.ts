@@ -28,6 +28,7 @@ const GROUPS: Record<string, () => Promise<BenchGroup>> = {
   lifecycle: async () => (await import("./lifecycle_group.ts")).runLifecycleGroup,
   migration: async () => (await import("./migration_group.ts")).runMigrationGroup,
   ha: async () => (await import("./ha_group.ts")).runHaGroup,
+  io: async () => (await import("./io_group.ts")).runIoGroup,
 };
 
 /** Formats rows as a markdown table. */

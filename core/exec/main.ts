@@ -250,19 +250,60 @@ function makeNonce(): string {
   return "dnv" + [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
 }
 
+/**
+ * The kernel `--exec` boots from `guestDir`: the decompressed `vmlinux` through PVH (no in-guest
+ * XZ decompression) when it is there, else `bzImage`.
+ */
+export function execKernel(guestDir = GUEST_DIR): string {
+  try {
+    Deno.statSync(`${guestDir}vmlinux`);
+    return `${guestDir}vmlinux`;
+  } catch {
+    return `${guestDir}bzImage`;
+  }
+}
+
+/**
+ * The initramfs `--exec CMD` boots for `config` with `cwd` as the current directory, and the
+ * nonce of its console frames: adds the share of `cwd` to `config` (`execShares`), reads the
+ * modules `execModules` and the `--device` plugins need from `guestDir`'s cache, and packs them
+ * with busybox, its applet links and the /init of `initramfs.ts`. `bench/io_group.ts` boots the
+ * same archive on QEMU.
+ */
+export async function buildExecInitramfs(
+  config: VmConfig,
+  cmd: string,
+  cwd: string,
+  guestDir = GUEST_DIR,
+): Promise<{ initramfs: Uint8Array; nonce: string }> {
+  const { mounts, workdir } = execShares(config, cwd);
+  const release = Deno.readTextFileSync(`${guestDir}kernel-package`).trim()
+    .replace(/^linux-image-/, "");
+  let set;
+  try {
+    set = await loadModuleSet(`${guestDir}modules`, release);
+  } catch (err) {
+    throw new UsageError(
+      `--exec needs the kernel's modules in ${guestDir}modules/${release}/ (` +
+        `${describeError(err)}): run \`deno task guests\``,
+    );
+  }
+  const drivers = await pluginDrivers(config, set);
+  const modules = await readInitramfsModules(set, [...execModules(config), ...drivers]);
+  const nonce = makeNonce();
+  const busybox = await Deno.readFile(`${guestDir}busybox`);
+  const applets = await busyboxApplets(`${guestDir}busybox`);
+  const initramfs = execInitramfs({ busybox, cmd, nonce, modules, applets, mounts, workdir });
+  return { initramfs, nonce };
+}
+
 /** Runs `--exec` and returns the process exit status. */
 export async function execMain(argv: string[], guestDir = GUEST_DIR): Promise<number> {
   const t0 = performance.timeOrigin;
   let tmp: string | null = null;
   try {
     const args = parseExecArgs(argv);
-    // The decompressed vmlinux boots through PVH: no in-guest XZ decompression.
-    let kernel = `${guestDir}vmlinux`;
-    try {
-      Deno.statSync(kernel);
-    } catch {
-      kernel = `${guestDir}bzImage`;
-    }
+    const kernel = execKernel(guestDir);
     need(kernel);
     need(`${guestDir}busybox`);
     need(`${guestDir}modules`);
@@ -287,35 +328,8 @@ export async function execMain(argv: string[], guestDir = GUEST_DIR): Promise<nu
       throw new UsageError("--exec does not combine with --help or --version");
     }
     const config = parsed;
-    const { mounts, workdir } = execShares(config, Deno.cwd());
-    const release = Deno.readTextFileSync(`${guestDir}kernel-package`).trim()
-      .replace(/^linux-image-/, "");
-    let set;
-    try {
-      set = await loadModuleSet(`${guestDir}modules`, release);
-    } catch (err) {
-      throw new UsageError(
-        `--exec needs the kernel's modules in ${guestDir}modules/${release}/ (` +
-          `${describeError(err)}): run \`deno task guests\``,
-      );
-    }
-    const drivers = await pluginDrivers(config, set);
-    const modules = await readInitramfsModules(set, [...execModules(config), ...drivers]);
-    const nonce = makeNonce();
-    const busybox = await Deno.readFile(`${guestDir}busybox`);
-    const applets = await busyboxApplets(`${guestDir}busybox`);
-    await Deno.writeFile(
-      tmp,
-      execInitramfs({
-        busybox,
-        cmd: args.cmd,
-        nonce,
-        modules,
-        applets,
-        mounts,
-        workdir,
-      }),
-    );
+    const { initramfs, nonce } = await buildExecInitramfs(config, args.cmd, Deno.cwd(), guestDir);
+    await Deno.writeFile(tmp, initramfs);
     return await runExec(config, nonce, args, t0);
   } catch (err) {
     if (err instanceof UsageError) {
