@@ -449,11 +449,40 @@ function leaCode(
 }
 
 /**
- * Inline SHL/SAL/SHR/SAR of register `r` by a constant `n` (1..31, or 1..63 when `w`), with
- * the flags `shift`/`shift64` compute (eager in `c.flags`, lazy state cleared), or null for
- * rotates. CF, SF, ZF, PF as defined; OF and AF follow the CPU model's vendor as in alu.ts.
+ * Inline ROL/ROR of register `r` by a constant `n` (1..31, or 1..63 when `w`): CF and OF as
+ * `shift`/`shift64` set them (the same on both vendors), the other flags kept (materialized).
+ */
+function rotateImmCode(ror: boolean, w: boolean, r: number, n: number): string {
+  if (!w) {
+    const res = ror ? `(a >>> ${n}) | (a << ${32 - n})` : `(a << ${n}) | (a >>> ${32 - n})`;
+    const flags = ror
+      ? "const cf = rl >>> 31, of = cf ^ ((rl >>> 30) & 1);"
+      : "const cf = rl & 1, of = (rl >>> 31) ^ cf;";
+    return `{ const a = L[${r}], rl = ${res}; L[${r}] = rl; H[${r}] = 0; c.materialize(); ` +
+      `${flags} c.flags = (c.flags & ~0x801) | cf | (of << 11); }`;
+  }
+  // ROR by n is ROL by 64 - n; ROL by k on halves: by 32 swaps them.
+  const k = ror ? 64 - n : n;
+  const [x, y] = k < 32 ? ["l", "h"] : ["h", "l"]; // the halves that move into rl / rh
+  const m = k & 31;
+  const res = m === 0
+    ? `rl = ${x}; rh = ${y};`
+    : `rl = (${x} << ${m}) | (${y} >>> ${32 - m}); rh = (${y} << ${m}) | (${x} >>> ${32 - m});`;
+  const flags = ror
+    ? "const cf = rh >>> 31, of = cf ^ ((rh >>> 30) & 1);"
+    : "const cf = rl & 1, of = (rh >>> 31) ^ cf;";
+  return `{ const l = L[${r}], h = H[${r}]; let rl = 0, rh = 0; ${res} L[${r}] = rl; ` +
+    `H[${r}] = rh; c.materialize(); ${flags} c.flags = (c.flags & ~0x801) | cf | (of << 11); }`;
+}
+
+/**
+ * Inline SHL/SAL/SHR/SAR/ROL/ROR of register `r` by a constant `n` (1..31, or 1..63 when `w`),
+ * with the flags `shift`/`shift64` compute (shifts: eager in `c.flags`, lazy state cleared), or
+ * null for RCL/RCR. CF, SF, ZF, PF as defined; OF and AF follow the CPU model's vendor as in
+ * alu.ts.
  */
 function shiftImmCode(sop: number, w: boolean, r: number, n: number): string | null {
+  if (sop < 2) return rotateImmCode(sop === 1, w, r, n);
   if (sop < 4) return null;
   let body: string;
   if (!w) {
@@ -700,6 +729,10 @@ function compileBlock(
         const g = aluCode(aop, w, "L[0]", "H[0]", String(imm), String(imm >> 31));
         code = `{ ${g.code}` + (write ? ` L[0] = fr; H[0] = ${w ? "frh" : "0"};` : "") + " }";
         newProd = g.prod;
+      } else if (op === 0xa9) { // TEST eAX, imm32
+        const g = aluCode(4, w, "L[0]", "H[0]", String(imm), String(imm >> 31));
+        code = g.code;
+        newProd = g.prod;
       } else if (op === 0x85 && rm >= 0) { // TEST r, r
         const g = aluCode(4, w, `L[${rm}]`, `H[${rm}]`, `L[${reg}]`, `H[${reg}]`);
         code = g.code;
@@ -843,6 +876,15 @@ function compileBlock(
         code = `X.alu(c, 4, ${rm >= 0 ? r8(rm) : `c.rd8(${mem})`}, ${imm & 0xff}, 1);`;
       } else if (op === 0xa8 || op === 0x3c) {
         code = `X.alu(c, ${op === 0xa8 ? 4 : 7}, L[0] & 0xff, ${imm & 0xff}, 1);`;
+      } else if (op < 0x40 && (op & 7) < 4 && (op & 1) === 0 && rm >= 0) {
+        // ALU r/m8, r8 and r8, r/m8 between registers (CMP writes nothing).
+        const aop = op >> 3;
+        const dst = op & 2 ? reg : rm, src = op & 2 ? rm : reg;
+        const w8 = rex !== 0 || dst < 4
+          ? `L[${dst}] = (L[${dst}] & ~0xff) | r;`
+          : `L[${dst - 4}] = (L[${dst - 4}] & ~0xff00) | (r << 8);`;
+        code = `{ const r = X.alu(c, ${aop}, ${r8(dst)}, ${r8(src)}, 1) & 0xff; ` +
+          (aop === 7 ? "}" : `${w8} }`);
       }
     }
     if (code === null && wide && repPfx === 0 && (op === 0x80 || op === 0x38 || op === 0x3a)) {
@@ -862,7 +904,11 @@ function compileBlock(
     if (code === null && wide && repPfx === 0) {
       // Byte operations and NOP (any operand size).
       const byteReg = (r: number) => rex !== 0 || r < 4;
-      if ((op === 0x90 && (rex & 1) === 0) || op === 0x11f) { // NOP, NOP Ev (no memory access)
+      if (
+        (op === 0x90 && (rex & 1) === 0) || op === 0x11f || // NOP, NOP Ev (no memory access)
+        (op === 0x1ae && rm >= 0 && ((modrm >> 3) & 7) >= 5 && osz !== 2) || // L/M/SFENCE
+        (op === 0x118 && rm < 0 && ((modrm >> 3) & 7) < 4) // PREFETCHh: no access, no fault
+      ) {
         code = "";
         keepProd = true;
       } else if (op === 0xc6 && ((modrm >> 3) & 7) === 0) {

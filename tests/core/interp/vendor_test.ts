@@ -188,7 +188,7 @@ Deno.test("CPUID presents the model's vendor and signature; Intel announces ARCH
   assertEquals([...cpuidOut], [0, 0, 0, 0]);
 });
 
-Deno.test("inline SHL/SAL/SHR/SAR by a constant give each vendor's flags as the interpreter does", () => {
+Deno.test("inline SHL/SAL/SHR/SAR/ROL/ROR by a constant give each vendor's flags as the interpreter does", () => {
   // Operands with both top bits patterns and carries out of each half; counts at each edge of
   // a half, by imm8 (C1) and by one (D1). The compiled template must match the plain step.
   const values = [
@@ -203,7 +203,8 @@ Deno.test("inline SHL/SAL/SHR/SAR by a constant give each vendor's flags as the 
   for (const model of [AMD_MODEL, INTEL_MODEL]) {
     for (const value of values) {
       for (const [rex, bits] of [["48", 64], ["", 32]] as const) {
-        for (const sub of ["e0", "f0", "e8", "f8"]) { // /4 SHL, /6 SAL, /5 SHR, /7 SAR
+        // /4 SHL, /6 SAL, /5 SHR, /7 SAR, /0 ROL, /1 ROR
+        for (const sub of ["e0", "f0", "e8", "f8", "c0", "c8"]) {
           const forms = [`${rex}d1${sub}`];
           for (const n of counts[bits]) {
             forms.push(`${rex}c1${sub}${n.toString(16).padStart(2, "0")}`);
@@ -220,5 +221,5 @@ Deno.test("inline SHL/SAL/SHR/SAR by a constant give each vendor's flags as the 
       }
     }
   }
-  assertEquals(cases, 2 * values.length * 4 * 2 * (counts[32].length + counts[64].length + 2));
+  assertEquals(cases, 2 * values.length * 6 * 2 * (counts[32].length + counts[64].length + 2));
 });
