@@ -156,11 +156,20 @@ export function incdec64(c: Cpu, dec: boolean, al: number, ah: number): number {
 export function mulu32(c: Cpu, a: number, b: number): number {
   a >>>= 0;
   b >>>= 0;
-  // a * (16-bit half of b) stays below 2^48, exact in doubles; the low half is Math.imul's.
-  const t = a * (b & 0xffff);
-  const u = a * (b >>> 16) + ((t / 65536) >>> 0); // at most (2^32 - 1) * 2^16
-  c.rh = (u / 65536) | 0;
-  return Math.imul(a, b);
+  const lo = Math.imul(a, b);
+  c.rh = mulHi(a, b, lo >>> 0) | 0;
+  return lo;
+}
+
+const INV32 = 1 / TWO32;
+
+/**
+ * The high 32 bits of the unsigned product of `a` and `b` (both below 2^32) whose low 32 bits
+ * are `lo`: the double product is within 2^10 of the true one, so (product - lo) / 2^32 is
+ * within 2^-21 of the high word, an integer, and rounding gives it exactly.
+ */
+function mulHi(a: number, b: number, lo: number): number {
+  return ((a * b - lo) * INV32 + 0.5) >>> 0;
 }
 
 /** Signed 32×32 → 64 multiply; returns low half, high half in `c.rh`. */
@@ -177,17 +186,21 @@ export function muls32(c: Cpu, a: number, b: number): number {
 export const prod = new Int32Array(4);
 
 /** Unsigned 64×64 → 128 multiply into `prod`. */
-export function mulu64(c: Cpu, al: number, ah: number, bl: number, bh: number): void {
-  const p0l = mulu32(c, al, bl), p0h = c.rh;
-  const p1l = mulu32(c, al, bh), p1h = c.rh;
-  const p2l = mulu32(c, ah, bl), p2h = c.rh;
-  const p3l = mulu32(c, ah, bh), p3h = c.rh;
-  prod[0] = p0l;
-  let s = (p0h >>> 0) + (p1l >>> 0) + (p2l >>> 0);
+export function mulu64(_c: Cpu, al: number, ah: number, bl: number, bh: number): void {
+  al >>>= 0;
+  ah >>>= 0;
+  bl >>>= 0;
+  bh >>>= 0;
+  const l0 = Math.imul(al, bl) >>> 0, h0 = mulHi(al, bl, l0);
+  const l1 = Math.imul(al, bh) >>> 0, h1 = mulHi(al, bh, l1);
+  const l2 = Math.imul(ah, bl) >>> 0, h2 = mulHi(ah, bl, l2);
+  const l3 = Math.imul(ah, bh) >>> 0, h3 = mulHi(ah, bh, l3);
+  prod[0] = l0;
+  let s = h0 + l1 + l2; // below 3 * 2^32: exact; `| 0` keeps its low word
   prod[1] = s | 0;
-  s = Math.floor(s / TWO32) + (p1h >>> 0) + (p2h >>> 0) + (p3l >>> 0);
+  s = Math.floor(s * INV32) + h1 + h2 + l3;
   prod[2] = s | 0;
-  prod[3] = (Math.floor(s / TWO32) + (p3h >>> 0)) | 0;
+  prod[3] = (Math.floor(s * INV32) + h3) | 0;
 }
 
 /**
