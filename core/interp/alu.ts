@@ -238,12 +238,22 @@ export function imul64(c: Cpu, al: number, ah: number, bl: number, bh: number): 
     c.rh = h;
     return l;
   }
-  muls64(c, al, ah, bl, bh);
-  const l = prod[0]!, h = prod[1]!;
-  const of = prod[2] !== (h >> 31) || prod[3] !== (h >> 31);
-  mulFlags(c, of, (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
+  // The truncated product from three 32-bit products; whether the full one fits in 64 bits
+  // from its double estimate (relative error below 2^-50), exactly only near the boundary.
+  const ul = al >>> 0, vl = bl >>> 0;
+  const l0 = Math.imul(ul, vl);
+  const h = (mulHi(ul, vl, l0 >>> 0) + Math.imul(ul, bh) + Math.imul(ah, vl)) | 0;
+  const est = Math.abs((ah * TWO32 + ul) * (bh * TWO32 + vl));
+  let of: boolean;
+  if (est < 4611686018427387904) of = false; // 2^62
+  else if (est >= 18446744073709551616) of = true; // 2^64
+  else {
+    muls64(c, al, ah, bl, bh);
+    of = prod[2] !== (h >> 31) || prod[3] !== (h >> 31);
+  }
+  mulFlags(c, of, (Cpu.szp(l0, 4) & ~0xc0) | ((h >>> 31) << 7));
   c.rh = h;
-  return l;
+  return l0;
 }
 
 /** Signed 64×64 → 128 multiply into `prod`. */

@@ -221,6 +221,41 @@ Deno.test("DIV/IDIV r64 and r32 match BigInt division on random and edge operand
   assertEquals(checked > 600 && faults > 120, true, `${checked} results, ${faults} #DE`);
 });
 
+Deno.test("IMUL r64, r/m64 truncates and sets CF/OF exactly at the 64-bit boundary (BigInt reference)", () => {
+  // Operands whose products land on both sides of +-2^63, where the double estimate cannot decide.
+  let x = 0x2545f491;
+  const r32 = () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return BigInt(x >>> 0);
+  };
+  const r64 = () => (r32() << 32n) | r32();
+  let over = 0, fit = 0;
+  for (let i = 0; i < 1500; i++) {
+    const kind = i % 3;
+    let a: bigint, b: bigint;
+    if (kind === 0) {
+      a = BigInt.asIntN(64, r64());
+      b = BigInt.asIntN(64, r64());
+    } else {
+      // a * b near 2^63: b = 2^63 / a, nudged.
+      a = BigInt.asIntN(64, (r64() >> (r32() % 62n)) | 2n);
+      b = (1n << 63n) / a + BigInt(Number(r32() % 5n) - 2);
+      if (kind === 2) b = -b;
+      b = BigInt.asIntN(64, b);
+    }
+    const r = run("480fafc3", { [RAX]: a, [RBX]: b });
+    const p = a * b;
+    const of = p < -(1n << 63n) || p >= 1n << 63n;
+    assertEquals(r.gpr[RAX], BigInt.asUintN(64, p), `${a} * ${b}`);
+    assertEquals(r.flags & (CF | OF), of ? CF | OF : 0, `${a} * ${b} flags`);
+    if (of) over++;
+    else fit++;
+  }
+  assertEquals(over > 300 && fit > 300, true, `${over} overflowing, ${fit} fitting`);
+});
+
 Deno.test("BSF/BSR find bits in the high half and set ZF for zero", () => {
   let r = run("480fbcc3", { [RBX]: 1n << 40n });
   assertEquals(r.gpr[RAX], 40n);
