@@ -36,6 +36,7 @@ import {
   F_SEG,
 } from "./decode.ts";
 import { readMemWFor, step } from "./exec.ts";
+import { execSse, isSse } from "./sse.ts";
 import { H_GEN } from "../page_state.ts";
 
 /** Block table slots (direct mapped by RAM offset). */
@@ -70,6 +71,7 @@ const X = {
   imul32,
   imul64,
   mulDivAx,
+  sse: execSse,
   incdec,
   incdec64,
   shift,
@@ -285,9 +287,9 @@ function eaExpr(c: Cpu, e: Int32Array, b0: number, asz: number, next: number): s
 }
 
 /** Calls in template code that can raise a guest exception. */
-const CAN_FAULT = /c\.(rd|wr|push|pop|peek|adjSp|gp)|X\.(rmw|step|mulDivAx)/;
+const CAN_FAULT = /c\.(rd|wr|push|pop|peek|adjSp|gp)|X\.(rmw|step|mulDivAx|sse)/;
 /** Templates whose data access may reach MMIO (stack accesses are taken to be RAM). */
-const MAY_MMIO = /c\.(rd|wr)|X\.rmw/;
+const MAY_MMIO = /c\.(rd|wr)|X\.(rmw|sse)/;
 
 /**
  * Deferred lazy flags. A template that sets all of `c`'s lazy-flag fields from its `fa`/`fb`/`fr`
@@ -921,6 +923,14 @@ function compileBlock(
       } else if (op >= 0x190 && op <= 0x19f && rm >= 0 && byteReg(rm)) {
         code = `L[${rm}] = (L[${rm}] & ~0xff) | (c.cond(${op & 15}) ? 1 : 0);`;
       }
+    }
+    if (
+      code === null && wide && op >= 0x100 && op < 0x200 && isSse(op & 0xff, (pfx >> 20) & 0xff) &&
+      (rm >= 0 || canMem)
+    ) {
+      // SSE: straight to the SSE executor with the decoded operands (its own #UD/#NM checks).
+      code = `X.sse(c, ${op & 0xff}, ${(pfx >> 20) & 0xff}, ${modrm}, ${reg}, ${rm}, ` +
+        `${rm >= 0 ? 0 : mem}, ${imm}, ${osz}) || c.ud();`;
     }
     if (code === null && c.long64 && repPfx === 0 && op === 0xe2 && asz === 8) { // LOOP
       flush();

@@ -568,7 +568,8 @@ function copyS(x: XmmViews, d: number): void {
 }
 
 /** Which (opcode, prefix) pairs are SSE/SSE2 instructions we implement. */
-function isSse(op: number, pfx: number): boolean {
+/** True when `execSse` executes 0F `op` with mandatory prefix `pfx` (66, F2, F3 or 0). */
+export function isSse(op: number, pfx: number): boolean {
   switch (op) {
     case 0x10:
     case 0x11:
