@@ -238,9 +238,17 @@ export function imul64(c: Cpu, al: number, ah: number, bl: number, bh: number): 
     c.rh = h;
     return l;
   }
+  const ul = al >>> 0, vl = bl >>> 0;
+  if (ah === 0 && bh === 0) {
+    // Both below 2^32 (generic C's umul_ppmm in Linux's MPI code multiplies such halves): the
+    // product is below 2^64 and fits in a signed 64-bit result unless its bit 63 is set.
+    const l = Math.imul(ul, vl), h = mulHi(ul, vl, l >>> 0) | 0;
+    mulFlags(c, h < 0, (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
+    c.rh = h;
+    return l;
+  }
   // The truncated product from three 32-bit products; whether the full one fits in 64 bits
   // from its double estimate (relative error below 2^-50), exactly only near the boundary.
-  const ul = al >>> 0, vl = bl >>> 0;
   const l0 = Math.imul(ul, vl);
   const h = (mulHi(ul, vl, l0 >>> 0) + Math.imul(ul, bh) + Math.imul(ah, vl)) | 0;
   const est = Math.abs((ah * TWO32 + ul) * (bh * TWO32 + vl));
