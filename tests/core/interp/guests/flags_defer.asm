@@ -1,4 +1,4 @@
-; Held-back flag stores in the block compiler: an ALU producer (32 and 64 bits), then an inline
+; Held-back flag stores in the block compiler: an ALU or shift producer (32 and 64 bits), then an inline
 ; INC/DEC that must take CF from it, then readers of every flag (PUSHFQ, ADC, SETC, JC) and a
 ; memory access between producer and reader. Operands come from xorshift64 so that carries,
 ; borrows, zeros and signs all occur; each reading folds into R15. The test compares the block
@@ -36,6 +36,10 @@
     jc %%c
     add r15, 7
 %%c:
+    mov rax, r8
+    %1 %2, %3
+    mov r10, rax                    ; the producer's own flags, read after a move
+    MIX
 %endmacro
 
 main64:
@@ -78,6 +82,12 @@ main64:
     CASE cmp, rax, r9
     CASE and, rax, r9
     CASE xor, rax, r9
+    CASE shr, rax, 7                  ; shifts by a constant (eager flags, held back too)
+    CASE shl, eax, 3
+    CASE sar, rax, 33
+    CASE shl, rax, 1
+    CASE sar, eax, 31
+    CASE shr, eax, 1
     dec r12d
     jnz .loop
 
