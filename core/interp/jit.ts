@@ -308,7 +308,29 @@ const READS_FLAGS =
   /c\.(cf|cond|flags|materialize|lop|lsz|lres|la|lb|lcf|setArith|getFlags|setFlags)\b|X\.(?!par\b|ea64\b)/;
 
 /** Kind of the last flag-producing template in a block, for fusing it with a following Jcc. */
-type Producer = { kind: "sub" | "logic" | "add" | "eager"; w: 4 | 8 } | null;
+type Producer = { kind: "sub" | "logic" | "add" | "eager"; w: 1 | 4 | 8 } | null;
+
+/**
+ * Inline code for byte ALU op `aop` (ADD, OR, AND, SUB, XOR, CMP, TEST as 4; not ADC/SBB) on
+ * operands given as JS expressions (masked here): the result in `fr`, the lazy flags as `alu`
+ * records them for size 1 (a held-back store), or null for ADC/SBB.
+ */
+function byteAluCode(aop: number, a: string, b: string): { code: string; prod: Producer } | null {
+  if (aop === 2 || aop === 3) return null;
+  const kind = aop === 0 ? "add" : aop === 5 || aop === 7 ? "sub" : "logic";
+  const expr = aop === 0
+    ? "(fa + fb) & 0xff"
+    : kind === "sub"
+    ? "(fa - fb) & 0xff"
+    : `fa ${aop === 1 ? "|" : aop === 4 ? "&" : "^"} fb`;
+  const lop = kind === "add" ? 1 : kind === "sub" ? 3 : 5;
+  const cf = kind === "logic" ? "0" : kind === "sub" ? "(fa < fb ? 1 : 0)" : "(fr < fa ? 1 : 0)";
+  return {
+    code: `fa = (${a}) & 0xff; fb = (${b}) & 0xff; fr = ${expr}; ` +
+      flagStore(`c.lop = ${lop}; c.lsz = 1; c.lres = fr; c.la = fa; c.lb = fb;`, cf),
+    prod: { kind, w: 1 },
+  };
+}
 
 /**
  * Inline code for ALU op `aop` (0 add .. 7 cmp) on 32- or 64-bit operands given as JS
@@ -556,6 +578,37 @@ const LOGIC32: Record<number, string> = {
   14: "fr <= 0",
   15: "fr > 0",
 };
+/** Byte operands are 0..255 in `fa`/`fb`; shifted to bit 31 they compare as signed bytes. */
+const SUB8: Record<number, string> = {
+  2: "fa < fb",
+  3: "fa >= fb",
+  4: "fa === fb",
+  5: "fa !== fb",
+  6: "fa <= fb",
+  7: "fa > fb",
+  8: "(fr & 0x80) !== 0",
+  9: "(fr & 0x80) === 0",
+  12: "(fa << 24) < (fb << 24)",
+  13: "(fa << 24) >= (fb << 24)",
+  14: "(fa << 24) <= (fb << 24)",
+  15: "(fa << 24) > (fb << 24)",
+};
+const LOGIC8: Record<number, string> = {
+  4: "fr === 0",
+  5: "fr !== 0",
+  8: "(fr & 0x80) !== 0",
+  9: "(fr & 0x80) === 0",
+  12: "(fr & 0x80) !== 0",
+  13: "(fr & 0x80) === 0",
+  14: "(fr === 0 || (fr & 0x80) !== 0)",
+  15: "(fr !== 0 && (fr & 0x80) === 0)",
+};
+const ADD8: Record<number, string> = {
+  4: "fr === 0",
+  5: "fr !== 0",
+  8: "(fr & 0x80) !== 0",
+  9: "(fr & 0x80) === 0",
+};
 const ADD32: Record<number, string> = { 4: "fr === 0", 5: "fr !== 0", 8: "fr < 0", 9: "fr >= 0" };
 const B64 = "((fah >>> 0) < (fbh >>> 0) || (fah === fbh && (fa >>> 0) < (fb >>> 0)))";
 const BE64 = "((fah >>> 0) < (fbh >>> 0) || (fah === fbh && (fa >>> 0) <= (fb >>> 0)))";
@@ -620,6 +673,7 @@ const EAGER: Record<number, string> = {
 function fusedCond(p: Producer, cc: number): string | null {
   if (p === null) return null;
   if (p.kind === "eager") return EAGER[cc] ?? null;
+  if (p.w === 1) return (p.kind === "sub" ? SUB8 : p.kind === "logic" ? LOGIC8 : ADD8)[cc] ?? null;
   const t = p.w === 4
     ? (p.kind === "sub" ? SUB32 : p.kind === "logic" ? LOGIC32 : ADD32)
     : (p.kind === "sub" ? SUB64 : p.kind === "logic" ? LOGIC64 : ADD64);
@@ -872,35 +926,45 @@ function compileBlock(
       // Byte TEST and CMP AL through the ALU helper (AH..BH without REX).
       const r8 = (r: number) =>
         rex !== 0 || r < 4 ? `(L[${r}] & 0xff)` : `((L[${r - 4}] >> 8) & 0xff)`;
+      const inline = (g: { code: string; prod: Producer } | null, tail = "") => {
+        if (g === null) return;
+        code = `{ ${g.code}${tail} }`;
+        newProd = g.prod;
+      };
       if (op === 0x84 && (rm >= 0 || canMem)) {
-        code = `X.alu(c, 4, ${rm >= 0 ? r8(rm) : `c.rd8(${mem})`}, ${r8(reg)}, 1);`;
+        inline(byteAluCode(4, rm >= 0 ? r8(rm) : `c.rd8(${mem})`, r8(reg)));
       } else if (op === 0xf6 && ((modrm >> 3) & 7) === 0 && (rm >= 0 || canMem)) {
-        code = `X.alu(c, 4, ${rm >= 0 ? r8(rm) : `c.rd8(${mem})`}, ${imm & 0xff}, 1);`;
+        inline(byteAluCode(4, rm >= 0 ? r8(rm) : `c.rd8(${mem})`, String(imm & 0xff)));
       } else if (op === 0xa8 || op === 0x3c) {
-        code = `X.alu(c, ${op === 0xa8 ? 4 : 7}, L[0] & 0xff, ${imm & 0xff}, 1);`;
+        inline(byteAluCode(op === 0xa8 ? 4 : 7, "L[0]", String(imm & 0xff)));
       } else if (op < 0x40 && (op & 7) < 4 && (op & 1) === 0 && rm >= 0) {
         // ALU r/m8, r8 and r8, r/m8 between registers (CMP writes nothing).
         const aop = op >> 3;
         const dst = op & 2 ? reg : rm, src = op & 2 ? rm : reg;
         const w8 = rex !== 0 || dst < 4
-          ? `L[${dst}] = (L[${dst}] & ~0xff) | r;`
-          : `L[${dst - 4}] = (L[${dst - 4}] & ~0xff00) | (r << 8);`;
-        code = `{ const r = X.alu(c, ${aop}, ${r8(dst)}, ${r8(src)}, 1) & 0xff; ` +
-          (aop === 7 ? "}" : `${w8} }`);
+          ? ` L[${dst}] = (L[${dst}] & ~0xff) | fr;`
+          : ` L[${dst - 4}] = (L[${dst - 4}] & ~0xff00) | (fr << 8);`;
+        inline(byteAluCode(aop, r8(dst), r8(src)), aop === 7 ? "" : w8);
+        if (code === null) { // ADC/SBB through the helper
+          code = `{ fr = X.alu(c, ${aop}, ${r8(dst)}, ${r8(src)}, 1) & 0xff;${w8} }`;
+        }
       }
     }
     if (code === null && wide && repPfx === 0 && (op === 0x80 || op === 0x38 || op === 0x3a)) {
       // Byte compares (CMP r/m8, imm8 and CMP r/m8, r8 / r8, r/m8) through the ALU helper.
       const byteReg = (r: number) => rex !== 0 || r < 4;
       const rd8 = (r: number) => `(L[${r}] & 0xff)`;
+      let g: { code: string; prod: Producer } | null = null;
       if (op === 0x80 && ((modrm >> 3) & 7) === 7) {
-        if (canMem) code = `X.alu(c, 7, c.rd8(${mem}), ${imm & 0xff}, 1);`;
-        else if (rm >= 0 && byteReg(rm)) code = `X.alu(c, 7, ${rd8(rm)}, ${imm & 0xff}, 1);`;
+        if (canMem) g = byteAluCode(7, `c.rd8(${mem})`, String(imm & 0xff));
+        else if (rm >= 0 && byteReg(rm)) g = byteAluCode(7, rd8(rm), String(imm & 0xff));
       } else if (op !== 0x80 && byteReg(reg) && (canMem || (rm >= 0 && byteReg(rm)))) {
         const e8 = rm >= 0 ? rd8(rm) : `c.rd8(${mem})`;
-        code = op === 0x38
-          ? `X.alu(c, 7, ${e8}, ${rd8(reg)}, 1);`
-          : `X.alu(c, 7, ${rd8(reg)}, ${e8}, 1);`;
+        g = op === 0x38 ? byteAluCode(7, e8, rd8(reg)) : byteAluCode(7, rd8(reg), e8);
+      }
+      if (g !== null) {
+        code = `{ ${g.code} }`;
+        newProd = g.prod;
       }
     }
     if (code === null && wide && repPfx === 0) {

@@ -5,12 +5,50 @@
 ; compiler with the plain interpreter (which is checked against silicon by the difftest).
 %include "lm_setup.inc"
 
+DATA equ 0x280000
+
 %macro MIX 0                        ; r15 = r15 * 31 + (RFLAGS & arithmetic flags)
     pushfq
     pop rax
     and eax, 0x8d5
     imul r15, r15, 31
     add r15, rax
+%endmacro
+
+%macro J1 1                        ; r15 = 2*r15 + (condition %1 taken)
+    j%1 %%t
+    add r15, r15
+    jmp %%d
+%%t:
+    lea r15, [r15 + r15 + 1]
+%%d:
+%endmacro
+
+%macro BYTECASE 2                   ; a byte compare/test, then every condition on its flags
+    %1 %2
+    J1 b
+    %1 %2
+    J1 be
+    %1 %2
+    J1 e
+    %1 %2
+    J1 s
+    %1 %2
+    J1 l
+    %1 %2
+    J1 le
+    %1 %2
+    J1 g
+    %1 %2
+    J1 ge
+    %1 %2
+    J1 a
+    %1 %2
+    J1 ae
+    %1 %2
+    J1 ns
+    %1 %2
+    J1 ne
 %endmacro
 
 %macro CASE 3                       ; producer op, operand width register pair, INC or DEC
@@ -88,6 +126,21 @@ main64:
     CASE shl, rax, 1
     CASE sar, eax, 31
     CASE shr, eax, 1
+    mov eax, r8d
+    mov ebx, r9d
+    BYTECASE cmp, {al, bl}          ; byte producers with fused branches
+    BYTECASE cmp, {ah, bh}
+    BYTECASE test, {al, bl}
+    BYTECASE cmp, {al, 0x80}
+    BYTECASE test, {al, 0x81}
+    BYTECASE cmp, {byte [DATA], bl}
+    mov [DATA], al                  ; (a data page: a store to the code's page drops its blocks)
+    add al, bl
+    J1 c
+    sub bl, ah
+    J1 s
+    xor al, bh
+    MIX
     dec r12d
     jnz .loop
 
