@@ -286,6 +286,9 @@ function eaExpr(c: Cpu, e: Int32Array, b0: number, asz: number, next: number): s
   return `((c.segBase[${seg}] + ((${t.join(" + ")}) >>> 0)) >>> 0)`;
 }
 
+/** How far ahead (bytes) a conditional branch may jump and stay inside its block. */
+const FORWARD_MAX = 128;
+
 /** Calls in template code that can raise a guest exception. */
 const CAN_FAULT = /c\.(rd|wr|push|pop|peek|adjSp|gp)|X\.(rmw|step|mulDivAx|sse)/;
 /** Templates whose data access may reach MMIO (stack accesses are taken to be RAM). */
@@ -715,10 +718,39 @@ function compileBlock(
   // Before decoding: a writer on another thread then either sees CODE or is seen (cpu.ts).
   const page = Math.floor(off / 4096);
   if (c.codePages[page] === 0) c.markCodePage(page);
+  // Forward conditional branches kept inside the block: each opens a labeled JS block that the
+  // taken path breaks out of, closed where the fall-through path reaches the target. Innermost
+  // last; a branch whose target the compiler never lands on exits the block as before.
+  const labels: {
+    id: number;
+    target: number;
+    line: number;
+    after: number;
+    held: string;
+    exit: string;
+  }[] = [];
+  const closeLabels = (at: number) => {
+    for (;;) {
+      const lb = labels[labels.length - 1];
+      if (lb === undefined || lb.target > at) return;
+      labels.pop();
+      let taken: string;
+      if (lb.target === at) {
+        // Both paths meet here: the fall-through's held-back flags are stored first, and the
+        // taken path did not run the instructions in between.
+        flush();
+        prod = null;
+        taken = `${lb.held} n -= ${templated - lb.after}; break L${lb.id};`;
+      } else taken = lb.exit;
+      lines.push("}");
+      lines[lb.line] = lines[lb.line]!.replace(`@B${lb.id}@`, taken);
+    }
+  };
   while (!done && count < maxLen) {
     const avail = 4096 - (d + pos);
     if (avail < 15) break; // keep every instruction inside this page
     const cur = ip + pos;
+    closeLabels(cur);
     const slot = decode(c, c.dc, cur, off + pos, avail);
     if (slot === DC_SCRATCH) break;
     const b0 = slot * DC_STRIDE;
@@ -1020,6 +1052,27 @@ function compileBlock(
           // Taken: leave the block; not taken: keep going (a superblock through the fall-through).
           const cond = fusedCond(prod, op & 15) ?? `c.cond(${op & 15})`;
           if (cond.includes("c.")) flush();
+          const target = next + rel;
+          const inner = labels[labels.length - 1];
+          if (
+            rel > 0 && rel <= FORWARD_MAX && Math.floor(target / 4096) === Math.floor(ip / 4096) &&
+            (inner === undefined || target <= inner.target)
+          ) {
+            const id = count; // unique: one branch per instruction
+            labels.push({
+              id,
+              target,
+              line: lines.length,
+              after: templ + 1,
+              held: pending ?? "", // the taken path stores the flags held back so far
+              exit: `c.ip = ${target}; ${exit(templ + 1)}`,
+            });
+            lines.push(`L${id}: { if (${cond}) { @B${id}@ }`);
+            templated++;
+            count++;
+            pos += len;
+            continue;
+          }
           lines.push(
             `if (${cond}) { ${
               next + rel === ip ? again(templ + 1) : `c.ip = ${next + rel}; ${exit(templ + 1)}`
@@ -1129,6 +1182,7 @@ function compileBlock(
   }
   if (templated === 0 || count === 0) return { fn: null, len: 0 };
   if (!done) lines.push(`c.ip = ${ip + pos}; ${exit(templated)}`);
+  closeLabels(Infinity); // targets never reached: their taken paths leave the block
   lines.push("}");
   // deno-lint-ignore no-explicit-any
   const fn = new Function("c", "X", lines.join("\n")) as any as BlockFn;

@@ -15,12 +15,12 @@ DATA equ 0x280000
     add r15, rax
 %endmacro
 
-%macro J1 1                        ; r15 = 2*r15 + (condition %1 taken)
+%macro J1 1                        ; r15 = 3*r15 + (condition %1 taken): odd, so nothing is lost
     j%1 %%t
-    add r15, r15
+    lea r15, [r15 + r15 * 2]
     jmp %%d
 %%t:
-    lea r15, [r15 + r15 + 1]
+    lea r15, [r15 + r15 * 2 + 1]
 %%d:
 %endmacro
 
@@ -49,6 +49,30 @@ DATA equ 0x280000
     J1 ns
     %1 %2
     J1 ne
+%endmacro
+
+%macro JOIN 0                      ; forward branches inside a block: flags read where paths meet
+    mov rax, r8
+    cmp rax, r9
+    jb %%a                          ; taken: the compare's flags must arrive with it
+    mov r10, rax
+%%a:
+    MIX
+    mov rax, r8
+    cmp eax, r9d
+    je %%b
+    add eax, 1                      ; the fall-through path's own producer
+%%b:
+    MIX
+    mov rax, r8
+    test al, 3
+    jnz %%c
+    sub rax, r9
+    jc %%c                          ; two branches to one target
+    xor eax, eax
+%%c:
+    adc r15, 0
+    MIX
 %endmacro
 
 %macro CASE 3                       ; producer op, operand width register pair, INC or DEC
@@ -126,6 +150,7 @@ main64:
     CASE shl, rax, 1
     CASE sar, eax, 31
     CASE shr, eax, 1
+    JOIN
     mov eax, r8d
     mov ebx, r9d
     BYTECASE cmp, {al, bl}          ; byte producers with fused branches
