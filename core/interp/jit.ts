@@ -837,8 +837,8 @@ function compileBlock(
           : `{ L[${rm}] = X.shift(c, ${sop}, L[${rm}], ${cnt}, 4); H[${rm}] = 0; }`;
         if (op === 0xd1) newProd = { kind: "eager", w: 4 };
       } else if (op >= 0x140 && op <= 0x14f && rm >= 0) { // CMOVcc r, r
-        code =
-          `if (c.cond(${op & 15})) { L[${reg}] = L[${rm}]; H[${reg}] = ${w ? `H[${rm}]` : "0"}; }` +
+        code = `if (${fusedCond(prod, op & 15) ?? `c.cond(${op & 15})`}) { L[${reg}] = L[${rm}]; ` +
+          `H[${reg}] = ${w ? `H[${rm}]` : "0"}; }` +
           (w ? "" : ` else H[${reg}] = 0;`);
       } else if (op === 0x89 || op === 0x8b) { // MOV
         const toReg = op === 0x8b;
@@ -872,8 +872,15 @@ function compileBlock(
       } else if (op === 0xff && rm >= 0 && ((modrm >> 3) & 7) < 2) { // INC/DEC r
         const dec = ((modrm >> 3) & 7) === 1;
         if (w) {
-          code = `{ const r = X.incdec64(c, ${dec}, L[${rm}], H[${rm}]); L[${rm}] = r; ` +
-            `H[${rm}] = c.rh; }`;
+          // As incdec64: the 64-bit ADD/SUB of 1, then INC/DEC with CF kept through lcf.
+          const g = aluCode(dec ? 5 : 0, true, `L[${rm}]`, `H[${rm}]`, "1", "0");
+          const body = g.code.slice(0, g.code.indexOf(STORE_MARK));
+          code = `{ fc = c.cf(); ${body} L[${rm}] = fr; H[${rm}] = frh; } ` + flagStore(
+            `c.lop = ${dec ? 7 : 6}; c.lsz = 8; c.lres = fr; c.lresH = frh; c.la = fa; ` +
+              "c.laH = fah; c.lb = fb; c.lbH = fbh; c.lcf = fc;",
+            "fc",
+          );
+          newProd = { kind: "add", w: 8 };
         } else {
           // Inline INC/DEC (CF preserved through lcf); ZF/SF fuse with a following Jcc.
           code = `{ fc = c.cf(); fa = L[${rm}]; fr = (fa ${dec ? "-" : "+"} 1) | 0; ` +
@@ -1017,7 +1024,8 @@ function compileBlock(
       } else if (op === 0x8a && byteReg(reg) && canMem) {
         code = `L[${reg}] = (L[${reg}] & ~0xff) | c.rd8(${mem});`;
       } else if (op >= 0x190 && op <= 0x19f && rm >= 0 && byteReg(rm)) {
-        code = `L[${rm}] = (L[${rm}] & ~0xff) | (c.cond(${op & 15}) ? 1 : 0);`;
+        const cond = fusedCond(prod, op & 15) ?? `c.cond(${op & 15})`;
+        code = `L[${rm}] = (L[${rm}] & ~0xff) | (${cond} ? 1 : 0);`;
       }
     }
     if (

@@ -73,6 +73,16 @@ DATA equ 0x280000
 %%c:
     adc r15, 0
     MIX
+    mov rax, r8
+    cmp rax, r9                     ; CMOVcc and SETcc on a compare's operands
+    cmovb r10, r8
+    cmova r10, r9
+    setl al
+    cmovle eax, r9d
+    sete ah
+    add r15, r10
+    add r15, rax
+    MIX
 %endmacro
 
 %macro CASE 3                       ; producer op, operand width register pair, INC or DEC
@@ -101,6 +111,12 @@ DATA equ 0x280000
     mov rax, r8
     %1 %2, %3
     mov r10, rax                    ; the producer's own flags, read after a move
+    MIX
+    mov rax, r8
+    %1 %2, %3
+    dec rcx                         ; 64-bit INC/DEC keep CF too
+    adc r15, 0
+    inc rdx
     MIX
 %endmacro
 
