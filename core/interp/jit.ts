@@ -311,7 +311,7 @@ const READS_FLAGS =
   /c\.(cf|cond|flags|materialize|lop|lsz|lres|la|lb|lcf|setArith|getFlags|setFlags)\b|X\.(?!par\b|ea64\b)/;
 
 /** Kind of the last flag-producing template in a block, for fusing it with a following Jcc. */
-type Producer = { kind: "sub" | "logic" | "add" | "eager"; w: 1 | 4 | 8 } | null;
+type Producer = { kind: "sub" | "logic" | "add" | "eager" | "shift"; w: 1 | 4 | 8 } | null;
 
 /**
  * Inline code for byte ALU op `aop` (ADD, OR, AND, SUB, XOR, CMP, TEST as 4; not ADC/SBB) on
@@ -504,7 +504,8 @@ function rotateImmCode(ror: boolean, w: boolean, r: number, n: number): string {
 
 /**
  * Inline SHL/SAL/SHR/SAR/ROL/ROR of register `r` by a constant `n` (1..31, or 1..63 when `w`),
- * with the flags `shift`/`shift64` compute (shifts: eager in `c.flags`, lazy state cleared), or
+ * with the flags `shift`/`shift64` compute (shifts: eager in `c.flags`, lazy state cleared, as a
+ * held-back store on the `sl`/`sh`/`scf`/`sof` locals that a Jcc can test: see `flagStore`), or
  * null for RCL/RCR. CF, SF, ZF, PF as defined; OF and AF follow the CPU model's vendor as in
  * alu.ts.
  */
@@ -526,8 +527,11 @@ function shiftImmCode(sop: number, w: boolean, r: number, n: number): string | n
           `((a >>> 31) ^ (a >>> 30)) & 1 : ((rl >>> 31) & 1) ^ cf;`;
     }
     return `{ const a = L[${r}]; let cf = 0, of = 0, rl = 0; ${body} L[${r}] = rl; H[${r}] = 0; ` +
-      `c.lop = 0; c.flags = (c.flags & ~0x8d5) | cf | (of << 11) | (rl === 0 ? 0x40 : 0) | ` +
-      `((rl >>> 31) << 7) | X.par[rl & 0xff] | (c.intel ? 0 : 0x10); }`;
+      "scf = cf; sof = of; sl = rl; sh = 0; } " + flagStore(
+        "c.lop = 0; c.flags = (c.flags & ~0x8d5) | scf | (sof << 11) | (sl === 0 ? 0x40 : 0) | " +
+          "((sl >>> 31) << 7) | X.par[sl & 0xff] | (c.intel ? 0 : 0x10);",
+        "scf",
+      );
   }
   switch (sop) {
     case 5:
@@ -554,9 +558,12 @@ function shiftImmCode(sop: number, w: boolean, r: number, n: number): string | n
     }
   }
   return `{ const l = L[${r}], h = H[${r}]; let cf = 0, of = 0, rl = 0, rh = 0; ${body} ` +
-    `L[${r}] = rl; H[${r}] = rh; c.lop = 0; c.flags = (c.flags & ~0x8d5) | cf | (of << 11) | ` +
-    `((rl | rh) === 0 ? 0x40 : 0) | ((rh >>> 31) << 7) | X.par[rl & 0xff] | ` +
-    `(c.intel ? 0 : 0x10); }`;
+    `L[${r}] = rl; H[${r}] = rh; scf = cf; sof = of; sl = rl; sh = rh; } ` + flagStore(
+      "c.lop = 0; c.flags = (c.flags & ~0x8d5) | scf | (sof << 11) | " +
+        "((sl | sh) === 0 ? 0x40 : 0) | ((sh >>> 31) << 7) | X.par[sl & 0xff] | " +
+        "(c.intel ? 0 : 0x10);",
+      "scf",
+    );
 }
 
 const SUB32: Record<number, string> = {
@@ -581,6 +588,24 @@ const LOGIC32: Record<number, string> = {
   14: "fr <= 0",
   15: "fr > 0",
 };
+/** Conditions on a shift by a constant's locals (CF, ZF, SF; the rest read the flags). */
+const SHIFT32: Record<number, string> = {
+  2: "scf !== 0",
+  3: "scf === 0",
+  4: "sl === 0",
+  5: "sl !== 0",
+  8: "sl < 0",
+  9: "sl >= 0",
+};
+const SHIFT64: Record<number, string> = {
+  2: "scf !== 0",
+  3: "scf === 0",
+  4: "(sl | sh) === 0",
+  5: "(sl | sh) !== 0",
+  8: "sh < 0",
+  9: "sh >= 0",
+};
+
 /** Byte operands are 0..255 in `fa`/`fb`; shifted to bit 31 they compare as signed bytes. */
 const SUB8: Record<number, string> = {
   2: "fa < fb",
@@ -676,6 +701,7 @@ const EAGER: Record<number, string> = {
 function fusedCond(p: Producer, cc: number): string | null {
   if (p === null) return null;
   if (p.kind === "eager") return EAGER[cc] ?? null;
+  if (p.kind === "shift") return (p.w === 8 ? SHIFT64 : SHIFT32)[cc] ?? null;
   if (p.w === 1) return (p.kind === "sub" ? SUB8 : p.kind === "logic" ? LOGIC8 : ADD8)[cc] ?? null;
   const t = p.w === 4
     ? (p.kind === "sub" ? SUB32 : p.kind === "logic" ? LOGIC32 : ADD32)
@@ -697,6 +723,7 @@ function compileBlock(
   const lines: string[] = [
     "const L = c.lo, H = c.hi, G = c.pageGen, gs = c.pageGenSeen;",
     "let n = 0, fa = 0, fb = 0, fr = 0, fah = 0, fbh = 0, frh = 0, fc = 0;",
+    "let sl = 0, sh = 0, scf = 0, sof = 0;",
     "for (;;) {",
   ];
   let prod: Producer = null;
@@ -835,7 +862,11 @@ function compileBlock(
           ? `{ const r = X.shift64(c, ${sop}, L[${rm}], H[${rm}], ${cnt}); L[${rm}] = r; ` +
             `H[${rm}] = c.rh; }`
           : `{ L[${rm}] = X.shift(c, ${sop}, L[${rm}], ${cnt}, 4); H[${rm}] = 0; }`;
-        if (op === 0xd1) newProd = { kind: "eager", w: 4 };
+        if (op === 0xd1) {
+          newProd = inline !== null && sop >= 4
+            ? { kind: "shift", w: w ? 8 : 4 }
+            : { kind: "eager", w: 4 };
+        }
       } else if (op >= 0x140 && op <= 0x14f && rm >= 0) { // CMOVcc r, r
         code = `if (${fusedCond(prod, op & 15) ?? `c.cond(${op & 15})`}) { L[${reg}] = L[${rm}]; ` +
           `H[${reg}] = ${w ? `H[${rm}]` : "0"}; }` +
@@ -901,8 +932,11 @@ function compileBlock(
             `H[${rm}] = c.rh; }`
           : `{ L[${rm}] = X.shift(c, ${sop}, L[${rm}], ${imm & 0x1f}, 4); H[${rm}] = 0; }`;
         // A nonzero count leaves the flags eager in c.flags; a zero count leaves them alone.
-        if ((imm & (w ? 0x3f : 0x1f)) !== 0) newProd = { kind: "eager", w: 4 };
-        else keepProd = true;
+        if ((imm & (w ? 0x3f : 0x1f)) !== 0) {
+          newProd = inline !== null && sop >= 4
+            ? { kind: "shift", w: w ? 8 : 4 }
+            : { kind: "eager", w: 4 };
+        } else keepProd = true;
       } else if (
         (op === 0x1b6 || op === 0x1b7) &&
         (canMem || (rm >= 0 && (op === 0x1b7 || rex !== 0 || rm < 4)))

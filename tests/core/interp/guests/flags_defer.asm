@@ -167,6 +167,29 @@ main64:
     CASE sar, eax, 31
     CASE shr, eax, 1
     JOIN
+%assign k 0
+%rep 4                              ; shifts by constants, then a branch on CF, ZF or SF
+    mov rax, r8
+    shr rax, 7 + k
+    J1 c
+    mov rax, r8
+    shl eax, 3 + k
+    J1 nc
+    mov rax, r9
+    sar rax, 3 + k
+    J1 s
+    mov rax, r8
+    shr eax, 29 + k
+    J1 z
+    mov rax, r9
+    shl rax, 1
+    J1 ns
+    mov rax, r8
+    sar eax, 1
+    J1 nz
+    MIX
+%assign k k + 1
+%endrep
     mov eax, r8d
     mov ebx, r9d
     BYTECASE cmp, {al, bl}          ; byte producers with fused branches
