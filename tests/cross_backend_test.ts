@@ -22,6 +22,7 @@ const GUESTS = [
   "tlb_alias",
   "itlb",
   "flags_defer",
+  "stack4g",
   "real_misc",
   "cpuid",
 ];

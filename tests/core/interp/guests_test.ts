@@ -148,7 +148,7 @@ Deno.test("code rewritten by the guest is re-decoded (interpreter and block comp
 Deno.test("the block compiler ends every guest in the same state as the plain interpreter", () => {
   const names = [
     ...["workload", "mixed", "branches", "flags_defer", "user", "pf", "modes", "real_misc"],
-    "pm_user",
+    ...["pm_user", "stack4g"],
   ];
   for (const name of names) {
     const a = runGuest(guest(name), { jit: false });
@@ -164,6 +164,14 @@ Deno.test("code remapped by INVLPG or a CR3 reload runs from its new page (instr
   for (const jit of [false, true]) {
     const r = runGuest(guest("itlb"), { jit });
     assertEquals(r.out, "ITLB OK\n", `jit=${jit}`);
+    assertEquals(r.stop, { kind: "exit", status: 0 });
+  }
+});
+
+Deno.test("PUSH, CALL, POP and RET move RSP across a 4 GiB boundary (plain and compiled)", () => {
+  for (const jit of [false, true]) {
+    const r = runGuest(guest("stack4g"), { jit });
+    assertEquals(r.out.endsWith(" STACK4G OK\n"), true, `jit=${jit}: ${r.out}`);
     assertEquals(r.stop, { kind: "exit", status: 0 });
   }
 });
