@@ -36,7 +36,7 @@ import {
   F_SEG,
 } from "./decode.ts";
 import { readMemWFor, step } from "./exec.ts";
-import { execSse, isSse } from "./sse.ts";
+import { execKnownSse, isSse } from "./sse.ts";
 import { H_GEN } from "../page_state.ts";
 
 /** Block table slots (direct mapped by RAM offset). */
@@ -71,7 +71,7 @@ const X = {
   imul32,
   imul64,
   mulDivAx,
-  sse: execSse,
+  sse: execKnownSse,
   incdec,
   incdec64,
   shift,

@@ -141,7 +141,21 @@ export function execSse(
   imm: number,
   osz: number,
 ): boolean {
-  if (!isSse(op, pfx)) return false;
+  return isSse(op, pfx) && execKnownSse(c, op, pfx, modrm, reg, rm, ea, imm, osz);
+}
+
+/** `execSse` for an opcode `isSse` accepted (the block compiler checks it when compiling). */
+export function execKnownSse(
+  c: Cpu,
+  op: number,
+  pfx: number,
+  modrm: number,
+  reg: number,
+  rm: number,
+  ea: number,
+  imm: number,
+  osz: number,
+): boolean {
   if (c.cr0 & 4 || !(c.cr4 & 0x200)) c.ud(); // CR0.EM set or CR4.OSFXSR clear
   if (c.cr0 & 8) c.raise(NM); // CR0.TS: lazy FPU switching
   const x = xv(c);
