@@ -142,17 +142,22 @@ Deno.test("DIV r64 divides a 128-bit dividend; IDIV rounds toward zero; divide b
   assertEquals(r.result, { kind: "exception", vector: 0 }); // quotient overflow
 });
 
-Deno.test("DIV/IDIV r64 and r32 match BigInt division on random and edge operands, #DE included", () => {
-  // A seeded xorshift, with operands drawn near the edges the limb arithmetic must get right:
-  // quotients just below and at 2^64 / 2^63, divisors with a zero high word, remainders near d.
-  let x = 0x9e3779b9;
+/** A seeded xorshift32 stream of 32- and 64-bit BigInts (for the BigInt-reference tests). */
+function xorshift(seed: number): { r32: () => bigint; r64: () => bigint } {
+  let x = seed;
   const r32 = () => {
     x ^= x << 13;
     x ^= x >>> 17;
     x ^= x << 5;
     return BigInt(x >>> 0);
   };
-  const r64 = () => (r32() << 32n) | r32();
+  return { r32, r64: () => (r32() << 32n) | r32() };
+}
+
+Deno.test("DIV/IDIV r64 and r32 match BigInt division on random and edge operands, #DE included", () => {
+  // A seeded xorshift, with operands drawn near the edges the limb arithmetic must get right:
+  // quotients just below and at 2^64 / 2^63, divisors with a zero high word, remainders near d.
+  const { r32, r64 } = xorshift(0x9e3779b9);
   const pick = (bits: bigint): bigint => {
     const m = (1n << bits) - 1n;
     switch (Number(r32() % 6n)) {
@@ -223,14 +228,7 @@ Deno.test("DIV/IDIV r64 and r32 match BigInt division on random and edge operand
 
 Deno.test("IMUL r64, r/m64 truncates and sets CF/OF exactly at the 64-bit boundary (BigInt reference)", () => {
   // Operands whose products land on both sides of +-2^63, where the double estimate cannot decide.
-  let x = 0x2545f491;
-  const r32 = () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return BigInt(x >>> 0);
-  };
-  const r64 = () => (r32() << 32n) | r32();
+  const { r32, r64 } = xorshift(0x2545f491);
   let over = 0, fit = 0;
   for (let i = 0; i < 2000; i++) {
     const kind = i % 4;
