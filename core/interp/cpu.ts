@@ -89,7 +89,8 @@ export interface CpuIo {
   readonly interrupts?: InterruptController;
 }
 
-const PARITY = new Uint8Array(256);
+/** PF (0x4) for each low byte of a result: the lazy flags and the compiled shifts read it. */
+export const PARITY = new Uint8Array(256);
 for (let i = 0; i < 256; i++) {
   let p = 1;
   for (let b = i; b; b >>= 1) p ^= b & 1;

@@ -15,8 +15,8 @@
  * interpreter.
  */
 
-import { type Cpu, FS } from "./cpu.ts";
-import { alu, alu64, imul32, imul64, incdec, incdec64, mulDivAx, shift, shift64 } from "./alu.ts";
+import { type Cpu, FS, PARITY } from "./cpu.ts";
+import { alu, alu64, imul32, imul64, incdec, mulDivAx, shift, shift64 } from "./alu.ts";
 import {
   DC_SCRATCH,
   DC_STRIDE,
@@ -55,17 +55,9 @@ const LOOP_BUDGET = 2048;
 
 type BlockFn = (c: Cpu, x: typeof X) => void;
 
-/** PF (0x4) of each low byte: the parity table the inline shifts read. */
-const PARITY_PF = new Uint8Array(256);
-for (let i = 0; i < 256; i++) {
-  let p = 1;
-  for (let b = i; b !== 0; b >>= 1) p ^= b & 1;
-  PARITY_PF[i] = p << 2;
-}
-
 /** Helpers the generated code calls. */
 const X = {
-  par: PARITY_PF,
+  par: PARITY,
   alu,
   alu64,
   imul32,
@@ -73,7 +65,6 @@ const X = {
   mulDivAx,
   sse: execKnownSse,
   incdec,
-  incdec64,
   shift,
   shift64,
   rmw: readMemWFor,
@@ -928,11 +919,11 @@ function compileBlock(
         code = inline !== null
           ? inline
           : w
-          ? `{ const r = X.shift64(c, ${sop}, L[${rm}], H[${rm}], ${imm & 0x3f}); L[${rm}] = r; ` +
+          ? `{ const r = X.shift64(c, ${sop}, L[${rm}], H[${rm}], ${n}); L[${rm}] = r; ` +
             `H[${rm}] = c.rh; }`
-          : `{ L[${rm}] = X.shift(c, ${sop}, L[${rm}], ${imm & 0x1f}, 4); H[${rm}] = 0; }`;
+          : `{ L[${rm}] = X.shift(c, ${sop}, L[${rm}], ${n}, 4); H[${rm}] = 0; }`;
         // A nonzero count leaves the flags eager in c.flags; a zero count leaves them alone.
-        if ((imm & (w ? 0x3f : 0x1f)) !== 0) {
+        if (n !== 0) {
           newProd = inline !== null && sop >= 4
             ? { kind: "shift", w: w ? 8 : 4 }
             : { kind: "eager", w: 4 };
@@ -996,7 +987,7 @@ function compileBlock(
       }
     }
     if (code === null && wide && repPfx === 0) {
-      // Byte TEST and CMP AL through the ALU helper (AH..BH without REX).
+      // Byte TEST, CMP AL and ALU between registers, inline (AH..BH without REX).
       const r8 = (r: number) =>
         rex !== 0 || r < 4 ? `(L[${r}] & 0xff)` : `((L[${r - 4}] >> 8) & 0xff)`;
       const inline = (g: { code: string; prod: Producer } | null, tail = "") => {
@@ -1024,15 +1015,16 @@ function compileBlock(
       }
     }
     if (code === null && wide && repPfx === 0 && (op === 0x80 || op === 0x38 || op === 0x3a)) {
-      // Byte compares (CMP r/m8, imm8 and CMP r/m8, r8 / r8, r/m8) through the ALU helper.
+      // Byte compares with memory (CMP r/m8, imm8 and CMP m8, r8 / r8, m8; between registers
+      // they were compiled above).
       const byteReg = (r: number) => rex !== 0 || r < 4;
       const rd8 = (r: number) => `(L[${r}] & 0xff)`;
       let g: { code: string; prod: Producer } | null = null;
       if (op === 0x80 && ((modrm >> 3) & 7) === 7) {
         if (canMem) g = byteAluCode(7, `c.rd8(${mem})`, String(imm & 0xff));
         else if (rm >= 0 && byteReg(rm)) g = byteAluCode(7, rd8(rm), String(imm & 0xff));
-      } else if (op !== 0x80 && byteReg(reg) && (canMem || (rm >= 0 && byteReg(rm)))) {
-        const e8 = rm >= 0 ? rd8(rm) : `c.rd8(${mem})`;
+      } else if (op !== 0x80 && byteReg(reg) && canMem) {
+        const e8 = `c.rd8(${mem})`;
         g = op === 0x38 ? byteAluCode(7, e8, rd8(reg)) : byteAluCode(7, rd8(reg), e8);
       }
       if (g !== null) {
