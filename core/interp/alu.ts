@@ -230,38 +230,36 @@ export function imul32(c: Cpu, a: number, b: number): number {
  * flags as `mulFlags` (Intel model: SF from bit 63, PF from the low byte, ZF clear).
  */
 export function imul64(c: Cpu, al: number, ah: number, bl: number, bh: number): number {
+  const ul = al >>> 0, vl = bl >>> 0;
+  let l: number, h: number, of: boolean;
   if (ah === al >> 31 && bh === bl >> 31) {
     // Both operands are sign-extended dwords (an immediate, a small value): the product fits
     // in 64 bits, so it never overflows.
-    const l = muls32(c, al, bl), h = c.rh;
-    mulFlags(c, false, (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
-    c.rh = h;
-    return l;
-  }
-  const ul = al >>> 0, vl = bl >>> 0;
-  if (ah === 0 && bh === 0) {
+    l = muls32(c, al, bl);
+    h = c.rh;
+    of = false;
+  } else if (ah === 0 && bh === 0) {
     // Both below 2^32 (generic C's umul_ppmm in Linux's MPI code multiplies such halves): the
     // product is below 2^64 and fits in a signed 64-bit result unless its bit 63 is set.
-    const l = Math.imul(ul, vl), h = mulHi(ul, vl, l >>> 0) | 0;
-    mulFlags(c, h < 0, (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
-    c.rh = h;
-    return l;
+    l = Math.imul(ul, vl);
+    h = mulHi(ul, vl, l >>> 0) | 0;
+    of = h < 0;
+  } else {
+    // The truncated product from three 32-bit products; whether the full one fits in 64 bits
+    // from its double estimate (relative error below 2^-50), exactly only near the boundary.
+    l = Math.imul(ul, vl);
+    h = (mulHi(ul, vl, l >>> 0) + Math.imul(ul, bh) + Math.imul(ah, vl)) | 0;
+    const est = Math.abs((ah * TWO32 + ul) * (bh * TWO32 + vl));
+    if (est < 4611686018427387904) of = false; // 2^62
+    else if (est >= 18446744073709551616) of = true; // 2^64
+    else {
+      muls64(c, al, ah, bl, bh);
+      of = prod[2] !== (h >> 31) || prod[3] !== (h >> 31);
+    }
   }
-  // The truncated product from three 32-bit products; whether the full one fits in 64 bits
-  // from its double estimate (relative error below 2^-50), exactly only near the boundary.
-  const l0 = Math.imul(ul, vl);
-  const h = (mulHi(ul, vl, l0 >>> 0) + Math.imul(ul, bh) + Math.imul(ah, vl)) | 0;
-  const est = Math.abs((ah * TWO32 + ul) * (bh * TWO32 + vl));
-  let of: boolean;
-  if (est < 4611686018427387904) of = false; // 2^62
-  else if (est >= 18446744073709551616) of = true; // 2^64
-  else {
-    muls64(c, al, ah, bl, bh);
-    of = prod[2] !== (h >> 31) || prod[3] !== (h >> 31);
-  }
-  mulFlags(c, of, (Cpu.szp(l0, 4) & ~0xc0) | ((h >>> 31) << 7));
+  mulFlags(c, of, (Cpu.szp(l, 4) & ~0xc0) | ((h >>> 31) << 7));
   c.rh = h;
-  return l0;
+  return l;
 }
 
 /** Signed 64×64 → 128 multiply into `prod`. */
