@@ -94,6 +94,10 @@ Options:
   --checkpoint-ms N      every N ms (default 100); console output waits for each checkpoint
   --standby URL          keep a primary's checkpoints on URL and take over, from the last
                          one, when the primary is lost (share its --serial file: log)
+  --allow-path PATH      with --api-sock, --name, --incoming or --standby: a file or
+                         directory the machine may also read and write (repeatable), for
+                         drives PATCH /drives swaps in and devices of an arriving VM; the
+                         machine gets only its own files otherwise (README "Permissions")
   -h, --help             show this help
   -V, --version          show the version
 
@@ -406,6 +410,13 @@ export async function main(argv: string[]): Promise<number> {
     return await execMain(argv);
   }
   if (wantsApi(argv)) return await apiMain(argv);
+  if (argv.some((a) => a === "--allow-path" || a.startsWith("--allow-path="))) {
+    console.error(
+      "denovisor: --allow-path goes with --api-sock, --name, --incoming or --standby (the " +
+        "plain command line names every file the VM uses, and the VM may use just those)",
+    );
+    return 2;
+  }
   let config: VmConfig;
   try {
     const parsed = parseCli(argv);

@@ -245,3 +245,74 @@ export async function vmPermissions(
     sys: false,
   };
 }
+
+/** What makes the lifecycle Worker's machine: its configuration, for a snapshot load its files. */
+export interface MachineSource {
+  config: VmConfig;
+  restore?: { statePath: string; memPath: string };
+  /** A snapshot load's backend, when it is not the configuration's. */
+  backend?: VmConfig["backend"];
+}
+
+/**
+ * The permissions of the lifecycle Worker (core/api/vmm.ts, the API's machine), computed when the
+ * command that makes its machine arrives: `vmPermissions` of that machine, plus read and write
+ * of each `--allow-path` (files the API may name later: a drive swapped in, the devices of a VM
+ * arriving by migration or replication) and read of a `--serial file:` log (a standby sizes the
+ * shared log before it takes over). What the API names at run time otherwise is done by the
+ * main thread: it writes snapshots and holds the migration sockets.
+ */
+export async function lifecyclePermissions(
+  src: MachineSource,
+  allowPaths: readonly string[],
+  cwd: string = Deno.cwd(),
+): Promise<Deno.PermissionOptionsObject | "inherit"> {
+  const config: VmConfig = {
+    ...src.config,
+    ...(src.restore === undefined ? {} : { restore: src.restore }),
+    ...(src.backend === undefined ? {} : { backend: src.backend }),
+  };
+  const base = await vmPermissions(config, cwd);
+  if (base === "inherit") return base;
+  const extra = allowPaths.flatMap((p) => pathsOf(p, cwd));
+  if (extra.some(needsAllAccess)) return "inherit";
+  const serial = config.serial.kind === "file" ? pathsOf(config.serial.path, cwd) : [];
+  const join = (list: Deno.PermissionOptionsObject["read"], more: string[]) => {
+    const all = [...new Set([...(Array.isArray(list) ? list : []), ...more])];
+    return all.length > 0 ? all : false;
+  };
+  return {
+    ...base,
+    read: join(base.read, [...extra, ...serial]),
+    write: join(base.write, extra),
+  };
+}
+
+/** `path` made absolute against `cwd`, without `.` and `..` parts (as Deno checks it). */
+function normalize(path: string, cwd: string): string {
+  const parts: string[] = [];
+  for (const p of (path.startsWith("/") ? path : `${cwd}/${path}`).split("/")) {
+    if (p === "" || p === ".") continue;
+    if (p === "..") parts.pop();
+    else parts.push(p);
+  }
+  return "/" + parts.join("/");
+}
+
+/** True when `perms` let a Worker `kind` (read or write) `path` (granted paths cover subtrees). */
+export function permits(
+  perms: Deno.PermissionOptionsObject | "inherit",
+  kind: "read" | "write",
+  path: string,
+  cwd: string = Deno.cwd(),
+): boolean {
+  if (perms === "inherit") return true;
+  const list = perms[kind];
+  if (list === true || list === "inherit") return true;
+  if (!Array.isArray(list)) return false;
+  const abs = normalize(path, cwd);
+  return list.some((e) => {
+    const g = normalize(String(e), cwd);
+    return abs === g || abs.startsWith(g === "/" ? "/" : g + "/");
+  });
+}

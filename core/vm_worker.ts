@@ -38,7 +38,8 @@ import { VmmError } from "./errors.ts";
 import { isBlkDevice } from "../devices/virtio/blk.ts";
 import { type NetSpec, savedNets } from "./net/spec.ts";
 import { applyHostFacts, type HostFacts } from "./vm_permissions.ts";
-import { createSnapshot, type SnapshotType } from "./snapshot/mod.ts";
+import { planSnapshot, type SnapshotType } from "./snapshot/mod.ts";
+import { handOff, type SnapshotHandoff } from "./snapshot/handoff.ts";
 import { type MigrationStatus, sendMigration } from "./migration/send.ts";
 import { receiveMigration } from "./migration/receive.ts";
 import {
@@ -52,9 +53,12 @@ import {
   formatMigrationUrl,
   listenerUrl,
   listenMigration,
+  type MigrationListener,
   type MigrationUrl,
   parseMigrationUrl,
+  setMigrationTransport,
 } from "./migration/url.ts";
+import { brokeredTransport, type SocketReply, type SocketRequest } from "./migration/broker.ts";
 
 /** The message the main thread sends to start the VM (plain CLI). */
 export interface StartMessage {
@@ -71,6 +75,8 @@ export interface InitMessage {
   kind: "init";
   input: SharedArrayBuffer;
   control: SharedArrayBuffer;
+  /** What the main thread read from /proc and /sys, which this Worker may not read. */
+  host: HostFacts;
 }
 
 /** A lifecycle command; the worker answers each with a `reply` of the same id. */
@@ -123,6 +129,8 @@ export type WorkerMessage =
   | { kind: "migration"; status: MigrationStatus }
   /** An arriving VM's network cards, for the main thread to connect (`nets-ready`). */
   | { kind: "connect-nets"; request: number; nets: NetSpec[] }
+  /** A migration socket operation, for the main thread (core/migration/broker.ts). */
+  | SocketRequest
   | {
     kind: "reply";
     id: number;
@@ -131,6 +139,8 @@ export type WorkerMessage =
     /** Once a machine exists: its backend and RAM size. */
     backend?: string;
     memSize?: number;
+    /** snapshot-create: the snapshot, for the main thread to write to the command's paths. */
+    snapshot?: SnapshotHandoff;
   }
   | { kind: "reply"; id: number; ok: false; message: string }
   | { kind: "done"; ok: true; outcome: VmOutcome }
@@ -138,7 +148,7 @@ export type WorkerMessage =
 
 const scope = self as unknown as {
   onmessage: ((e: MessageEvent<StartMessage | InitMessage | LifecycleCommand>) => void) | null;
-  postMessage(message: WorkerMessage): void;
+  postMessage(message: WorkerMessage, transfer?: Transferable[]): void;
 };
 
 function failure(err: unknown): WorkerMessage {
@@ -202,8 +212,12 @@ async function lifecycle(init: InitMessage): Promise<void> {
   /** Answers to `connectNets`, by request number. */
   const netWaiters = new Map<number, (m: NetsReadyMessage) => void>();
   let netRequests = 0;
+  // Migration sockets are the main thread's (this Worker has no `net`): core/migration/broker.ts.
+  const sockets = brokeredTransport((request, transfer) => scope.postMessage(request, transfer));
+  setMigrationTransport(sockets.transport);
   scope.onmessage = (e) => {
-    const m = e.data as LifecycleCommand | NetsReadyMessage;
+    const m = e.data as LifecycleCommand | NetsReadyMessage | SocketReply;
+    if (m.kind === "socket-reply") return sockets.deliver(m);
     if (m.kind === "nets-ready") {
       netWaiters.get(m.request)?.(m);
       netWaiters.delete(m.request);
@@ -244,7 +258,7 @@ async function lifecycle(init: InitMessage): Promise<void> {
   let machine: Machine | null = null;
   /** What the user asked for; the vCPU may be stopped for a command while this says Running. */
   let state = "Not started" as LifecycleState;
-  const ok = (id: number) =>
+  const ok = (id: number, snapshot?: SnapshotHandoff) =>
     scope.postMessage({
       kind: "reply",
       id,
@@ -252,6 +266,7 @@ async function lifecycle(init: InitMessage): Promise<void> {
       state,
       backend: machine?.backend.name,
       memSize: machine?.memory.size,
+      ...(snapshot === undefined ? {} : { snapshot }),
     });
   const refuse = (id: number, message: string) =>
     scope.postMessage({ kind: "reply", id, ok: false, message });
@@ -267,11 +282,15 @@ async function lifecycle(init: InitMessage): Promise<void> {
     return m.run();
   };
   /** Listens on `url` for another VMM, or refuses command `id` saying why and returns null. */
-  const listenOn = (id: number, url: string, what: string): Deno.Listener | null => {
+  const listenOn = async (
+    id: number,
+    url: string,
+    what: string,
+  ): Promise<MigrationListener | null> => {
     const parsed = parseUrl(id, url, what);
     if (parsed === null) return null;
     try {
-      return listenMigration(parsed);
+      return await listenMigration(parsed);
     } catch (err) {
       refuse(id, `Cannot listen on ${formatMigrationUrl(parsed)}: ${(err as Error).message}`);
       return null;
@@ -287,6 +306,13 @@ async function lifecycle(init: InitMessage): Promise<void> {
   };
 
   const handle = async (cmd: LifecycleCommand): Promise<void> => {
+    // A command that makes the machine: the host facts for its backend first.
+    if ("config" in cmd) {
+      await applyHostFacts(
+        init.host,
+        cmd.kind === "snapshot-load" ? cmd.backend ?? cmd.config.backend : cmd.config.backend,
+      );
+    }
     switch (cmd.kind) {
       case "start": {
         if (state !== "Not started") return refuse(cmd.id, "The VM is already started");
@@ -396,7 +422,7 @@ async function lifecycle(init: InitMessage): Promise<void> {
         if (state !== "Not started") {
           return refuse(cmd.id, "An incoming migration needs a VM that is not started");
         }
-        const listener = listenOn(cmd.id, cmd.url, cmd.what ?? "receiver_url");
+        const listener = await listenOn(cmd.id, cmd.url, cmd.what ?? "receiver_url");
         if (listener === null) return;
         io.log?.(`migration: waiting for the VM on ${formatMigrationUrl(listenerUrl(listener))}`);
         const c = cmd.config;
@@ -484,7 +510,7 @@ async function lifecycle(init: InitMessage): Promise<void> {
         if (state !== "Not started") {
           return refuse(cmd.id, "A standby needs a VM that is not started");
         }
-        const listener = listenOn(cmd.id, cmd.url, "--standby");
+        const listener = await listenOn(cmd.id, cmd.url, "--standby");
         if (listener === null) return;
         io.log?.(`replication: standing by on ${formatMigrationUrl(listenerUrl(listener))}`);
         const c = cmd.config;
@@ -530,16 +556,15 @@ async function lifecycle(init: InitMessage): Promise<void> {
         if (machine === null || state !== "Paused") {
           return refuse(cmd.id, `The VM is ${state}: pause it (PATCH /vm) before a snapshot`);
         }
+        // The main thread writes the files (this Worker may not write to the command's paths);
+        // the vCPU stays stopped until the next command, which comes after that.
+        let snapshot: SnapshotHandoff;
         try {
-          await createSnapshot(machine, {
-            statePath: cmd.statePath,
-            memPath: cmd.memPath,
-            type: cmd.type,
-          });
+          snapshot = handOff(planSnapshot(machine, cmd.type));
         } catch (err) {
           return refuse(cmd.id, `snapshot/create failed: ${(err as Error)?.message ?? err}`);
         }
-        return ok(cmd.id);
+        return ok(cmd.id, snapshot);
       }
     }
   };

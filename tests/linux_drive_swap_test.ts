@@ -77,6 +77,9 @@ Deno.test({
       `${vda},id=root`,
       "--drive",
       `${old},id=data`,
+      // The image PATCH swaps in: the machine's Worker may open it.
+      "--allow-path",
+      fresh,
     ], { timeoutMs: BOOT_MS });
     try {
       await vm.ready();

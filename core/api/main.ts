@@ -50,6 +50,8 @@ export interface ApiArgs {
   checkpointMs: number | null;
   /** `--standby URL`: keep a primary's checkpoints, take over when it is lost. */
   standby: string | null;
+  /** `--allow-path PATH` (repeatable): more files the machine may read and write. */
+  allowPaths: string[];
   /** The plain CLI's flags, for parseCli. */
   rest: string[];
 }
@@ -63,11 +65,15 @@ const OWN_FLAGS = [
   "--replicate",
   "--checkpoint-ms",
   "--standby",
+  "--allow-path",
 ] as const;
+
+/** The flags that ask for this mode (`--allow-path` only goes with one of them). */
+const MODE_FLAGS = OWN_FLAGS.filter((f) => f !== "--allow-path");
 
 /** True when `argv` asks for this mode. */
 export function wantsApi(argv: readonly string[]): boolean {
-  return argv.some((a) => OWN_FLAGS.some((f) => a === f || a.startsWith(f + "=")));
+  return argv.some((a) => MODE_FLAGS.some((f) => a === f || a.startsWith(f + "=")));
 }
 
 /** Takes `--api-sock`, `--config-file`, `--id` and `--name` out of `argv`. Throws UsageError. */
@@ -81,6 +87,7 @@ export function splitApiArgs(argv: readonly string[]): ApiArgs {
     replicate: null,
     checkpointMs: null,
     standby: null,
+    allowPaths: [],
     rest: [],
   };
   for (let i = 0; i < argv.length; i++) {
@@ -100,6 +107,7 @@ export function splitApiArgs(argv: readonly string[]): ApiArgs {
     else if (flag === "--incoming") out.incoming = value;
     else if (flag === "--replicate") out.replicate = value;
     else if (flag === "--standby") out.standby = value;
+    else if (flag === "--allow-path") out.allowPaths.push(value);
     else if (flag === "--checkpoint-ms") {
       const n = Number(value);
       if (!Number.isInteger(n) || n < 1 || n > 60_000) {
@@ -305,7 +313,7 @@ export async function apiMain(argv: string[]): Promise<number> {
     record = claimed;
   }
 
-  const vmm = new Vmm(config);
+  const vmm = new Vmm(config, { allowPaths: args.allowPaths });
   const logger = new ApiLogger(args.id);
   const metrics = new ApiMetrics({ state: () => vmm.state, backend: () => vmm.backendName });
   vmm.onLog = (m) => {

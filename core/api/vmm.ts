@@ -25,6 +25,9 @@ import { enableVcpuKicks, kickVcpu, type VcpuKickHandle } from "../kvm/backend.t
 import type { MigrationStatus } from "../migration/send.ts";
 import type { NetSpec } from "../net/spec.ts";
 import { snapshotNets } from "../net/restore.ts";
+import { SocketBroker } from "../migration/broker.ts";
+import { takeOver } from "../snapshot/handoff.ts";
+import { lifecyclePermissions, type MachineSource, permits, probeHost } from "../vm_permissions.ts";
 
 /** How often the slice ticker looks at the vCPU's slice (ms). */
 const SLICE_TICK_MS = 1;
@@ -60,7 +63,11 @@ export class Vmm {
   /** Resolves when the guest ends (or the worker fails). */
   readonly ended: Promise<VmEnd>;
 
-  #worker: Worker;
+  #worker: Worker | null = null;
+  #allowPaths: readonly string[];
+  /** The Worker's permissions, once it started. */
+  #permissions: Deno.PermissionOptionsObject | "inherit" | null = null;
+  #broker: SocketBroker | null = null;
   #nextId = 1;
   #pending = new Map<number, (m: WorkerMessage & { kind: "reply" }) => void>();
   #queue: Promise<unknown> = Promise.resolve();
@@ -75,12 +82,17 @@ export class Vmm {
   /** Network backends `start` connected (closed with the VMM). */
   #nets: { close(): void }[] = [];
 
-  constructor(config: VmConfig) {
+  /**
+   * `allowPaths`: files and directories the machine may also read and write (`--allow-path`).
+   * The Worker starts with the first command that makes the machine, with the permissions that
+   * machine needs (core/vm_permissions.ts `lifecyclePermissions`).
+   */
+  constructor(config: VmConfig, opts: { allowPaths?: readonly string[] } = {}) {
     this.config = config;
-    this.#worker = new Worker(new URL("../vm_worker.ts", import.meta.url), { type: "module" });
+    this.#allowPaths = opts.allowPaths ?? [];
     let finish!: (end: VmEnd) => void;
     this.ended = new Promise<VmEnd>((r) => finish = r);
-    const end = (e: VmEnd) => {
+    this.#end = (e: VmEnd) => {
       if (this.#done) return;
       this.#done = true;
       this.#stopKicking();
@@ -90,19 +102,29 @@ export class Vmm {
       this.#pending.clear();
       finish(e);
     };
-    this.#end = end;
-    this.#worker.onmessage = (e: MessageEvent<WorkerMessage>) => {
+  }
+
+  /** Starts the machine's Worker with `permissions`. */
+  #spawn(permissions: Deno.PermissionOptionsObject | "inherit"): Worker {
+    const worker = new Worker(new URL("../vm_worker.ts", import.meta.url), {
+      type: "module",
+      deno: { permissions },
+    } as WorkerOptions);
+    const broker = this.#broker = new SocketBroker((r, t) => worker.postMessage(r, t ?? []));
+    worker.onmessage = (e: MessageEvent<WorkerMessage>) => {
       const m = e.data;
-      if (m.kind === "kick") {
+      if (m.kind === "socket") {
+        broker.handle(m);
+      } else if (m.kind === "kick") {
         this.#kick = m.handle;
         this.#disableKicks ??= enableVcpuKicks();
       } else if (m.kind === "migration") {
         this.migration = m.status;
       } else if (m.kind === "connect-nets") {
         this.#connect(m.nets).then(
-          (nets) => this.#worker.postMessage({ kind: "nets-ready", request: m.request, nets }),
+          (nets) => worker.postMessage({ kind: "nets-ready", request: m.request, nets }),
           (err) =>
-            this.#worker.postMessage({
+            worker.postMessage({
               kind: "nets-ready",
               request: m.request,
               message: (err as Error).message,
@@ -114,19 +136,56 @@ export class Vmm {
         const resolve = this.#pending.get(m.id);
         this.#pending.delete(m.id);
         resolve?.(m);
-      } else if (m.ok) end({ ok: true, outcome: m.outcome });
-      else end({ ok: false, message: m.message, stack: m.stack });
+      } else if (m.ok) this.#end({ ok: true, outcome: m.outcome });
+      else this.#end({ ok: false, message: m.message, stack: m.stack });
     };
-    this.#worker.onerror = (e) => {
+    worker.onerror = (e) => {
       e.preventDefault();
-      end({ ok: false, message: e.message });
+      this.#end({ ok: false, message: e.message });
     };
     const init: InitMessage = {
       kind: "init",
       input: this.input.buffer,
       control: this.requests.buffer as SharedArrayBuffer,
+      host: probeHost(),
     };
-    this.#worker.postMessage(init);
+    worker.postMessage(init);
+    return worker;
+  }
+
+  /** The Worker for `cmd`: started by the command that makes the machine, with its permissions. */
+  async #workerFor(cmd: Command): Promise<Worker> {
+    if (this.#worker !== null) return this.#worker;
+    if (!("config" in cmd)) throw new LifecycleError("The microVM is not started");
+    const source: MachineSource = cmd.kind === "snapshot-load"
+      ? {
+        config: cmd.config,
+        restore: { statePath: cmd.statePath, memPath: cmd.memPath },
+        ...(cmd.backend === undefined ? {} : { backend: cmd.backend }),
+      }
+      : { config: cmd.config };
+    this.#permissions = await lifecyclePermissions(source, this.#allowPaths);
+    return this.#worker = this.#spawn(this.#permissions);
+  }
+
+  /** Ends a Worker that has no machine. */
+  #retire(): void {
+    this.#worker?.terminate();
+    this.#broker?.close();
+    this.#worker = this.#broker = this.#permissions = null;
+  }
+
+  /** Refuses a drive swap to a file the machine's Worker may not open (it would be denied). */
+  #checkDrive(cmd: Command & { kind: "drive-update" }): void {
+    const perms = this.#permissions ?? "inherit";
+    const drive = (this.config.drives ?? []).find((d) => d.id === cmd.driveId);
+    const write = drive !== undefined && !drive.readOnly;
+    if (permits(perms, "read", cmd.path) && (!write || permits(perms, "write", cmd.path))) return;
+    throw new LifecycleError(
+      `drives: the VM may not open "${cmd.path}"${write ? " for writing" : ""}: its Worker's ` +
+        `permissions are set when it starts (README "Permissions"); start the VMM with ` +
+        `--allow-path naming that file or a directory above it`,
+    );
   }
 
   /** True once the guest has ended. */
@@ -158,6 +217,8 @@ export class Vmm {
   }
 
   async #exchange(cmd: Command): Promise<void> {
+    const worker = await this.#workerFor(cmd);
+    if (cmd.kind === "drive-update") this.#checkDrive(cmd);
     const id = this.#nextId++;
     const reply = new Promise<WorkerMessage & { kind: "reply" }>((r) => this.#pending.set(id, r));
     // The vCPU is in run(): make it return, so the worker sees the message.
@@ -169,11 +230,24 @@ export class Vmm {
     }
     // A live migration runs the guest in slices: end each one, so the worker can send pages.
     if (cmd.kind === "migrate-send" || cmd.kind === "replicate") this.#startSlicing();
-    this.#worker.postMessage({ ...cmd, id } as LifecycleCommand);
+    worker.postMessage({ ...cmd, id } as LifecycleCommand);
     const m = await reply;
     if (interrupt) this.#stopKicking();
     this.#stopSlicing();
-    if (!m.ok) throw new LifecycleError(m.message);
+    if (!m.ok) {
+      // No machine came of it: the next such command gets a Worker with its own permissions.
+      if ("config" in cmd && this.state === "Not started") this.#retire();
+      throw new LifecycleError(m.message);
+    }
+    if (cmd.kind === "snapshot-create" && m.snapshot !== undefined) {
+      // Written here, where the API's paths may be written; the vCPU stays stopped meanwhile.
+      const { writeSnapshotFiles } = await import("../snapshot/mod.ts");
+      try {
+        writeSnapshotFiles(takeOver(m.snapshot), cmd);
+      } catch (err) {
+        throw new LifecycleError(`snapshot/create failed: ${(err as Error).message}`);
+      }
+    }
     this.state = m.state;
     if (m.backend !== undefined) this.backendName = m.backend;
     if (m.memSize !== undefined) this.config.memSize = m.memSize; // a loaded snapshot's size
@@ -282,6 +356,7 @@ export class Vmm {
     this.#stopSlicing();
     this.#disableKicks?.();
     this.#disableKicks = null;
-    this.#worker.terminate();
+    this.#worker?.terminate();
+    this.#broker?.close();
   }
 }

@@ -27,7 +27,12 @@ import {
   writeAll,
 } from "./wire.ts";
 import { type MigrationStatus, newStatus } from "./send.ts";
-import { formatMigrationUrl, listenerUrl } from "./url.ts";
+import {
+  formatMigrationUrl,
+  listenerUrl,
+  type MigrationConn,
+  type MigrationListener,
+} from "./url.ts";
 
 /** How the destination builds the machine a HELLO describes (RAM zero, state not loaded). */
 export type BuildForState = (state: MachineState, memSize: number) => Promise<Machine>;
@@ -48,13 +53,13 @@ export interface Received {
  * Waits on `listener` for one source and receives its VM, ready to run; closes the listener.
  */
 export async function receiveMigration(
-  listener: Deno.Listener,
+  listener: MigrationListener,
   opts: ReceiveOptions,
 ): Promise<Received> {
   const status = newStatus("destination", formatMigrationUrl(listenerUrl(listener)));
   const report = () => opts.progress?.({ ...status });
   report();
-  let conn: Deno.Conn;
+  let conn: MigrationConn;
   try {
     conn = await listener.accept();
   } finally {

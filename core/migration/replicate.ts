@@ -45,7 +45,13 @@ import {
   writeAll,
 } from "./wire.ts";
 import { MIGRATION_DIRTY_CONSUMER } from "./send.ts";
-import { connectMigration, formatMigrationUrl, type MigrationUrl } from "./url.ts";
+import {
+  connectMigration,
+  formatMigrationUrl,
+  type MigrationConn,
+  type MigrationListener,
+  type MigrationUrl,
+} from "./url.ts";
 
 /** Default epoch length (ms). */
 export const DEFAULT_CHECKPOINT_MS = 100;
@@ -172,7 +178,7 @@ export async function runPrimary(machine: Machine, opts: PrimaryOptions): Promis
   };
   const gate = opts.gate;
   gate.hold = true;
-  let conn: Deno.Conn;
+  let conn: MigrationConn;
   try {
     conn = await connectMigration(opts.url);
   } catch (err) {
@@ -181,7 +187,6 @@ export async function runPrimary(machine: Machine, opts: PrimaryOptions): Promis
       message: `cannot reach the standby at ${where}: ${(err as Error).message}`,
     };
   }
-  if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
   const reader = new FrameReader(conn);
   const send = async (b: Uint8Array) => {
     try {
@@ -357,10 +362,10 @@ export interface StandbyOptions {
  * the primary is lost (failover: the machine, that checkpoint loaded) or its guest ends.
  */
 export async function runStandby(
-  listener: Deno.Listener,
+  listener: MigrationListener,
   opts: StandbyOptions,
 ): Promise<StandbyEnd> {
-  let conn: Deno.Conn;
+  let conn: MigrationConn;
   try {
     conn = await listener.accept();
   } finally {

@@ -28,7 +28,12 @@ import {
   withTimeout,
   writeAll,
 } from "./wire.ts";
-import { connectMigration, formatMigrationUrl, type MigrationUrl } from "./url.ts";
+import {
+  connectMigration,
+  formatMigrationUrl,
+  type MigrationConn,
+  type MigrationUrl,
+} from "./url.ts";
 
 /** The page-state map's dirty-log consumer bit migration and replication use. */
 export const MIGRATION_DIRTY_CONSUMER = 1;
@@ -126,7 +131,7 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
   const downtimeTarget = opts.downtimeMs ?? DEFAULT_DOWNTIME_MS;
   const maxPasses = opts.maxPasses ?? DEFAULT_MAX_PASSES;
   const t0 = performance.now();
-  let conn: Deno.Conn;
+  let conn: MigrationConn;
   try {
     conn = await connectMigration(opts.url);
   } catch (err) {
@@ -135,7 +140,6 @@ export async function sendMigration(machine: Machine, opts: SendOptions): Promis
     report();
     return { kind: "failed", status, message: status.message };
   }
-  if (conn.remoteAddr.transport === "tcp") (conn as Deno.TcpConn).setNoDelay(true);
   const reader = new FrameReader(conn);
   const send = async (bytes: Uint8Array) => {
     await writeAll(conn, bytes);

@@ -39,28 +39,64 @@ export function formatMigrationUrl(url: MigrationUrl): string {
   return `tcp:${host}:${url.port}`;
 }
 
+/** A migration connection: the part of Deno.Conn the migration code uses. */
+export type MigrationConn = Pick<Deno.Conn, "read" | "write" | "close" | "remoteAddr">;
+
+/** A migration listener: the part of Deno.Listener the migration code uses. */
+export interface MigrationListener {
+  readonly addr: Deno.Addr;
+  accept(): Promise<MigrationConn>;
+  close(): void;
+}
+
+/** Opens migration sockets: here (`directTransport`), or on the main thread (broker.ts). */
+export interface MigrationTransport {
+  connect(url: MigrationUrl): Promise<MigrationConn>;
+  listen(url: MigrationUrl): Promise<MigrationListener>;
+}
+
+/** Sockets opened by this thread (which needs `net`, or read/write of a unix socket's path). */
+export const directTransport: MigrationTransport = {
+  async connect(url) {
+    if (url.transport === "unix") return await Deno.connect({ transport: "unix", path: url.path });
+    const conn = await Deno.connect({ transport: "tcp", hostname: url.hostname, port: url.port });
+    conn.setNoDelay(true); // frames are written whole: do not wait to coalesce them
+    return conn;
+  },
+  listen(url) {
+    if (url.transport === "tcp") {
+      return Promise.resolve(
+        Deno.listen({ transport: "tcp", hostname: url.hostname, port: url.port }),
+      );
+    }
+    try {
+      if (Deno.statSync(url.path).isSocket) Deno.removeSync(url.path); // a stale socket
+    } catch {
+      // Nothing there.
+    }
+    return Promise.resolve(Deno.listen({ transport: "unix", path: url.path }));
+  },
+};
+
+let transport: MigrationTransport = directTransport;
+
+/** Routes this thread's migration sockets through `t` (a confined Worker: the broker). */
+export function setMigrationTransport(t: MigrationTransport): void {
+  transport = t;
+}
+
 /** Opens a connection to `url`. */
-export function connectMigration(url: MigrationUrl): Promise<Deno.Conn> {
-  return url.transport === "tcp"
-    ? Deno.connect({ transport: "tcp", hostname: url.hostname, port: url.port })
-    : Deno.connect({ transport: "unix", path: url.path });
+export function connectMigration(url: MigrationUrl): Promise<MigrationConn> {
+  return transport.connect(url);
 }
 
 /** Listens on `url` (a stale unix socket file is replaced). */
-export function listenMigration(url: MigrationUrl): Deno.Listener {
-  if (url.transport === "tcp") {
-    return Deno.listen({ transport: "tcp", hostname: url.hostname, port: url.port });
-  }
-  try {
-    if (Deno.statSync(url.path).isSocket) Deno.removeSync(url.path);
-  } catch {
-    // Nothing there.
-  }
-  return Deno.listen({ transport: "unix", path: url.path });
+export function listenMigration(url: MigrationUrl): Promise<MigrationListener> {
+  return transport.listen(url);
 }
 
 /** Where a listener actually listens (the port the kernel picked for port 0). */
-export function listenerUrl(listener: Deno.Listener): MigrationUrl {
+export function listenerUrl(listener: MigrationListener): MigrationUrl {
   const a = listener.addr;
   if (a.transport === "tcp") return { transport: "tcp", hostname: a.hostname, port: a.port };
   return { transport: "unix", path: (a as Deno.UnixAddr).path };

@@ -23,6 +23,7 @@ import { crc32 } from "../snapshot/crc32.ts";
 import { VmmError } from "../errors.ts";
 import type { GuestMemory } from "../memory.ts";
 import { PAGE_SIZE } from "../page_state.ts";
+import type { MigrationConn } from "./url.ts";
 
 /** A broken, refused or corrupted migration (each side says why). */
 export class MigrationError extends VmmError {}
@@ -242,21 +243,21 @@ export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): P
 }
 
 /** Writes all of `data` to `conn`. */
-export async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
+export async function writeAll(conn: MigrationConn, data: Uint8Array): Promise<void> {
   let put = 0;
   while (put < data.length) put += await conn.write(data.subarray(put));
 }
 
 /** Reads frames from a connection, checking length and checksum. */
 export class FrameReader {
-  #conn: Deno.Conn;
+  #conn: MigrationConn;
   #buf = new Uint8Array(1 << 20);
   #start = 0;
   #end = 0;
   /** Bytes read so far. */
   bytes = 0;
 
-  constructor(conn: Deno.Conn) {
+  constructor(conn: MigrationConn) {
     this.#conn = conn;
   }
 

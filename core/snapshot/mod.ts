@@ -94,12 +94,26 @@ function fail(path: string, problem: string): never {
 }
 
 /**
- * Writes a snapshot of `machine`, whose vCPU must not be running (call it before `run()` or
+ * What a snapshot of a stopped machine holds, before it is written (`writeSnapshotFiles`): a
+ * machine Worker takes it and the main thread, which may write where the Worker may not, writes
+ * it. `bytes` views guest RAM, which must not change until the files are written.
+ */
+export interface SnapshotPlan {
+  type: SnapshotType;
+  /** The machine's state (`Machine.saveState()`). */
+  state: MachineState;
+  /** Guest RAM: `size` bytes of it in `bytes`. */
+  memory: Pick<GuestMemory, "bytes" | "size">;
+  /** Diff: the runs of pages written since the last snapshot. */
+  diffRuns?: [number, number][];
+}
+
+/**
+ * Takes a snapshot of `machine`, whose vCPU must not be running (call it before `run()` or
  * after `run()` returned, e.g. on `{ kind: "pause" }`). Either kind restarts the dirty log, so
  * the next Diff holds what was written after this one.
  */
-export function createSnapshot(machine: Machine, params: SnapshotParams): SnapshotInfo {
-  const type = params.type ?? "Full";
+export function planSnapshot(machine: Machine, type: SnapshotType = "Full"): SnapshotPlan {
   if (type !== "Full" && type !== "Diff") {
     throw new UsageError(`Unknown snapshot type ${JSON.stringify(type)}: use "Full" or "Diff"`);
   }
@@ -108,24 +122,40 @@ export function createSnapshot(machine: Machine, params: SnapshotParams): Snapsh
   machine.backend.collectDirtyLog?.();
   // Taken while the vCPU is stopped: every store after this marks its page again.
   const { pages: dirty } = machine.memory.pages.takeDirty(SNAPSHOT_DIRTY_CONSUMER);
+  const memory = { bytes: machine.memory.bytes, size: machine.memory.size };
+  return type === "Full"
+    ? { type, state, memory }
+    : { type, state, memory, diffRuns: pageRuns(dirty) };
+}
+
+/** Writes the memory file, then the state file, of `plan`. */
+export function writeSnapshotFiles(
+  plan: SnapshotPlan,
+  paths: { statePath: string; memPath: string },
+): SnapshotInfo {
+  const { type, memory: mem } = plan;
   let memBytesWritten: number;
   let memory: Record<string, unknown>;
-  if (type === "Full") {
-    const full = writeMemoryFile(params.memPath, machine.memory);
+  if (plan.diffRuns === undefined) {
+    const full = writeMemoryFile(paths.memPath, mem);
     memBytesWritten = full.written;
-    memory = { size: machine.memory.size, pages: full.runs };
+    memory = { size: mem.size, pages: full.runs };
   } else {
-    const runs = pageRuns(dirty);
-    memBytesWritten = writeDiffMemoryFile(params.memPath, machine.memory, runs);
-    memory = { size: machine.memory.size, pages: runs };
+    memBytesWritten = writeDiffMemoryFile(paths.memPath, mem, plan.diffRuns);
+    memory = { size: mem.size, pages: plan.diffRuns };
   }
   const bytes = encodeStateFile({
     snapshot: { type, createdAt: new Date().toISOString(), pageSize: SNAPSHOT_PAGE_SIZE },
     memory,
-    machine: state,
+    machine: plan.state,
   });
-  writeFile(params.statePath, bytes);
-  return { type, stateBytes: bytes.length, memBytesWritten, memSize: machine.memory.size };
+  writeFile(paths.statePath, bytes);
+  return { type, stateBytes: bytes.length, memBytesWritten, memSize: mem.size };
+}
+
+/** Takes and writes a snapshot of `machine` (see `planSnapshot`). */
+export function createSnapshot(machine: Machine, params: SnapshotParams): SnapshotInfo {
+  return writeSnapshotFiles(planSnapshot(machine, params.type), params);
 }
 
 /** Sorted page numbers as [first, count] runs. */
@@ -148,7 +178,11 @@ function writeAt(file: Deno.FsFile, offset: number, data: Uint8Array): void {
 }
 
 /** Writes the pages of `runs` at their offsets into `path`, which ends up `memory.size` long. */
-function writeDiffMemoryFile(path: string, memory: GuestMemory, runs: [number, number][]): number {
+function writeDiffMemoryFile(
+  path: string,
+  memory: Pick<GuestMemory, "bytes" | "size">,
+  runs: [number, number][],
+): number {
   let file: Deno.FsFile;
   try {
     file = Deno.openSync(path, { write: true, create: true });
@@ -433,7 +467,7 @@ function checkShape(path: string, where: string, expected: unknown, got: unknown
  */
 export function writeMemoryFile(
   path: string,
-  memory: GuestMemory,
+  memory: Pick<GuestMemory, "bytes" | "size">,
 ): { written: number; runs: [number, number][] } {
   let file: Deno.FsFile;
   try {

@@ -31,9 +31,10 @@ type Json = Record<string, unknown>;
 Deno.test("api: PUT /drives validates Firecracker's Drive, GET /vm/config lists drives, PATCH swaps a running VM's image", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "dv-api-drives-" });
   const sock = `${dir}/api.sock`;
-  const [a, b, c] = ["a", "b", "c"].map((n) => `${dir}/${n}.img`);
-  for (const p of [a!, b!, c!]) Deno.writeFileSync(p, new Uint8Array(64 * 1024));
-  const vm = new VmProcess(sock, ["--backend", "interp"]);
+  const [a, b, c, d] = ["a", "b", "c", "d"].map((n) => `${dir}/${n}.img`);
+  for (const p of [a!, b!, c!, d!]) Deno.writeFileSync(p, new Uint8Array(64 * 1024));
+  // The machine may open c later (PATCH), but not d: its Worker's permissions are set at start.
+  const vm = new VmProcess(sock, ["--backend", "interp", "--allow-path", c!]);
   try {
     await vm.ready();
     const drive = (id: string, extra: Json = {}) => ({
@@ -223,6 +224,13 @@ Deno.test("api: PUT /drives validates Firecracker's Drive, GET /vm/config lists 
     );
     const unchanged = await vm.call("GET", "/vm/config");
     assertEquals((unchanged.json?.drives as Json[])[1]!.path_on_host, b);
+    await expectFault(
+      vm,
+      "PATCH",
+      "/drives/data",
+      { drive_id: "data", path_on_host: d },
+      `the VM may not open "${d}" for writing: its Worker's permissions are set when it starts`,
+    );
     const swapped = await vm.call("PATCH", "/drives/data", { drive_id: "data", path_on_host: c });
     assertEquals(swapped.status, 204, swapped.body);
     const after = await vm.call("GET", "/vm/config");

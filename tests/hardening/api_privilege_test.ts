@@ -1,0 +1,97 @@
+/**
+ * Least privilege in the API's lifecycle mode (issue 13): the machine's Worker starts with the
+ * command that makes the machine, with only the permissions that machine needs
+ * (core/vm_permissions.ts `lifecyclePermissions`), plus each `--allow-path`. What the API names
+ * while the VM runs is done by the main thread: it writes snapshots (core/snapshot/handoff.ts) and
+ * holds the migration sockets (core/migration/broker.ts), so the Worker has no `net` at all.
+ */
+import { assertEquals, assertIncludes, assertTrue } from "../_assert.ts";
+import { BACKENDS, ROOT, runCli } from "../_run.ts";
+import { COUNTER, VmProcess } from "../api/_api.ts";
+import { parseCli } from "../../core/cli.ts";
+import type { VmConfig } from "../../core/vm.ts";
+import { lifecyclePermissions, permits } from "../../core/vm_permissions.ts";
+
+const READER = "./tests/hardening/fixtures/host_reader.ts";
+const CWD = ROOT.replace(/\/$/, "");
+
+function config(args: string[]): VmConfig {
+  const c = parseCli(args);
+  if (typeof c === "string") throw new Error(c);
+  return c;
+}
+
+for (const backend of BACKENDS) {
+  Deno.test(`--api-sock: a trusted device reading /etc/hostname in the machine's Worker is denied (${backend})`, async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "dv-api-lp-" });
+    const vm = new VmProcess(`${dir}/api.sock`, [
+      "--backend",
+      backend,
+      "--kernel",
+      COUNTER,
+      "--device",
+      `${READER},trusted,read=outside`,
+    ]);
+    try {
+      const status = await vm.exited;
+      assertEquals(status, 1, vm.stderr);
+      assertIncludes(
+        vm.stderr,
+        'Device "host-reader" tried to read a file ("/etc/hostname") while starting and was denied',
+      );
+      assertTrue(!vm.stderr.includes("    at "), `no stack trace:\n${vm.stderr}`);
+    } finally {
+      vm.kill();
+      await vm.exited;
+      Deno.removeSync(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test("the API's machine: its own files and --allow-path, no net, run or sys; snapshot paths are not its", async () => {
+  const base = config([
+    "--backend",
+    "interp",
+    "--kernel",
+    "tests/api/guests/counter.bin",
+    "--serial",
+    "file:/tmp/dv-api-lp.log",
+  ]);
+  const p = await lifecyclePermissions({ config: base }, ["/tmp/dv-allowed"], CWD);
+  assertTrue(p !== "inherit");
+  const read = p.read as string[], write = p.write as string[];
+  assertTrue(read.includes(COUNTER), `the kernel: ${read}`);
+  assertTrue(read.includes("/tmp/dv-api-lp.log"), "the serial log (a standby sizes it)");
+  assertEquals(write.sort(), ["/tmp/dv-allowed", "/tmp/dv-api-lp.log"]);
+  assertEquals([p.net, p.run, p.sys, p.ffi], [false, false, false, false]);
+  // Granted paths cover what is under them, and nothing beside or above.
+  assertTrue(permits(p, "write", "/tmp/dv-allowed/sub/disk.img"));
+  assertTrue(!permits(p, "write", "/tmp/dv-allowed-not/disk.img"));
+  assertTrue(!permits(p, "read", "/tmp/dv-allowed/../../etc/hostname"));
+  assertTrue(!permits(p, "write", "/tmp/vm.state"), "a snapshot's path is the main thread's");
+  assertTrue(permits("inherit", "write", "/anything"));
+
+  // A snapshot load reads its two files; the backend it names decides ffi.
+  const load = await lifecyclePermissions(
+    {
+      config: base,
+      restore: { statePath: "/tmp/s/vm.state", memPath: "/tmp/s/vm.mem" },
+      backend: "kvm",
+    },
+    [],
+    CWD,
+  );
+  assertTrue(load !== "inherit");
+  assertTrue(permits(load, "read", "/tmp/s/vm.state") && permits(load, "read", "/tmp/s/vm.mem"));
+  assertTrue(!permits(load, "write", "/tmp/s/vm.mem"));
+  assertEquals([load.ffi, load.net], [true, false]);
+});
+
+Deno.test("--allow-path without the API's modes is refused: the plain CLI names every file", async () => {
+  const r = await runCli(["--allow-path", "/tmp", "--kernel", COUNTER]);
+  assertEquals(r.status, 2, r.stderr);
+  assertIncludes(
+    r.stderr,
+    "denovisor: --allow-path goes with --api-sock, --name, --incoming or --standby",
+  );
+});
