@@ -8,14 +8,13 @@ import { brokeredTransport, SocketBroker, type SocketReply } from "../../core/mi
 import type { MigrationConn } from "../../core/migration/url.ts";
 
 function pair() {
-  let broker: SocketBroker;
+  const broker = new SocketBroker((reply: SocketReply) =>
+    queueMicrotask(() => worker.deliver(structuredClone(reply)))
+  );
   const worker = brokeredTransport((request) => {
     // Delivered later, as a message would be.
     queueMicrotask(() => broker.handle(structuredClone(request)));
   });
-  broker = new SocketBroker((reply: SocketReply) =>
-    queueMicrotask(() => worker.deliver(structuredClone(reply)))
-  );
   return { transport: worker.transport, broker };
 }
 
