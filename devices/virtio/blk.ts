@@ -61,6 +61,15 @@ export function openDiskFile(path: string, readOnly: boolean): Disk {
     if (err instanceof Deno.errors.NotFound) {
       throw new Error(`Cannot open drive "${path}": no such file`);
     }
+    if (err instanceof Deno.errors.NotCapable) {
+      // The machine's Worker opens only the files its VM was configured with (README
+      // "Permissions"): Deno's own "run again with --allow-read" advice does not apply.
+      throw new Error(
+        `Cannot open drive "${path}": the VM may open only the files it was started with; ` +
+          `for a drive a migrated or replicated VM brings, or one PATCH /drives swaps in, start ` +
+          `the VMM with --allow-path ${path}`,
+      );
+    }
     const hint = !readOnly && err instanceof Deno.errors.PermissionDenied
       ? " for writing (add ,ro to use it read-only)"
       : "";

@@ -95,3 +95,54 @@ Deno.test("--allow-path without the API's modes is refused: the plain CLI names 
     "denovisor: --allow-path goes with --api-sock, --name, --incoming or --standby",
   );
 });
+
+Deno.test("a migrating VM's drive opens on the destination only inside --allow-path; refused, it runs on at the source", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "dv-api-lp-mig-" });
+  const disk = `${dir}/disk.img`;
+  Deno.writeFileSync(disk, new Uint8Array(64 * 1024));
+  const url = `unix:${dir}/mig.sock`;
+  const waiting = "migration: waiting for the VM on";
+  const src = new VmProcess(`${dir}/src.sock`, [
+    "--backend",
+    "interp",
+    "--kernel",
+    COUNTER,
+    "--drive",
+    disk,
+  ], { timeoutMs: 60_000 });
+  const procs = [src];
+  try {
+    await src.ready();
+    // Without --allow-path the destination's machine may not open the drive: it refuses the VM.
+    const denied = new VmProcess(`${dir}/dst1.sock`, ["--incoming", url, "--backend", "interp"]);
+    procs.push(denied);
+    await denied.diagnostic(waiting, 30_000);
+    const r1 = await src.call("PUT", "/migration/send", { destination_url: url });
+    assertEquals(r1.status, 400, r1.body);
+    assertIncludes(
+      String(r1.json?.fault_message),
+      `Cannot open drive "${disk}": the VM may open only the files it was started with`,
+    );
+    assertIncludes(String(r1.json?.fault_message), `start the VMM with --allow-path ${disk}`);
+    assertEquals((await src.call("GET", "/")).json?.state, "Running", "the VM runs on here");
+    // With it, the VM moves.
+    const allowed = new VmProcess(`${dir}/dst2.sock`, [
+      "--incoming",
+      url,
+      "--backend",
+      "interp",
+      "--allow-path",
+      dir,
+    ], { timeoutMs: 60_000 });
+    procs.push(allowed);
+    await allowed.diagnostic(waiting, 30_000);
+    const r2 = await src.call("PUT", "/migration/send", { destination_url: url });
+    assertEquals(r2.status, 200, r2.body);
+    assertEquals(await src.exited, 0, src.stderr);
+    await allowed.diagnostic("migration: the VM arrived", 30_000);
+  } finally {
+    for (const p of procs) p.kill();
+    await Promise.all(procs.map((p) => p.exited));
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
