@@ -6,6 +6,7 @@
 
 import type { BenchRow } from "./report.ts";
 import { TEST_MARKER } from "../tools/guests/initramfs.ts";
+import { qemuPresent } from "./_qemu_flat.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const DIR = `${ROOT}.cache/guests/`;
@@ -51,20 +52,12 @@ export async function secondsToMarker(
 
 /** True when qemu-system-x86_64 runs here, installing qemu-system-x86 with apt-get if missing. */
 export async function haveQemu(): Promise<boolean> {
-  const probe = async () => {
-    try {
-      return (await new Deno.Command("qemu-system-x86_64", { args: ["--version"], stdout: "null" })
-        .output()).success;
-    } catch {
-      return false;
-    }
-  };
-  if (await probe()) return true;
+  if (await qemuPresent()) return true;
   console.error("bench: installing qemu-system-x86 for the QEMU baseline (apt-get)");
   await new Deno.Command("sh", {
     args: ["-c", "apt-get update -qq && apt-get install -y -qq qemu-system-x86 >/dev/null"],
   }).output().catch(() => undefined);
-  return await probe();
+  return await qemuPresent();
 }
 
 /** Runs the group: one row, `linux boot`. */
