@@ -36,7 +36,7 @@ import {
   F_SEG,
 } from "./decode.ts";
 import { readMemWFor, step } from "./exec.ts";
-import { execKnownSse, isSse } from "./sse.ts";
+import { execKnownSse, isSse, xmmDwords } from "./sse.ts";
 import { H_GEN } from "../page_state.ts";
 
 /** Block table slots (direct mapped by RAM offset). */
@@ -64,6 +64,7 @@ const X = {
   imul64,
   mulDivAx,
   sse: execKnownSse,
+  xmm: xmmDwords,
   incdec,
   shift,
   shift64,
@@ -700,6 +701,50 @@ function fusedCond(p: Producer, cc: number): string | null {
   return t[cc] ?? null;
 }
 
+/**
+ * Inline code for an SSE/SSE2 instruction between XMM registers `reg` and `rm` (0F-map `op`,
+ * mandatory prefix `pfx`) on the dwords `x`: moves, bitwise logic and dword/qword add and
+ * subtract, which set no flags and raise nothing. Null for anything else.
+ */
+function sseRegCode(op: number, pfx: number, reg: number, rm: number): string | null {
+  const lanes = (f: (i: number) => string) => [0, 1, 2, 3].map(f).join(" ");
+  const move = (d: number, s: number) => lanes((i) => `x[${d * 4 + i}] = x[${s * 4 + i}];`);
+  const d = reg * 4, s = rm * 4;
+  const logic = (expr: (a: string, b: string) => string) =>
+    lanes((i) => `x[${d + i}] = ${expr(`x[${d + i}]`, `x[${s + i}]`)};`);
+  const packed = pfx === 0 || pfx === 0x66;
+  if ((op === 0x6f && (pfx === 0x66 || pfx === 0xf3)) || ((op === 0x28 || op === 0x10) && packed)) {
+    return move(reg, rm); // MOVDQA/MOVDQU, MOVAPS/MOVAPD, MOVUPS/MOVUPD load forms
+  }
+  if ((op === 0x7f && (pfx === 0x66 || pfx === 0xf3)) || ((op === 0x29 || op === 0x11) && packed)) {
+    return move(rm, reg); // their store forms
+  }
+  if ((op === 0xef && pfx === 0x66) || (op === 0x57 && packed)) {
+    return logic((a, b) => `${a} ^ ${b}`);
+  }
+  if ((op === 0xeb && pfx === 0x66) || (op === 0x56 && packed)) {
+    return logic((a, b) => `${a} | ${b}`);
+  }
+  if ((op === 0xdb && pfx === 0x66) || (op === 0x54 && packed)) {
+    return logic((a, b) => `${a} & ${b}`);
+  }
+  if ((op === 0xdf && pfx === 0x66) || (op === 0x55 && packed)) {
+    return logic((a, b) => `~${a} & ${b}`);
+  }
+  if (pfx !== 0x66) return null;
+  if (op === 0xfe) return logic((a, b) => `(${a} + ${b}) | 0`); // PADDD
+  if (op === 0xfa) return logic((a, b) => `(${a} - ${b}) | 0`); // PSUBD
+  if (op === 0xd4 || op === 0xfb) { // PADDQ, PSUBQ: the low dword's carry or borrow into the high
+    const sign = op === 0xd4 ? "+" : "-";
+    return [0, 2].map((i) =>
+      `{ const lo = (x[${d + i}] >>> 0) ${sign} (x[${s + i}] >>> 0); x[${d + i}] = lo | 0; ` +
+      `x[${d + i + 1}] = (x[${d + i + 1}] ${sign} x[${s + i + 1}] ${sign} ` +
+      `(${op === 0xd4 ? "lo > 4294967295" : "lo < 0"} ? 1 : 0)) | 0; }`
+    ).join(" ");
+  }
+  return null;
+}
+
 /** Translates the instructions at `ip` into a block function; null when nothing is templated. */
 function compileBlock(
   c: Cpu,
@@ -1052,6 +1097,16 @@ function compileBlock(
       } else if (op >= 0x190 && op <= 0x19f && rm >= 0 && byteReg(rm)) {
         const cond = fusedCond(prod, op & 15) ?? `c.cond(${op & 15})`;
         code = `L[${rm}] = (L[${rm}] & ~0xff) | (${cond} ? 1 : 0);`;
+      }
+    }
+    if (code === null && wide && op >= 0x100 && op < 0x200 && rm >= 0) {
+      const body = sseRegCode(op & 0xff, (pfx >> 20) & 0xff, reg, rm);
+      if (body !== null) {
+        // Register to register, inline; with CR0.EM/TS set or CR4.OSFXSR clear the executor
+        // raises what it must.
+        code = `if ((c.cr0 & 12) !== 0 || (c.cr4 & 0x200) === 0) X.sse(c, ${op & 0xff}, ` +
+          `${(pfx >> 20) & 0xff}, ${modrm}, ${reg}, ${rm}, 0, ${imm}, ${osz}) || c.ud(); ` +
+          `else { const x = X.xmm(c); ${body} }`;
       }
     }
     if (

@@ -80,6 +80,11 @@ function xv(c: Cpu): XmmViews {
   return views!;
 }
 
+/** The XMM registers as 64 dwords (register r is dwords 4r..4r+3), for compiled templates. */
+export function xmmDwords(c: Cpu): Int32Array {
+  return xv(c).i32;
+}
+
 /** Reads the source operand (`size` bytes) into the scratch buffer S. */
 function loadSrc(c: Cpu, rm: number, ea: number, size: number, align: boolean): void {
   if (rm >= 0) {
