@@ -235,8 +235,12 @@ export class Vmm {
     if (interrupt) this.#stopKicking();
     this.#stopSlicing();
     if (!m.ok) {
-      // No machine came of it: the next such command gets a Worker with its own permissions.
-      if ("config" in cmd && this.state === "Not started") this.#retire();
+      // A refused start, load or receive leaves no machine: the next such command gets a Worker
+      // with its own permissions. (A refused --replicate or --standby ends the VMM.)
+      if (
+        (cmd.kind === "start" || cmd.kind === "snapshot-load" || cmd.kind === "migrate-receive") &&
+        this.state === "Not started"
+      ) this.#retire();
       throw new LifecycleError(m.message);
     }
     if (cmd.kind === "snapshot-create" && m.snapshot !== undefined) {

@@ -58,27 +58,15 @@ export class SocketBroker {
       switch (r.op) {
         case "connect": {
           const conn = await this.#transport.connect(r.url);
-          return this.#post({
-            ...this.#reply(r),
-            id: this.#add(this.#conns, conn),
-            addr: conn.remoteAddr,
-          });
+          return this.#opened(r, this.#conns, conn, conn.remoteAddr);
         }
         case "listen": {
           const listener = await this.#transport.listen(r.url);
-          return this.#post({
-            ...this.#reply(r),
-            id: this.#add(this.#listeners, listener),
-            addr: listener.addr,
-          });
+          return this.#opened(r, this.#listeners, listener, listener.addr);
         }
         case "accept": {
           const conn = await this.#listener(r.id).accept();
-          return this.#post({
-            ...this.#reply(r),
-            id: this.#add(this.#conns, conn),
-            addr: conn.remoteAddr,
-          });
+          return this.#opened(r, this.#conns, conn, conn.remoteAddr);
         }
         case "read": {
           const buf = new Uint8Array(Math.min(Math.max(r.size, 1), READ_MAX));
@@ -127,10 +115,11 @@ export class SocketBroker {
     return { kind: "socket-reply", req: r.req, ok: true };
   }
 
-  #add<T>(map: Map<number, T>, value: T): number {
+  /** Keeps the socket `r` opened under a new id and answers with the id and its address. */
+  #opened<T>(r: SocketRequest, map: Map<number, T>, socket: T, addr: Deno.Addr): void {
     const id = this.#next++;
-    map.set(id, value);
-    return id;
+    map.set(id, socket);
+    this.#post({ ...this.#reply(r), id, addr });
   }
 
   #conn(id: number): MigrationConn {
